@@ -1,0 +1,190 @@
+"""The wire contract: model names, signature names, tensor keys, dtypes and shapes.
+
+This module imports nothing but the standard library. `genserve.export` builds its signatures from
+it, `genserve.clients` builds its requests from it, and `tests/` checks every exported SavedModel's
+signatures against it, so the three cannot drift apart.
+
+Conventions (see ../shared/DESIGN.md, "The wire contract"):
+- every tensor has a leading batch dimension (`None` below), because TF Serving's batcher concatenates
+  requests along dim 0;
+- dtypes are numpy dtype names (`"float32"`, `"int32"`, ...) plus `"string"` for bytes;
+- `None` in a shape means "any size"; the size a trained model fixes (vocabulary, LSTM units, latent
+  size) is read from the server's metadata, never from a side file.
+
+    python -c "import genserve.contract as c; print(c.describe(c.TEXT))"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Shape = tuple["int | None", ...]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor of a signature."""
+
+    key: str
+    dtype: str  # numpy dtype name, or "string"
+    shape: tuple  # None = any size; element 0 is the batch dimension
+
+
+@dataclass(frozen=True)
+class SignatureSpec:
+    """One serving signature: named inputs to named outputs."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    doc: str = ""
+
+    def input(self, key: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.key == key:
+                return spec
+        raise KeyError(f"signature {self.name!r} has no input {key!r}")
+
+    def output(self, key: str) -> TensorSpec:
+        for spec in self.outputs:
+            if spec.key == key:
+                return spec
+        raise KeyError(f"signature {self.name!r} has no output {key!r}")
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """A model family: its default served name and its signatures (the first is the default)."""
+
+    name: str
+    signatures: tuple[SignatureSpec, ...]
+
+    @property
+    def default(self) -> SignatureSpec:
+        return self.signatures[0]
+
+    def signature(self, name: str) -> SignatureSpec:
+        for sig in self.signatures:
+            if sig.name == name:
+                return sig
+        known = ", ".join(s.name for s in self.signatures)
+        raise KeyError(f"model {self.name!r} has no signature {name!r} (known: {known})")
+
+
+# TF Serving's name for the signature used when a request names none.
+DEFAULT_SIGNATURE_KEY = "serving_default"
+
+# ---------------------------------------------------------------------------------------------------
+# Text: character-level LSTM (Deep Learning with Python, 8.1).
+# ---------------------------------------------------------------------------------------------------
+TEXT_NEXT_CHAR = SignatureSpec(
+    name="next_char",
+    inputs=(TensorSpec("ids", "int32", (None, None)),),  # (B, T): the last maxlen character ids
+    outputs=(
+        TensorSpec("logits", "float32", (None, None)),  # (B, V)
+        TensorSpec("probabilities", "float32", (None, None)),  # (B, V)
+    ),
+    doc="The book's model: a window of character ids -> next-character distribution.",
+)
+TEXT_STEP = SignatureSpec(
+    name="step",
+    inputs=(
+        TensorSpec("ids", "int32", (None,)),  # (B,): the character just emitted
+        TensorSpec("h", "float32", (None, None)),  # (B, units)
+        TensorSpec("c", "float32", (None, None)),  # (B, units)
+    ),
+    outputs=(
+        TensorSpec("logits", "float32", (None, None)),  # (B, V)
+        TensorSpec("probabilities", "float32", (None, None)),
+        TensorSpec("h", "float32", (None, None)),
+        TensorSpec("c", "float32", (None, None)),
+    ),
+    doc="One LSTM step carrying the state (h, c) over the wire: O(1) per generated character.",
+)
+TEXT_PRIME = SignatureSpec(
+    name="prime",
+    inputs=(TensorSpec("ids", "int32", (None, None)),),  # (B, T): seed text ids
+    outputs=(
+        TensorSpec("logits", "float32", (None, None)),  # distribution after the last seed char
+        TensorSpec("probabilities", "float32", (None, None)),
+        TensorSpec("h", "float32", (None, None)),
+        TensorSpec("c", "float32", (None, None)),
+    ),
+    doc="Run a seed text through the LSTM in one call; returns the state to continue from.",
+)
+TEXT_INFO = SignatureSpec(
+    name="info",
+    inputs=(TensorSpec("ids", "int32", (None,)),),  # (B,): any values; only the batch size matters
+    outputs=(
+        TensorSpec("vocabulary", "string", (None, None)),  # (B, V): one UTF-8 character per id
+        TensorSpec("maxlen", "int32", (None,)),
+        TensorSpec("units", "int32", (None,)),
+    ),
+    doc="What a client must know about the model (vocabulary, window length, state size).",
+)
+TEXT = ModelContract("text", (TEXT_NEXT_CHAR, TEXT_STEP, TEXT_PRIME, TEXT_INFO))
+
+# ---------------------------------------------------------------------------------------------------
+# VAE: convolutional variational autoencoder on MNIST (8.4).
+# ---------------------------------------------------------------------------------------------------
+VAE_DECODE = SignatureSpec(
+    name="decode",
+    inputs=(TensorSpec("z", "float32", (None, None)),),  # (B, latent)
+    outputs=(TensorSpec("images", "float32", (None, 28, 28, 1)),),  # values in [0, 1]
+    doc="Latent points -> images. A whole latent grid is one request.",
+)
+VAE_ENCODE = SignatureSpec(
+    name="encode",
+    inputs=(TensorSpec("images", "float32", (None, 28, 28, 1)),),  # values in [0, 1]
+    outputs=(
+        TensorSpec("z_mean", "float32", (None, None)),  # (B, latent)
+        TensorSpec("z_log_var", "float32", (None, None)),
+    ),
+    doc="Images -> parameters of q(z|x).",
+)
+VAE = ModelContract("vae", (VAE_DECODE, VAE_ENCODE))
+
+# ---------------------------------------------------------------------------------------------------
+# Style: neural style transfer loss served as a gradient step (8.3).
+# ---------------------------------------------------------------------------------------------------
+STYLE_GRAM_PREFIX = "gram_"  # one target/input per style layer: gram_<layer name>, (B, C, C)
+STYLE_CONTENT_FEATURES = "content_features"  # (B, h, w, C) of the content layer
+STYLE_TARGETS = SignatureSpec(
+    name="targets",
+    inputs=(
+        TensorSpec("content_image", "float32", (None, None, None, 3)),  # RGB 0..255
+        TensorSpec("style_image", "float32", (None, None, None, 3)),  # RGB 0..255
+    ),
+    outputs=(TensorSpec(STYLE_CONTENT_FEATURES, "float32", (None, None, None, None)),),
+    doc="Content features and one Gram matrix per style layer (outputs gram_<layer>), once per job.",
+)
+STYLE_STEP = SignatureSpec(
+    name="step",
+    inputs=(
+        TensorSpec("image", "float32", (None, None, None, 3)),  # the combination image, RGB 0..255
+        TensorSpec(STYLE_CONTENT_FEATURES, "float32", (None, None, None, None)),
+    ),
+    outputs=(
+        TensorSpec("loss", "float32", (None,)),
+        TensorSpec("content_loss", "float32", (None,)),
+        TensorSpec("style_loss", "float32", (None,)),
+        TensorSpec("tv_loss", "float32", (None,)),
+        TensorSpec("gradient", "float32", (None, None, None, 3)),  # d loss / d image
+    ),
+    doc="Loss, its parts and the gradient for a combination image; inputs also take gram_<layer>.",
+)
+STYLE = ModelContract("style", (STYLE_STEP, STYLE_TARGETS))
+
+MODELS: dict[str, ModelContract] = {m.name: m for m in (TEXT, VAE, STYLE)}
+
+
+def describe(model: ModelContract) -> str:
+    """A human-readable listing of a model's signatures."""
+    lines = [f"model {model.name}"]
+    for i, sig in enumerate(model.signatures):
+        default = " (default)" if i == 0 else ""
+        lines.append(f"  {sig.name}{default}: {sig.doc}")
+        for direction, specs in (("in ", sig.inputs), ("out", sig.outputs)):
+            for spec in specs:
+                lines.append(f"    {direction} {spec.key}: {spec.dtype}{list(spec.shape)}")
+    return "\n".join(lines)
