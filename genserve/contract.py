@@ -174,6 +174,44 @@ STYLE_STEP = SignatureSpec(
     doc="Loss, its parts and the gradient for a combination image; inputs also take gram_<layer>.",
 )
 STYLE = ModelContract("style", (STYLE_STEP, STYLE_TARGETS))
+# The style layers are not fixed by the contract (they depend on the export's config): a client reads
+# them from GetModelMetadata as the `gram_<layer>` outputs of `targets` (and inputs of `step`), each
+# float32 (B, C_l, C_l). The step's loss parts are already weighted: loss = content + style + tv.
+
+
+def style_gram_key(layer: str) -> str:
+    """The tensor key of a style layer's Gram matrix: gram_<layer>."""
+    return STYLE_GRAM_PREFIX + layer
+
+
+def style_layers_from_keys(keys) -> tuple[str, ...]:
+    """The style layer names among tensor keys (e.g. the `targets` outputs in model metadata), sorted."""
+    return tuple(sorted(k[len(STYLE_GRAM_PREFIX):] for k in keys if k.startswith(STYLE_GRAM_PREFIX)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Toy: y = w * x + b, the example model of the serving tests and the demo (genserve/export/toy.py).
+# Not one of the book's models, so it is not in MODELS.
+# ---------------------------------------------------------------------------------------------------
+TOY_AFFINE = SignatureSpec(
+    name="affine",
+    inputs=(TensorSpec("x", "float32", (None, 1)),),  # (B, 1)
+    outputs=(
+        TensorSpec("y", "float32", (None, 1)),  # w * x + b
+        TensorSpec("wx", "float32", (None, 1)),  # w * x
+    ),
+    doc="y = w * x + b (w = 2 by default; b tells exported versions apart).",
+)
+TOY_SCALE = SignatureSpec(
+    name="scale",
+    inputs=(
+        TensorSpec("x", "float32", (None, 1)),  # (B, 1)
+        TensorSpec("factor", "int32", (None,)),  # (B,)
+    ),
+    outputs=(TensorSpec("y", "float32", (None, 1)),),  # factor * w * x
+    doc="y = factor * w * x: two inputs of different dtypes.",
+)
+TOY = ModelContract("toy", (TOY_AFFINE, TOY_SCALE))
 
 MODELS: dict[str, ModelContract] = {m.name: m for m in (TEXT, VAE, STYLE)}
 

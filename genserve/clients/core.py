@@ -1,0 +1,356 @@
+"""The thin gRPC client: Predict, GetModelMetadata and GetModelStatus against TF Serving or genserve.
+
+No TensorFlow here: requests are genserve's own wire-compatible messages (genserve/clients/protos),
+sent by TF Serving's method paths, so the same client talks to `tensorflow_model_server` and to
+`genserve serve`. Every call has a deadline; UNAVAILABLE (server not up yet, connection refused or
+reset) is retried with exponential backoff inside that deadline; every other failure surfaces at once
+as `GenserveError` carrying the gRPC code and details.
+
+    python -c "from genserve.clients import Client; c = Client('127.0.0.1:8500', timeout=2); print(c.status('vae'))"
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
+
+import grpc
+import numpy as np
+
+from genserve.clients.codec import dtype_name, from_tensor_proto, to_tensor_proto
+from genserve.clients.protos import serving_pb2
+
+PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
+METADATA_METHOD = "/tensorflow.serving.PredictionService/GetModelMetadata"
+STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"
+SIGNATURE_DEF_MAP_TYPE = "tensorflow.serving.SignatureDefMap"  # the Any's type name TF Serving packs
+
+# Large enough for a 1024x1024x3 float32 image (12 MiB raw) even when a server answers in the *_val
+# fields, where a negative int32 costs up to 10 bytes (a 3 MB uint8 reply becomes ~6 MB).
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+Inputs = Mapping[str, Any]
+Outputs = dict[str, np.ndarray]
+
+
+class GenserveError(Exception):
+    """A failed RPC: the gRPC status code and the server's (or the client's) explanation.
+
+    Attributes:
+        code: a `grpc.StatusCode`, e.g. `grpc.StatusCode.NOT_FOUND`.
+        details: the human-readable message.
+    """
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(code, details)
+        self.code = code
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.details}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff for UNAVAILABLE, always bounded by the call's deadline.
+
+    The waits are initial_backoff * multiplier**k, capped at max_backoff (gRPC's connection-backoff
+    scheme, https://github.com/grpc/grpc/blob/master/doc/connection-backoff.md, without jitter).
+    """
+
+    max_attempts: int = 5
+    initial_backoff: float = 0.1  # seconds
+    multiplier: float = 2.0
+    max_backoff: float = 2.0
+
+    def backoff(self, attempt: int) -> float:
+        """The wait after failed attempt number `attempt` (1-based)."""
+        return min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    """One served signature as GetModelMetadata describes it.
+
+    `inputs` / `outputs` map a tensor key to (dtype name, shape): dtype names are the contract's
+    ("float32", "int32", "string", ...); a shape is a tuple with None for an unknown size (-1), or
+    None when even the rank is unknown.
+    """
+
+    inputs: dict[str, tuple[str, tuple | None]] = field(default_factory=dict)
+    outputs: dict[str, tuple[str, tuple | None]] = field(default_factory=dict)
+    method_name: str = ""
+
+
+class VersionStatus(NamedTuple):
+    """One entry of GetModelStatus: a version and its state ("AVAILABLE", "LOADING", "END", ...)."""
+
+    version: int
+    state: str
+
+
+def _tensor_info(info) -> tuple[str, tuple | None]:
+    shape = info.tensor_shape
+    if shape.unknown_rank:
+        return dtype_name(info.dtype), None
+    return dtype_name(info.dtype), tuple(None if d.size < 0 else int(d.size) for d in shape.dim)
+
+
+def _model_spec(spec, model: str, signature: str | None, version: int | None,
+                version_label: str | None) -> None:
+    """Fill a ModelSpec in place; version stays unset for "latest" (a set 0 would mean version 0)."""
+    if version is not None and version_label is not None:
+        raise ValueError("give either version or version_label, not both")
+    spec.name = model
+    if signature:
+        spec.signature_name = signature
+    if version is not None:
+        spec.version.SetInParent()  # presence even for version 0
+        spec.version.value = int(version)
+    elif version_label is not None:
+        spec.version_label = version_label
+
+
+def predict_request(model: str, inputs: Inputs, signature: str | None = None,
+                    version: int | None = None, version_label: str | None = None,
+                    output_filter: Iterable[str] | None = None) -> serving_pb2.PredictRequest:
+    """The PredictRequest that Client.predict sends (arguments as there).
+
+    Raises:
+        TypeError: inputs is not a mapping.
+        ValueError: an input dtype a TensorProto cannot carry; version and version_label together.
+    """
+    if not isinstance(inputs, Mapping):
+        raise TypeError(f"inputs must be a dict of tensor key -> array, got {type(inputs).__name__}")
+    request = serving_pb2.PredictRequest()
+    _model_spec(request.model_spec, model, signature, version, version_label)
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(to_tensor_proto(value))
+    if output_filter is not None:
+        if isinstance(output_filter, str):
+            output_filter = [output_filter]
+        request.output_filter.extend(output_filter)
+    return request
+
+
+def signatures_from_metadata(response, model: str = "") -> dict[str, SignatureInfo]:
+    """Signature name -> SignatureInfo from a GetModelMetadataResponse (genserve's or TF's class).
+
+    Raises:
+        GenserveError: code INTERNAL when the reply carries no SignatureDefMap under "signature_def".
+    """
+    if "signature_def" not in response.metadata:
+        raise GenserveError(grpc.StatusCode.INTERNAL,
+                            f"GetModelMetadata for {model!r} returned no signature_def entry")
+    packed = response.metadata["signature_def"]
+    # Any.Unpack would compare full type names (genserve.wire vs tensorflow.serving) and refuse; the
+    # bytes are compatible, so check the URL's type name and parse the value directly.
+    type_name = packed.type_url.rsplit("/", 1)[-1]
+    if type_name != SIGNATURE_DEF_MAP_TYPE:
+        raise GenserveError(grpc.StatusCode.INTERNAL,
+                            f"signature_def metadata of {model!r} has type {packed.type_url!r}, "
+                            f"expected type.googleapis.com/{SIGNATURE_DEF_MAP_TYPE}")
+    signature_map = serving_pb2.SignatureDefMap.FromString(packed.value)
+    return {
+        name: SignatureInfo(
+            inputs={k: _tensor_info(v) for k, v in sorted(sig.inputs.items())},
+            outputs={k: _tensor_info(v) for k, v in sorted(sig.outputs.items())},
+            method_name=sig.method_name,
+        )
+        for name, sig in sorted(signature_map.signature_def.items())
+    }
+
+
+class Client:
+    """A connection to a TF-Serving-compatible gRPC server.
+
+    Use as a context manager (or call close()); one Client is safe to share between threads.
+
+        with Client("127.0.0.1:8500") as client:
+            out = client.predict("vae", {"z": z}, signature="decode")   # {"images": (B, 28, 28, 1)}
+
+    Args:
+        target: "host:port" of the server.
+        timeout: default deadline in seconds for each call, retries included.
+        max_message_bytes: send and receive limit set on the channel (gRPC's default is 4 MiB).
+        retry: backoff for UNAVAILABLE; RetryPolicy(max_attempts=1) disables retries.
+        options: extra gRPC channel options, appended after genserve's.
+    """
+
+    def __init__(self, target: str, timeout: float = 30.0,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 retry: RetryPolicy = RetryPolicy(),
+                 options: Iterable[tuple[str, Any]] = ()):
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        if retry.max_attempts < 1:
+            raise ValueError(f"retry.max_attempts must be at least 1, got {retry.max_attempts}")
+        self.target = target
+        self.timeout = float(timeout)
+        self.retry = retry
+        channel_options = [
+            ("grpc.max_send_message_length", int(max_message_bytes)),
+            ("grpc.max_receive_message_length", int(max_message_bytes)),
+            # Reconnect quickly after a refused connection, so a retry can reach a server that has
+            # just come up (gRPC's default first reconnect backoff is 1 s).
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000),
+            *options,
+        ]
+        self._channel = grpc.insecure_channel(target, options=channel_options)
+        self._predict = self._channel.unary_unary(
+            PREDICT_METHOD,
+            request_serializer=serving_pb2.PredictRequest.SerializeToString,
+            response_deserializer=serving_pb2.PredictResponse.FromString,
+        )
+        self._metadata = self._channel.unary_unary(
+            METADATA_METHOD,
+            request_serializer=serving_pb2.GetModelMetadataRequest.SerializeToString,
+            response_deserializer=serving_pb2.GetModelMetadataResponse.FromString,
+        )
+        self._status = self._channel.unary_unary(
+            STATUS_METHOD,
+            request_serializer=serving_pb2.GetModelStatusRequest.SerializeToString,
+            response_deserializer=serving_pb2.GetModelStatusResponse.FromString,
+        )
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.target!r}, timeout={self.timeout})"
+
+    # -- transport ------------------------------------------------------------------------------
+    def _call(self, method: Callable, request, timeout: float | None):
+        """Invoke `method` with a deadline, retrying UNAVAILABLE with backoff inside it.
+
+        Raises:
+            GenserveError: the last failure (UNAVAILABLE when the deadline ran out between retries).
+        """
+        budget = self.timeout if timeout is None else float(timeout)
+        if budget <= 0:
+            raise ValueError(f"timeout must be positive, got {budget}")
+        deadline = time.monotonic() + budget
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return method(request, timeout=max(deadline - time.monotonic(), 0.001))
+            except grpc.RpcError as e:
+                code, details = e.code(), e.details() or ""
+                if code != grpc.StatusCode.UNAVAILABLE:
+                    raise GenserveError(code, details) from None
+                wait = self.retry.backoff(attempt)
+                left = deadline - time.monotonic()
+                if attempt >= self.retry.max_attempts or wait >= left:
+                    raise GenserveError(
+                        code, f"{details} ({self.target}: {attempt} attempt(s) in "
+                              f"{budget - max(left, 0.0):.2f} s)") from None
+                time.sleep(wait)
+
+    # -- PredictionService/Predict --------------------------------------------------------------
+    def predict_response(self, model: str, inputs: Inputs, signature: str | None = None,
+                         version: int | None = None, version_label: str | None = None,
+                         output_filter: Iterable[str] | None = None,
+                         timeout: float | None = None) -> serving_pb2.PredictResponse:
+        """Like predict(), but returns the undecoded PredictResponse (its model_spec says which
+        version answered)."""
+        request = predict_request(model, inputs, signature, version, version_label, output_filter)
+        return self._call(self._predict, request, timeout)
+
+    def predict(self, model: str, inputs: Inputs, signature: str | None = None,
+                version: int | None = None, version_label: str | None = None,
+                output_filter: Iterable[str] | None = None,
+                timeout: float | None = None) -> Outputs:
+        """Run one signature of a served model.
+
+        Args:
+            model: the served model name, e.g. "vae".
+            inputs: tensor key -> array (numbers, or str/bytes for string tensors), each with the
+                leading batch dimension the signature expects.
+            signature: the signature name; None uses the server's "serving_default".
+            version: a specific version; None (the default) asks for the latest.
+            version_label: a version label from the server's config (instead of `version`).
+            output_filter: only these output keys are computed and returned.
+            timeout: this call's deadline in seconds (retries included); default: the client's.
+
+        Returns:
+            output key -> numpy array (strings as object arrays of bytes).
+
+        Raises:
+            GenserveError: the server refused or failed (NOT_FOUND, INVALID_ARGUMENT, ...), the
+                deadline passed (DEADLINE_EXCEEDED) or no server answered (UNAVAILABLE).
+            ValueError: an input of a dtype a TensorProto cannot carry, or version and
+                version_label given together.
+        """
+        response = self.predict_response(model, inputs, signature, version, version_label,
+                                         output_filter, timeout)
+        return {key: from_tensor_proto(tensor) for key, tensor in response.outputs.items()}
+
+    def predict_fn(self, model: str, signature: str | None = None, version: int | None = None,
+                   output_filter: Iterable[str] | None = None,
+                   timeout: float | None = None) -> Callable[[Inputs], Outputs]:
+        """A plain `inputs -> outputs` callable for one signature, to inject into pure client
+        algorithms (sampling, L-BFGS, grid rendering) that must not know about gRPC.
+
+        Returns:
+            fn(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]; raises what predict() raises.
+        """
+        keys = None if output_filter is None else list(output_filter)
+
+        def call(inputs: Inputs) -> Outputs:
+            return self.predict(model, inputs, signature=signature, version=version,
+                                output_filter=keys, timeout=timeout)
+
+        call.__name__ = f"predict_{model}_{signature or 'default'}"
+        return call
+
+    # -- PredictionService/GetModelMetadata -----------------------------------------------------
+    def metadata(self, model: str, version: int | None = None, version_label: str | None = None,
+                 timeout: float | None = None) -> dict[str, SignatureInfo]:
+        """The model's signatures, from GetModelMetadata (metadata_field "signature_def").
+
+        Returns:
+            signature name -> SignatureInfo (includes "serving_default").
+
+        Raises:
+            GenserveError: the RPC failed, or the reply carries no SignatureDefMap (code INTERNAL).
+        """
+        request = serving_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        _model_spec(request.model_spec, model, None, version, version_label)
+        response = self._call(self._metadata, request, timeout)
+        return signatures_from_metadata(response, model)
+
+    # -- ModelService/GetModelStatus ------------------------------------------------------------
+    def status(self, model: str, version: int | None = None, version_label: str | None = None,
+               timeout: float | None = None) -> list[VersionStatus]:
+        """The versions the server knows for `model` and their states, newest first.
+
+        Returns:
+            [VersionStatus(version, state_name), ...], e.g. [(2, "AVAILABLE"), (1, "END")].
+
+        Raises:
+            GenserveError: NOT_FOUND for an unknown model or version, or any other RPC failure.
+        """
+        request = serving_pb2.GetModelStatusRequest()
+        _model_spec(request.model_spec, model, None, version, version_label)
+        response = self._call(self._status, request, timeout)
+        states = serving_pb2.ModelVersionStatus.State
+        found = []
+        for entry in response.model_version_status:
+            try:
+                state = states.Name(entry.state)
+            except ValueError:
+                state = f"STATE_{entry.state}"
+            found.append(VersionStatus(int(entry.version), state))
+        return sorted(found, key=lambda s: -s.version)

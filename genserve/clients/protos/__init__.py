@@ -1,0 +1,10 @@
+"""genserve's wire-compatible protobuf messages (package `genserve.wire`), generated and committed.
+
+`tensor_pb2` holds TensorProto / TensorShapeProto / DataType; `serving_pb2` holds ModelSpec,
+Predict, GetModelMetadata and GetModelStatus messages. Same field numbers as TensorFlow's and TF
+Serving's messages, so the bytes interchange; different names, so both load in one process.
+
+    python -c "from genserve.clients.protos import serving_pb2; print(serving_pb2.PredictRequest())"
+
+Regenerate with `genserve/clients/protos/regenerate.sh` (grpcio-tools==1.75.1).
+"""

@@ -1,0 +1,278 @@
+"""Versioned, atomic SavedModel writer in TF Serving's layout, plus `models.config` and warmup records.
+
+    <models_dir>/
+      models.config                      text-format ModelServerConfig listing every model
+      <name>/<version>/saved_model.pb    one complete SavedModel per integer version
+      <name>/<version>/assets.extra/tf_serving_warmup_requests   (optional) PredictionLog TFRecords
+
+A version is written into a hidden temporary sibling (`<name>/.tmp-<version>-<pid>`) and renamed into
+place, so a server polling the folder never sees half an export; a failed save removes its temporary
+folder, and temporary folders left by dead processes are removed by the next save.
+
+    python -c "from genserve.export.toy import export_toy; print(export_toy('out/models'))"
+
+References: TF Serving's SavedModel warmup (https://www.tensorflow.org/tfx/serving/saved_model_warmup)
+and model server config (https://www.tensorflow.org/tfx/serving/serving_config).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from genserve.contract import DEFAULT_SIGNATURE_KEY
+from genserve.data import atomic_write_bytes
+from genserve.serving.config import (
+    DOCKER_PREFIX,
+    MODELS_CONFIG,
+    ModelEntry,
+    list_versions,
+    read_models_config,
+    render_models_config,
+    scan_model_dirs,
+)
+
+log = logging.getLogger(__name__)
+
+WARMUP_DIR = "assets.extra"
+WARMUP_FILE = "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many warmup records
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_TMP_RE = re.compile(r"^\.tmp-(\d+)-(\d+)$")
+
+
+class ExportError(RuntimeError):
+    """An export cannot be written as asked; the message says why and what to do."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temps(model_dir: Path) -> list[Path]:
+    """Remove `.tmp-<version>-<pid>` folders whose writer process is gone. Returns what was removed."""
+    removed = []
+    if not Path(model_dir).is_dir():
+        return removed
+    for path in Path(model_dir).iterdir():
+        match = _TMP_RE.match(path.name)
+        if match and path.is_dir() and not _pid_alive(int(match.group(2))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def next_version(model_dir: Path) -> int:
+    """1 + the largest integer folder name under `model_dir` (complete or not), or 1 for none."""
+    model_dir = Path(model_dir)
+    taken = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()] if model_dir.is_dir() else []
+    return max(taken, default=0) + 1
+
+
+def _input_specs(fn) -> dict:
+    """key -> tf.TensorSpec of a signature function's inputs (the keys TF gives the saved signature)."""
+    args, kwargs = fn.structured_input_signature
+    names = list(fn.function_type.parameters)
+    specs = {(spec.name or names[i]): spec for i, spec in enumerate(args)}
+    specs.update(kwargs)
+    return specs
+
+
+def _check_signatures(signatures: dict, default: str) -> None:
+    if not signatures:
+        raise ExportError("no signatures given")
+    if default not in signatures:
+        raise ExportError(f"default signature {default!r} is not among {sorted(signatures)}")
+    if DEFAULT_SIGNATURE_KEY in signatures:
+        raise ExportError(f"do not name a signature {DEFAULT_SIGNATURE_KEY!r}; pass default= instead")
+    for name, fn in signatures.items():
+        _input_specs(fn)
+        if not isinstance(fn.structured_outputs, dict):
+            raise ExportError(f"signature {name!r} must return a dict of named tensors "
+                              f"(the contract's output keys), got {type(fn.structured_outputs).__name__}")
+
+
+def _check_warmup(name: str, signatures: dict, default: str,
+                  warmup: list[tuple[str, dict[str, np.ndarray]]]) -> None:
+    if len(warmup) > MAX_WARMUP_RECORDS:
+        raise ExportError(f"{len(warmup)} warmup requests; TF Serving reads at most {MAX_WARMUP_RECORDS}")
+    for sig_name, inputs in warmup:
+        fn = signatures[default] if sig_name == DEFAULT_SIGNATURE_KEY else signatures.get(sig_name)
+        if fn is None:
+            raise ExportError(f"warmup request for model {name!r} names unknown signature {sig_name!r}")
+        expected = set(_input_specs(fn))
+        if set(inputs) != expected:
+            raise ExportError(f"warmup request for {sig_name!r} has inputs {sorted(inputs)}, "
+                              f"the signature takes {sorted(expected)}")
+
+
+def write_warmup_file(path: Path, model_name: str,
+                      requests: list[tuple[str, dict[str, np.ndarray]]]) -> Path:
+    """Write TF Serving's warmup file: one PredictionLog (predict_log.request) per TFRecord.
+
+    Args:
+        path: the file to write (normally <version>/assets.extra/tf_serving_warmup_requests).
+        model_name: goes into each request's model_spec.name.
+        requests: (signature name, {input key: array}) pairs.
+    Returns:
+        `path`.
+    """
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for sig_name, inputs in requests:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = sig_name
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
+            record = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(record.SerializeToString())
+    return path
+
+
+def read_warmup_file(path: Path) -> list:
+    """The PredictionLog messages of a warmup file (for tests and for the embedded server's replay)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    records = []
+    for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+        records.append(prediction_log_pb2.PredictionLog.FromString(raw))
+    return records
+
+
+def save_version(module, models_dir, name: str, signatures: dict, default: str,
+                 version: int | None = None,
+                 warmup: list[tuple[str, dict[str, np.ndarray]]] | None = None,
+                 assets: dict[str, bytes] | None = None,
+                 base_path_prefix: str = DOCKER_PREFIX) -> Path:
+    """Write `module` as version `version` of model `name`, atomically, and refresh models.config.
+
+    Args:
+        module: the tf.Module (or Keras ExportArchive-like trackable) holding the variables.
+        models_dir: root of the served tree (created if missing).
+        name: model name (the folder name and the served name).
+        signatures: signature name -> ConcreteFunction returning a dict keyed by output names.
+        default: which of `signatures` is also registered as "serving_default".
+        version: explicit version number; None = next after the largest existing one.
+        warmup: (signature name, {input key: array}) requests for assets.extra/tf_serving_warmup_requests.
+        assets: extra files (relative path -> bytes) written under assets.extra/ (e.g. config.json).
+        base_path_prefix: prefix of base_path in models.config ("/models" for Dockerfile.serving).
+    Returns:
+        The final version folder `<models_dir>/<name>/<version>`.
+    Raises:
+        ExportError: bad name, signatures, warmup or assets, or the version already exists.
+    """
+    import tensorflow as tf
+
+    if not _NAME_RE.match(name):
+        raise ExportError(f"model name {name!r} must be letters, digits, '_', '.', '-' "
+                          "and start with a letter or digit")
+    _check_signatures(signatures, default)
+    if warmup:
+        _check_warmup(name, signatures, default, warmup)
+    for rel in assets or {}:
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or not rel:
+            raise ExportError(f"asset path {rel!r} must be relative, inside assets.extra/")
+    if version is not None and (not isinstance(version, int) or version < 1):
+        raise ExportError(f"version must be a positive integer, got {version!r}")
+
+    model_dir = Path(models_dir) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for stale in clean_stale_temps(model_dir):
+        log.info("removed stale temporary export %s", stale)
+    if version is None:
+        version = next_version(model_dir)
+    final = model_dir / str(version)
+    if final.exists():
+        raise ExportError(f"version {version} of model {name!r} already exists at {final}; "
+                          "versions are immutable: omit the version to write the next one")
+
+    tmp = model_dir / f".tmp-{version}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        served = {DEFAULT_SIGNATURE_KEY: signatures[default], **signatures}
+        tf.saved_model.save(module, str(tmp), signatures=served)
+        if warmup:
+            write_warmup_file(tmp / WARMUP_DIR / WARMUP_FILE, name, warmup)
+        for rel, data in (assets or {}).items():
+            target = tmp / WARMUP_DIR / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        try:
+            os.rename(tmp, final)  # atomic; fails if another writer took the number meanwhile
+        except OSError as e:
+            raise ExportError(f"could not move the export into {final} ({e.strerror}); "
+                              "another writer may have taken that version") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported %s version %d to %s", name, version, final)
+    write_models_config(models_dir, base_path_prefix)
+    return final
+
+
+def write_models_config(models_dir, base_path_prefix: str = DOCKER_PREFIX) -> Path:
+    """(Re)write `<models_dir>/models.config` for every model folder in `models_dir`.
+
+    Entries already in the file (their base_path and version_labels) are kept; model folders not yet
+    listed are added with base_path `<prefix>/<name>`.
+
+    Returns:
+        The path of models.config.
+    Raises:
+        ConfigError: an existing models.config cannot be parsed (it is left untouched).
+    """
+    models_dir = Path(models_dir)
+    entries = list(read_models_config(models_dir) or [])
+    listed = {e.name for e in entries}
+    prefix = base_path_prefix.rstrip("/")
+    for name in scan_model_dirs(models_dir):
+        if name not in listed:
+            entries.append(ModelEntry(name, f"{prefix}/{name}" if prefix else name))
+    path = models_dir / MODELS_CONFIG
+    atomic_write_bytes(path, render_models_config(entries).encode())
+    return path
+
+
+def set_version_labels(models_dir, name: str, labels: dict[str, int]) -> Path:
+    """Set (or, with value None, remove) version labels of model `name` in models.config.
+
+    Raises:
+        ExportError: the model is not in models.config, or a label names a version not on disk.
+    """
+    models_dir = Path(models_dir)
+    write_models_config(models_dir)
+    entries = read_models_config(models_dir) or []
+    by_name = {e.name: e for e in entries}
+    if name not in by_name:
+        raise ExportError(f"model {name!r} is not in {models_dir / MODELS_CONFIG}")
+    on_disk = set(list_versions(models_dir / name))
+    merged = dict(by_name[name].version_labels)
+    for label, version in labels.items():
+        if version is None:
+            merged.pop(label, None)
+        elif version not in on_disk:
+            raise ExportError(f"label {label!r}: model {name!r} has no version {version} "
+                              f"(on disk: {sorted(on_disk)})")
+        else:
+            merged[label] = version
+    entries = [ModelEntry(e.name, e.base_path, merged) if e.name == name else e for e in entries]
+    path = models_dir / MODELS_CONFIG
+    atomic_write_bytes(path, render_models_config(entries).encode())
+    return path

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# `make demo`: everything genserve can do, on a laptop without a GPU.
+#
+# Starts the embedded TF-Serving-compatible server over out/models, then runs each model family's
+# demo script (scripts/demo_<family>.sh): train a quick model, export it into the served directory
+# (the server picks new versions up while running), query it with the thin clients, write to out/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-.venv/bin/python}
+GENSERVE=${GENSERVE:-.venv/bin/genserve}
+export OUT_DIR=${OUT_DIR:-$PWD/out}
+export MODELS_DIR=${MODELS_DIR:-$OUT_DIR/models}
+export WORK_DIR=${WORK_DIR:-$OUT_DIR/work}
+export PY GENSERVE
+mkdir -p "$OUT_DIR" "$MODELS_DIR" "$WORK_DIR"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "export the toy model (y = 2x + b) into $MODELS_DIR"
+"$GENSERVE" export toy --models-dir "$MODELS_DIR"
+
+PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+export GENSERVE_TARGET="127.0.0.1:$PORT"
+step "start the embedded server on $GENSERVE_TARGET (log: $OUT_DIR/server.log)"
+"$GENSERVE" serve --models-dir "$MODELS_DIR" --port "$PORT" --poll-seconds 1 >"$OUT_DIR/server.log" 2>&1 &
+SERVER_PID=$!
+trap 'kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null || true' EXIT
+"$PY" scripts/wait_for_model.py "$GENSERVE_TARGET" toy --timeout 120
+
+step "query it with Google's own tensorflow_serving.apis stubs"
+"$PY" examples/tf_serving_stub_client.py "$GENSERVE_TARGET"
+
+for family in text vae style; do
+  script="scripts/demo_$family.sh"
+  if [ -f "$script" ]; then
+    step "$family"
+    bash "$script"
+  fi
+done
+
+step "done: results are in $OUT_DIR"
+ls -1 "$OUT_DIR"

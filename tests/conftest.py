@@ -1,0 +1,43 @@
+"""Shared fixtures: a toy models directory and a real embedded gRPC server on 127.0.0.1, port 0.
+
+    .venv/bin/python -m pytest tests/test_server.py -q
+
+TensorFlow is imported inside the fixtures, so test files that do not use them never pay for it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+TOY_BIAS = {1: 1.0, 2: 2.0}  # version -> bias of the toy model (y = 2x + bias) in toy_models_dir
+
+
+@pytest.fixture(scope="session")
+def toy_models_dir(tmp_path_factory) -> Path:
+    """A models directory with toy versions 1 and 2 and its models.config. Treat it as read-only."""
+    from genserve.export.toy import ToyConfig, export_toy
+
+    root = tmp_path_factory.mktemp("toy_models")
+    for version, bias in TOY_BIAS.items():
+        export_toy(root, ToyConfig(bias=bias), version=version)
+    return root
+
+
+@pytest.fixture
+def toy_models_copy(toy_models_dir: Path, tmp_path: Path) -> Path:
+    """A private, writable copy of toy_models_dir."""
+    target = tmp_path / "models"
+    shutil.copytree(toy_models_dir, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def toy_server(toy_models_dir: Path) -> str:
+    """"127.0.0.1:PORT" of an embedded server over toy_models_dir (no polling)."""
+    from genserve.serving.server import serve
+
+    with serve(toy_models_dir, poll_seconds=0) as target:
+        yield target

@@ -1,0 +1,221 @@
+"""Dockerfile.serving without a Docker engine: it parses, its base image is pinned, its flags are spelled
+as TF Serving spells them, what it copies is what the export writer produces, and the batching and
+monitoring files parse as the text protos TF Serving reads.
+
+    .venv/bin/python -m pytest tests/test_dockerfile.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile.serving"
+
+# Every flag of tensorflow_model_server, as tensorflow_serving/model_servers/main.cc (2.x) defines them.
+KNOWN_FLAGS = {
+    "port", "grpc_socket_path", "rest_api_port", "rest_api_num_threads", "rest_api_timeout_in_ms",
+    "rest_api_enable_cors_support", "enable_batching", "allow_version_labels_for_unavailable_models",
+    "batching_parameters_file", "enable_per_model_batching_parameters", "model_config_file",
+    "model_config_file_poll_wait_seconds", "model_name", "model_base_path", "num_load_threads",
+    "num_unload_threads", "max_num_load_retries", "load_retry_interval_micros",
+    "file_system_poll_wait_seconds", "flush_filesystem_caches", "tensorflow_session_parallelism",
+    "tensorflow_session_config_file", "tensorflow_intra_op_parallelism",
+    "tensorflow_inter_op_parallelism", "use_alts_credentials", "ssl_config_file",
+    "platform_config_file", "per_process_gpu_memory_fraction", "saved_model_tags",
+    "grpc_channel_arguments", "grpc_max_threads", "enable_model_warmup",
+    "num_request_iterations_for_warmup", "version", "monitoring_config_file",
+    "remove_unused_fields_from_bundle_metagraph", "prefer_tflite_model", "num_tflite_pools",
+    "num_tflite_interpreters_per_pool", "enable_signature_method_name_check",
+    "xla_cpu_compilation_enabled", "enable_profiler", "thread_pool_factory_config_file",
+}
+BOOL_FLAGS = {"enable_batching", "enable_model_warmup", "rest_api_enable_cors_support",
+              "flush_filesystem_caches", "use_alts_credentials", "enable_per_model_batching_parameters"}
+INT_FLAGS = {"port", "rest_api_port", "file_system_poll_wait_seconds",
+             "model_config_file_poll_wait_seconds", "grpc_max_threads", "num_load_threads"}
+
+
+def parse_dockerfile(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with comments dropped and continuation lines joined."""
+    instructions, current = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if current and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        word, _, rest = current.strip().partition(" ")
+        instructions.append((word.upper(), rest.strip()))
+        current = ""
+    assert not current, "dangling line continuation"
+    return instructions
+
+
+@pytest.fixture(scope="module")
+def instructions():
+    return parse_dockerfile(DOCKERFILE.read_text())
+
+
+def _all(instructions, name):
+    return [args for word, args in instructions if word == name]
+
+
+def _args(instructions) -> dict[str, str]:
+    return dict(a.split("=", 1) for a in _all(instructions, "ARG") if "=" in a)
+
+
+def _copies(instructions) -> list[tuple[str, str]]:
+    """(source, destination) of every COPY, with build-arg defaults substituted."""
+    defaults = _args(instructions)
+    pairs = []
+    for args in _all(instructions, "COPY"):
+        parts = [p for p in shlex.split(args) if not p.startswith("--")]
+        parts = [re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], p) for p in parts]
+        *sources, dest = parts
+        pairs.extend((src, dest) for src in sources)
+    return pairs
+
+
+def _flags(instructions) -> dict[str, str]:
+    (entrypoint,) = _all(instructions, "ENTRYPOINT")
+    argv = json.loads(entrypoint)  # exec form: a JSON array
+    assert argv[0] == "tensorflow_model_server"
+    flags = {}
+    for arg in argv[1:] + json.loads((_all(instructions, "CMD") or ["[]"])[0]):
+        match = re.fullmatch(r"--([a-z_]+)=(.+)", arg)
+        assert match, f"{arg!r}: flags are written --name=value"
+        flags[match.group(1)] = match.group(2)
+    return flags
+
+
+def test_base_image_is_a_pinned_tf_serving_gpu_release(instructions):
+    (base,) = _all(instructions, "FROM")
+    assert re.fullmatch(r"tensorflow/serving:2\.\d+\.\d+-gpu", base), base
+    assert "latest" not in base and "$" not in base
+
+
+def test_flags_are_tf_serving_flags(instructions):
+    flags = _flags(instructions)
+    unknown = set(flags) - KNOWN_FLAGS
+    assert not unknown, f"not tensorflow_model_server flags: {sorted(unknown)}"
+    assert flags["port"] == "8500" and flags["rest_api_port"] == "8501"
+    assert flags["model_config_file"] == "/models/models.config"
+    assert flags["enable_model_warmup"] == "true" and flags["enable_batching"] == "true"
+    for name in ("batching_parameters_file", "monitoring_config_file", "file_system_poll_wait_seconds"):
+        assert name in flags
+    for name in BOOL_FLAGS & set(flags):
+        assert flags[name] in ("true", "false"), name
+    for name in INT_FLAGS & set(flags):
+        assert flags[name].isdigit(), name
+    assert set(_all(instructions, "EXPOSE")[0].split()) == {"8500", "8501"}
+
+
+def test_every_file_flag_points_at_a_copied_file(instructions):
+    copies = _copies(instructions)
+    for name, value in _flags(instructions).items():
+        if name.endswith("_file"):
+            assert any(value == dest or value.startswith(dest.rstrip("/") + "/") for _, dest in copies), \
+                f"--{name}={value} is not under any COPY destination"
+    for src, _ in copies:
+        if not src.startswith(_args(instructions)["MODELS_DIR"]):
+            assert (ROOT / src).is_file(), f"COPY source {src} missing from the repository"
+
+
+def test_copied_models_dir_is_what_the_writer_produces(instructions, toy_models_dir):
+    """Map the image's /models paths back onto an exported directory and check they all exist."""
+    from genserve.serving.config import read_models_config
+
+    models_dir_arg = _args(instructions)["MODELS_DIR"]
+    (dest,) = [d for s, d in _copies(instructions) if s.rstrip("/") == models_dir_arg.rstrip("/")]
+    dest = dest.rstrip("/")
+
+    def local(image_path: str) -> Path:  # /models/... inside the image -> toy_models_dir/...
+        assert image_path.startswith(dest + "/"), image_path
+        return toy_models_dir / image_path[len(dest) + 1:]
+
+    assert local(_flags(instructions)["model_config_file"]).is_file()
+    entries = read_models_config(toy_models_dir)
+    assert entries
+    for entry in entries:
+        model = local(entry.base_path)
+        versions = [p for p in model.iterdir() if p.name.isdigit()]
+        assert versions, entry
+        for version in versions:
+            assert (version / "saved_model.pb").is_file()
+            assert (version / "variables" / "variables.index").is_file()
+            assert (version / "assets.extra" / "tf_serving_warmup_requests").is_file()
+
+
+def _text_proto_classes():
+    """BatchingParameters and MonitoringConfig, with the field numbers of TF Serving's .proto files
+    (tensorflow_serving/servables/tensorflow/session_bundle_config.proto and
+    tensorflow_serving/config/monitoring_config.proto; the tensorflow-serving-api wheel ships neither),
+    built in a private descriptor pool."""
+    F = descriptor_pb2.FieldDescriptorProto
+    pool = descriptor_pool.DescriptorPool()
+    wrappers = descriptor_pb2.FileDescriptorProto()
+    wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
+    pool.Add(wrappers)
+    f = descriptor_pb2.FileDescriptorProto(name="tfs_text_configs.proto", package="tensorflow.serving",
+                                           syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
+    batching = f.message_type.add(name="BatchingParameters")
+    for number, name, kind in [(1, "max_batch_size", "Int64Value"), (2, "batch_timeout_micros", "Int64Value"),
+                               (3, "max_enqueued_batches", "Int64Value"), (4, "num_batch_threads", "Int64Value"),
+                               (5, "thread_pool_name", "StringValue")]:
+        batching.field.add(name=name, number=number, label=F.LABEL_OPTIONAL, type=F.TYPE_MESSAGE,
+                           type_name=f".google.protobuf.{kind}")
+    batching.field.add(name="allowed_batch_sizes", number=6, label=F.LABEL_REPEATED, type=F.TYPE_INT64)
+    prometheus = f.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, label=F.LABEL_OPTIONAL, type=F.TYPE_BOOL)
+    prometheus.field.add(name="path", number=2, label=F.LABEL_OPTIONAL, type=F.TYPE_STRING)
+    monitoring = f.message_type.add(name="MonitoringConfig")
+    monitoring.field.add(name="prometheus_config", number=1, label=F.LABEL_OPTIONAL, type=F.TYPE_MESSAGE,
+                         type_name=".tensorflow.serving.PrometheusConfig")
+    pool.Add(f)
+    get = lambda name: message_factory.GetMessageClass(pool.FindMessageTypeByName(name))  # noqa: E731
+    return get("tensorflow.serving.BatchingParameters"), get("tensorflow.serving.MonitoringConfig")
+
+
+def _copied_source(instructions, flag: str) -> Path:
+    value = _flags(instructions)[flag]
+    (src,) = [s for s, d in _copies(instructions) if d == value]
+    return ROOT / src
+
+
+def test_batching_parameters_parse(instructions):
+    BatchingParameters, _ = _text_proto_classes()
+    params = text_format.Parse(_copied_source(instructions, "batching_parameters_file").read_text(),
+                               BatchingParameters())
+    assert params.max_batch_size.value >= 1 and params.num_batch_threads.value >= 1
+    assert 0 < params.batch_timeout_micros.value <= 100_000
+    if params.allowed_batch_sizes:
+        assert list(params.allowed_batch_sizes) == sorted(params.allowed_batch_sizes)
+        assert params.allowed_batch_sizes[-1] == params.max_batch_size.value
+    with pytest.raises(text_format.ParseError):  # the parser is strict: a typo would be caught
+        text_format.Parse("max_batch_sise { value: 1 }", BatchingParameters())
+
+
+def test_monitoring_config_parses(instructions):
+    _, MonitoringConfig = _text_proto_classes()
+    config = text_format.Parse(_copied_source(instructions, "monitoring_config_file").read_text(),
+                               MonitoringConfig())
+    assert config.prometheus_config.enable
+    assert config.prometheus_config.path.startswith("/")
+
+
+def test_dockerignore_keeps_what_the_image_copies(instructions):
+    ignore = (ROOT / "Dockerfile.serving.dockerignore").read_text().split()
+    patterns = [p for p in ignore if not p.startswith("#")]
+    for src, _ in _copies(instructions):
+        top = src.split("/")[0]
+        assert top not in patterns and "*" not in patterns, f"{src} would be left out of the context"
