@@ -10,6 +10,7 @@ small: the app, the shared sub-apps and the `serve` command.
 from __future__ import annotations
 
 import importlib
+import os
 
 import typer
 
@@ -50,6 +51,8 @@ for _name in _FAMILY_MODULES:
 
 
 def main() -> None:
+    # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) is noise for a CLI user; errors stay.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     app()
 
 
