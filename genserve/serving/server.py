@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Iterator
 
 import grpc
+import tensorflow as tf  # tensorflow_serving.apis imports it anyway
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from genserve.clients.codec import dtype_name, from_tensor_proto, to_tensor_proto
@@ -206,7 +207,9 @@ def run_predict(loaded: LoadedVersion, request, response_cls, tensor_cls):
         spec = sig.inputs[key]
         spec.check(proto)
         try:
-            arrays[key] = from_tensor_proto(proto)
+            # An eager tensor, not the numpy array: a loaded ConcreteFunction converts numpy inputs
+            # through a slower generic path (measured 0.43 -> 0.26 ms per LSTM step call).
+            arrays[key] = tf.constant(from_tensor_proto(proto))
         except (ValueError, TypeError) as e:
             raise RpcError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"input '{key}': cannot decode the TensorProto: {e}") from None

@@ -1,0 +1,165 @@
+"""CLI commands of the text family: `train text`, `export text`, `generate`, `plot temperatures`.
+
+    genserve train text --corpus shakespeare --max-chars 200000 --epochs 1 --workdir work/text
+    genserve export text --workdir work/text --models-dir models
+    genserve generate --target 127.0.0.1:8500 --seed-text "to be, or not to be" --length 200
+
+Heavy imports (TensorFlow, matplotlib) happen inside the command bodies, so `genserve --help` and
+`genserve generate` never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from genserve.cli import fail
+
+
+def register(app, train_app, export_app, eval_app, plot_app) -> None:
+    """Add the text family's commands to the `genserve` app."""
+    train_app.command("text")(train_text)
+    export_app.command("text")(export_text)
+    app.command("generate")(generate)
+    plot_app.command("temperatures")(plot_temperatures)
+
+
+def train_text(
+    workdir: Annotated[Path, typer.Option(help="Checkpoint folder (best.keras, config.json, vocabulary.json).")] = Path("work/text"),
+    corpus: Annotated[str, typer.Option(help="shakespeare (offline, ~1.1 MB), shakespeare-full, nietzsche (online) or a UTF-8 file path.")] = "shakespeare",
+    epochs: Annotated[int, typer.Option(min=1, help="Epochs (the book: 60).")] = 60,
+    max_chars: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N characters of the corpus.")] = None,
+    maxlen: Annotated[int, typer.Option(min=1, help="Window length (the book: 60).")] = 60,
+    step: Annotated[int, typer.Option(min=1, help="Stride between training windows (the book: 3).")] = 3,
+    units: Annotated[int, typer.Option(min=1, help="LSTM units (the book: 128).")] = 128,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size (the book: 128).")] = 128,
+    encoding: Annotated[str, typer.Option(help="Model input: onehot (the book's, built inside the model; measured faster) or embedding.")] = "onehot",
+    keep_case: Annotated[bool, typer.Option("--keep-case", help="Do not lower-case the corpus.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1337,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the workdir's last checkpoint.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar; only the per-epoch summary lines.")] = False,
+) -> None:
+    """Train the book's character-level LSTM (8.1) on a corpus, with a held-out validation split."""
+    from genserve.data import DataError
+    from genserve.training.text import TextConfig, train
+
+    if encoding not in ("onehot", "embedding"):
+        raise fail(f"--encoding must be onehot or embedding, got {encoding!r}")
+    cfg = TextConfig(corpus=corpus, lower=not keep_case, max_chars=max_chars, maxlen=maxlen, step=step, units=units,
+                     encoding=encoding, batch_size=batch_size, epochs=epochs, seed=seed)
+    try:
+        result = train(cfg, workdir, resume=resume, verbose=0 if quiet else 1, log=typer.echo)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+    typer.echo(f"best val loss {result['best_val_loss']:.4f} nats/char "
+               f"({result['best_val_bits']:.4f} bits/char) after {result['epochs']} epochs; "
+               f"checkpoint in {workdir}")
+
+
+def export_text(
+    workdir: Annotated[Path, typer.Option(help="Training workdir to export the best checkpoint of.")] = Path("work/text"),
+    models_dir: Annotated[Path, typer.Option(help="Serving root (<models_dir>/<name>/<version>/).")] = Path("models"),
+    name: Annotated[str, typer.Option(help="Served model name.")] = "text",
+    version: Annotated[Optional[int], typer.Option(min=1, help="Version number (default: next free).")] = None,
+) -> None:
+    """Export the text model as a SavedModel with next_char, step, prime and info signatures."""
+    if not (workdir / "best.keras").exists():
+        raise fail(f"{workdir}/best.keras not found: train first with `genserve train text --workdir {workdir}`")
+    from genserve.export.text import export_text as run_export
+    from genserve.export.writer import ExportError
+
+    try:
+        path = run_export(workdir, models_dir, name=name, version=version)
+    except (ExportError, ValueError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+    typer.echo(f"exported {path}")
+
+
+def generate(
+    target: Annotated[str, typer.Option(help="Server address host:port (TF Serving or `genserve serve`).")] = "127.0.0.1:8500",
+    model: Annotated[str, typer.Option(help="Served model name.")] = "text",
+    version: Annotated[Optional[int], typer.Option(min=1, help="Model version (default: latest).")] = None,
+    seed_text: Annotated[str, typer.Option(help="Text to continue; its last maxlen characters are used.")] = "to be, or not to be, that is the question:\nwhether 'tis nobler in the mind",
+    length: Annotated[int, typer.Option(help="Characters to generate per stream (the book: 400).")] = 400,
+    temperature: Annotated[Optional[list[float]], typer.Option("--temperature", "-t", help="Repeatable; default the book's 0.2 0.5 1.0 1.2; 0 = greedy.")] = None,
+    samples: Annotated[int, typer.Option(help="Streams per temperature.")] = 1,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample only among the k most likely characters.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed -> same text).")] = None,
+    replace_unknown: Annotated[Optional[str], typer.Option(help="Character to substitute for seed characters outside the vocabulary.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON here.")] = None,
+    timeout: Annotated[float, typer.Option(help="Deadline per request, seconds.")] = 30.0,
+) -> None:
+    """Generate text from a served text model at several temperatures, all streams batched per request."""
+    from genserve.clients.core import Client, GenserveError
+    from genserve.clients.text import BOOK_TEMPERATURES, TextModel, check_temperatures
+    from genserve.clients.text import generate as run_generate
+
+    temps = list(temperature) if temperature else list(BOOK_TEMPERATURES)
+    try:
+        check_temperatures(temps)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    if replace_unknown is not None and len(replace_unknown) != 1:
+        raise fail("--replace-unknown takes exactly one character")
+    streaming = len(temps) * samples == 1
+    echo = lambda s: (sys.stdout.write(s), sys.stdout.flush())
+    try:
+        with Client(target, timeout=timeout) as client:
+            text_model = TextModel(client, model=model, version=version)
+            on_step = None
+            if streaming:  # one stream: print characters as they arrive
+                on_step = lambda i, ids: echo(text_model.decode(ids[:1]))
+                seed_used = text_model.encode(seed_text, replace_unknown)[-text_model.info.maxlen:]
+                echo(f'--- seed: "{text_model.decode(seed_used)}"\n--- temperature {temps[0]}\n')
+            result = run_generate(text_model, seed_text, length=length, temperatures=temps, samples=samples,
+                                  seed=seed, top_k=top_k, replace_unknown=replace_unknown, on_step=on_step)
+    except GenserveError as e:
+        raise fail(f"{e.code.name}: {e.details}") from None
+    except ValueError as e:
+        raise fail(str(e)) from None
+    if streaming:
+        echo("\n")
+    else:  # the book's shape: the seed, then each temperature's continuation
+        echo(f'--- seed: "{result["seed"]}"\n')
+        for row in result["samples"]:
+            label = f"--- temperature {row['temperature']}"
+            label += f", sample {row['sample'] + 1}" if samples > 1 else ""
+            echo(f"{label}\n{result['seed']}{row['text']}\n\n")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"target": target, "model": model, **result}, indent=2,
+                                       ensure_ascii=False), encoding="utf-8")
+
+
+def plot_temperatures(
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("out/temperatures.png"),
+    seed: Annotated[int, typer.Option(help="Seed of the random example distribution.")] = 0,
+) -> None:
+    """The 2x3 figure of one distribution re-weighted at temperatures 0.01 ... 1.0."""
+    import numpy as np
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from genserve.clients.text import reweight
+
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(10))  # (10,) an example next-character distribution
+    temps = (0.01, 0.2, 0.4, 0.6, 0.8, 1.0)
+    fig, axes = plt.subplots(2, 3, figsize=(10, 5.5), sharey=True)
+    for ax, t in zip(axes.flat, temps):
+        ax.bar(np.arange(p.size), reweight(p, t))
+        ax.set_title(f"temperature = {t}")
+        ax.set_xticks(np.arange(p.size))
+    fig.suptitle("One distribution re-weighted: softmax(log p / T)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    typer.echo(f"wrote {out}")

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Text family's part of `make demo` (called by scripts/demo.sh; ~2-3 minutes on 2 CPU cores):
+# train a quick char-LSTM on 400,000 characters of Shakespeare (2 epochs), export it into the served
+# directory, wait until the running server loads that version, generate 400 characters at the book's
+# four temperatures and write the text, its JSON, the temperature figure and the loss history to OUT_DIR.
+#
+#   MODELS_DIR=out/models OUT_DIR=out WORK_DIR=out/work GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_text.sh
+#
+# Knobs: TEXT_MAX_CHARS (400000), TEXT_EPOCHS (2), TEXT_LENGTH (400).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${MODELS_DIR:?set MODELS_DIR}" "${OUT_DIR:?set OUT_DIR}" "${GENSERVE_TARGET:?set GENSERVE_TARGET}"
+WORK_DIR=${WORK_DIR:-$OUT_DIR/work}
+PY=${PY:-.venv/bin/python}
+GENSERVE=${GENSERVE:-.venv/bin/genserve}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+WORK="$WORK_DIR/text"
+mkdir -p "$OUT_DIR" "$WORK"
+
+echo "train: ${TEXT_MAX_CHARS:-400000} characters of Shakespeare, ${TEXT_EPOCHS:-2} epochs -> $WORK"
+start=$(date +%s)
+"$GENSERVE" train text --corpus shakespeare --max-chars "${TEXT_MAX_CHARS:-400000}" \
+  --epochs "${TEXT_EPOCHS:-2}" --workdir "$WORK" --quiet
+echo "trained in $(( $(date +%s) - start )) s"
+
+exported=$("$GENSERVE" export text --workdir "$WORK" --models-dir "$MODELS_DIR" | tail -n 1)
+echo "$exported"
+version=$(basename "${exported#exported }")
+"$PY" scripts/wait_for_model.py "$GENSERVE_TARGET" text --timeout 120 --min-version "$version"
+
+"$GENSERVE" generate --target "$GENSERVE_TARGET" --model text --version "$version" \
+  --length "${TEXT_LENGTH:-400}" --seed 42 --json "$OUT_DIR/text_generation.json" \
+  | tee "$OUT_DIR/text_generation.txt"
+"$GENSERVE" plot temperatures --out "$OUT_DIR/text_temperatures.png"
+cp "$WORK/history.csv" "$OUT_DIR/text_history.csv"
+echo "text: $OUT_DIR/text_generation.txt, text_generation.json, text_temperatures.png, text_history.csv"
+echo "total $(( $(date +%s) - start )) s"

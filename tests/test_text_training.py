@@ -1,0 +1,102 @@
+"""Text corpus handling and a tiny-config training smoke test (with resume), on synthetic text."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from genserve.data import DataError
+from genserve.data.text import Vocabulary, load_corpus, markdown_play_to_text
+from genserve.training.text import TextConfig, split_ids
+
+TINY_TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n" * 30
+TINY = dataclasses.replace(TextConfig(), maxlen=10, step=3, units=16, batch_size=32, epochs=1)
+
+
+def test_markdown_play_becomes_speaker_lines():
+    md = ("# Hamlet\n\n## ACT I\n\n### SCENE I. Elsinore.\n\n_Enter BERNARDO and FRANCISCO_\n\n"
+          "**BERNARDO**  \nWho's there?\n\n**FRANCISCO**  \nNay, answer me: stand, and unfold  \nyourself \\[aside\\].\n")
+    assert markdown_play_to_text(md) == ("BERNARDO:\nWho's there?\n\nFRANCISCO:\n"
+                                         "Nay, answer me: stand, and unfold\nyourself [aside].\n")
+
+
+def test_file_corpus_lower_and_max_chars(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("Hello World\n", encoding="utf-8")
+    assert load_corpus(path) == "hello world\n"
+    assert load_corpus(path, lower=False, max_chars=5) == "Hello"
+
+
+@pytest.mark.parametrize("content", [b"", b"x", b"\xff\xfe\x00bad"])
+def test_empty_short_or_binary_corpus_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "c.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="too short|UTF-8"):
+        load_corpus(path)
+
+
+def test_unknown_corpus_name_lists_the_choices():
+    with pytest.raises(DataError, match="shakespeare"):
+        load_corpus("no-such-corpus-or-file")
+
+
+def test_vocabulary_round_trip_and_unknowns():
+    vocab = Vocabulary.from_text("banana")
+    assert vocab.chars == ("a", "b", "n")
+    assert vocab.decode(vocab.encode("nab")) == "nab"
+    assert Vocabulary.from_json(vocab.to_json()) == vocab
+    with pytest.raises(ValueError, match="'xz'"):
+        vocab.encode("bxzx")
+
+
+def test_split_is_contiguous_and_checks_length():
+    ids = np.arange(1000, dtype=np.int32)
+    train, val = split_ids(ids, TINY)
+    assert len(train) == 900 and train[-1] + 1 == val[0]
+    with pytest.raises(ValueError, match="too short"):
+        split_ids(ids[:50], TINY)
+
+
+def test_dataset_windows_are_the_next_character():
+    from genserve.training.text import make_dataset
+
+    ids = np.arange(100, dtype=np.int32)
+    x, y = next(iter(make_dataset(ids, TINY, shuffle=False)))
+    x, y = x.numpy(), y.numpy()
+    assert x.shape == (30, 10) and x.dtype == np.int32  # (100 - 10) / 3 = 30 windows, one batch
+    np.testing.assert_array_equal(x[:, 0], np.arange(0, 90, 3))
+    np.testing.assert_array_equal(y, x[:, -1] + 1)
+
+
+def test_training_smoke_then_resume(tmp_path):
+    from genserve.training.text import load_checkpoint, train
+
+    lines = []
+    result = train(TINY, tmp_path, verbose=0, log=lines.append, text=TINY_TEXT)
+    assert result["epochs"] == 1 and math.isfinite(result["best_val_loss"])
+    assert len(lines) == 1 and "nats/char" in lines[0] and "bits/char" in lines[0]
+    for name in ("best.keras", "last.keras", "config.json", "vocabulary.json", "history.csv"):
+        assert (tmp_path / name).exists(), name
+    saved = TextConfig.from_json((tmp_path / "config.json").read_text())
+    assert saved.units == 16 and saved.maxlen == 10
+
+    result2 = train(dataclasses.replace(TINY, epochs=3), tmp_path, resume=True, verbose=0,
+                    log=lines.append, text=TINY_TEXT)
+    assert result2["epochs"] == 3
+    assert [ln.split(":")[0] for ln in lines] == ["epoch 1/1", "epoch 2/3", "epoch 3/3"]
+    assert result2["best_val_loss"] < result["best_val_loss"]  # resumed weights kept learning
+    assert len((tmp_path / "history.csv").read_text().splitlines()) == 1 + 3
+    model, cfg, vocab = load_checkpoint(tmp_path)
+    assert cfg.epochs == 3 and len(vocab) == len(set(TINY_TEXT))
+    assert json.loads((tmp_path / "state.json").read_text())["epoch"] == 3
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    from genserve.training.text import train
+
+    with pytest.raises(FileNotFoundError, match="train first"):
+        train(TINY, tmp_path, resume=True, verbose=0, text=TINY_TEXT)
