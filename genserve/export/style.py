@@ -1,0 +1,117 @@
+"""Export the style-transfer loss as a SavedModel with `step` (default) and `targets` signatures.
+
+    genserve export style --backbone vgg16-offline --models-dir models
+    python -c "from genserve.export.style import export_style; from genserve.training.style import StyleConfig; print(export_style(StyleConfig(backbone='random-small'), 'out/models'))"
+
+`targets`: content_image (B, H, W, 3) and style_image (B, H', W', 3), RGB floats 0..255 of any size
+-> content_features (B, h, w, C) and one gram_<layer> (B, C_l, C_l) per style layer. Called once per job.
+`step`: image (B, H, W, 3) + those targets -> loss, content_loss, style_loss, tv_loss (B,) and the
+gradient d loss / d image (B, H, W, 3): one L-BFGS evaluation. VGG preprocessing is inside the graph.
+The loss config (backbone, layers, weights) is written to assets.extra/config.json.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from genserve import contract as C
+from genserve.export.writer import save_version
+from genserve.training.style import StyleConfig, build_model, compute_targets, loss_and_gradient
+
+WARMUP_SIZE = (32, 48)  # (H, W) of the warmup requests: small, so loading stays fast
+
+
+class StyleModule(tf.Module):
+    """Tracks the frozen feature extractor and exposes the two serving functions."""
+
+    def __init__(self, cfg: StyleConfig, extractor=None):
+        super().__init__(name="style")
+        self._cfg = cfg
+        self.extractor = extractor if extractor is not None else build_model(cfg)
+
+    @tf.function
+    def targets(self, content_image, style_image):
+        """(B, H, W, 3), (B, H', W', 3) RGB 0..255 -> {content_features, gram_<layer>...}."""
+        t = compute_targets(self.extractor, self._cfg, content_image, style_image)
+        out = {C.STYLE_CONTENT_FEATURES: t["content"]}  # (B, h, w, C)
+        for layer in self._cfg.style_layers:
+            out[C.style_gram_key(layer)] = t[layer]  # (B, C_l, C_l)
+        return out
+
+    @tf.function
+    def step(self, **inputs):
+        """{image (B, H, W, 3), content_features, gram_<layer>...} -> losses (B,) and gradient."""
+        targets = {"content": inputs[C.STYLE_CONTENT_FEATURES]}
+        for layer in self._cfg.style_layers:
+            targets[layer] = inputs[C.style_gram_key(layer)]
+        parts, gradient = loss_and_gradient(self.extractor, self._cfg, inputs["image"], targets)
+        return {**parts, "gradient": gradient}  # gradient: (B, H, W, 3)
+
+    def gram_channels(self) -> dict[str, int]:
+        """Channels C_l of each style layer (the Gram matrices are C_l x C_l)."""
+        return {layer: int(self.extractor.get_layer(layer).output.shape[-1]) for layer in self._cfg.style_layers}
+
+
+def _spec(key: str, shape) -> tf.TensorSpec:
+    return tf.TensorSpec(shape, tf.float32, name=key)
+
+
+def signatures(module: StyleModule) -> dict:
+    """Concrete functions for `targets` and `step`, inputs named by the contract, H and W dynamic."""
+    cfg = module._cfg
+    target_inputs = {spec.key: _spec(spec.key, spec.shape) for spec in C.STYLE_TARGETS.inputs}
+    step_inputs = {spec.key: _spec(spec.key, spec.shape) for spec in C.STYLE_STEP.inputs}
+    channels = module.gram_channels()
+    for layer in cfg.style_layers:
+        key = C.style_gram_key(layer)
+        step_inputs[key] = _spec(key, (None, channels[layer], channels[layer]))  # (B, C_l, C_l)
+    return {
+        C.STYLE_STEP.name: module.step.get_concrete_function(**step_inputs),
+        C.STYLE_TARGETS.name: module.targets.get_concrete_function(**target_inputs),
+    }
+
+
+def warmup_requests(module: StyleModule, size: tuple[int, int] = WARMUP_SIZE) -> list:
+    """One `targets` and one `step` request on a small random image, for TF Serving's warmup file."""
+    rng = np.random.default_rng(0)
+    content = rng.uniform(0, 255, (1, *size, 3)).astype(np.float32)  # (1, H, W, 3)
+    style = rng.uniform(0, 255, (1, *size, 3)).astype(np.float32)
+    targets = {k: v.numpy() for k, v in module.targets(tf.constant(content), tf.constant(style)).items()}
+    return [(C.STYLE_TARGETS.name, {"content_image": content, "style_image": style}),
+            (C.STYLE_STEP.name, {"image": content, **targets})]
+
+
+def export_style(cfg: StyleConfig, models_dir, name: str = C.STYLE.name, version: int | None = None,
+                 warmup: bool = True, extractor=None) -> Path:
+    """Build the loss model from `cfg.backbone` and write it as a new version of `name`.
+
+    Args:
+        cfg: the loss config; its backbone decides where the weights come from.
+        models_dir: the served tree (<models_dir>/<name>/<version>/).
+        version: explicit version; None = the next one.
+        warmup: also write TF Serving's warmup requests.
+        extractor: an already built `build_model(cfg)` to reuse (default: build one).
+
+    Returns:
+        the version folder.
+
+    Raises:
+        genserve.data.DataError: backbone weights cannot be obtained.
+        genserve.export.writer.ExportError: the version exists or the name is invalid.
+    """
+    module = StyleModule(cfg, extractor)
+    config = json.loads(cfg.to_json())
+    config["gram_channels"] = module.gram_channels()
+    config["preprocessing"] = "keras vgg caffe: RGB->BGR, minus ImageNet BGR mean, inside the graph"
+    return save_version(module, models_dir, name, signatures(module), default=C.STYLE_STEP.name,
+                        version=version, warmup=warmup_requests(module) if warmup else None,
+                        assets={"config.json": (json.dumps(config, indent=2) + "\n").encode()})
+
+
+def load_config(version_dir) -> StyleConfig:
+    """The StyleConfig an export was built with (from assets.extra/config.json)."""
+    return StyleConfig.from_json((Path(version_dir) / "assets.extra" / "config.json").read_text())
