@@ -13,6 +13,7 @@ export OUT_DIR=${OUT_DIR:-$PWD/out}
 export MODELS_DIR=${MODELS_DIR:-$OUT_DIR/models}
 export WORK_DIR=${WORK_DIR:-$OUT_DIR/work}
 export PY GENSERVE
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}  # TensorFlow start-up chatter off; errors stay
 mkdir -p "$OUT_DIR" "$MODELS_DIR" "$WORK_DIR"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -30,6 +31,9 @@ trap 'kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null || true' EX
 
 step "query it with Google's own tensorflow_serving.apis stubs"
 "$PY" examples/tf_serving_stub_client.py "$GENSERVE_TARGET"
+
+step "the thin client imports without TensorFlow"
+"$PY" benchmarks/client_import.py --runs 3 --skip-footprint
 
 for family in text vae style; do
   script="scripts/demo_$family.sh"
