@@ -55,6 +55,3 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     app()
 
-
-if __name__ == "__main__":
-    main()

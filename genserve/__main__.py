@@ -1,0 +1,5 @@
+"""`python -m genserve ...` is the `genserve` command."""
+
+from genserve.cli import main
+
+main()
