@@ -3,6 +3,7 @@
     genserve train text --corpus shakespeare --max-chars 200000 --epochs 1 --workdir work/text
     genserve export text --workdir work/text --models-dir models
     genserve generate --target 127.0.0.1:8500 --seed-text "to be, or not to be" --length 200
+    genserve generate --target 127.0.0.1:8500 --server-side     # the whole round in one request
 
 Heavy imports (TensorFlow, matplotlib) happen inside the command bodies, so `genserve --help` and
 `genserve generate` never import TensorFlow.
@@ -66,7 +67,7 @@ def export_text(
     name: Annotated[str, typer.Option(help="Served model name.")] = "text",
     version: Annotated[Optional[int], typer.Option(min=1, help="Version number (default: next free).")] = None,
 ) -> None:
-    """Export the text model as a SavedModel with next_char, step, prime and info signatures."""
+    """Export the text model as a SavedModel with next_char, step, prime, info and generate signatures."""
     if not (workdir / "best.keras").exists():
         raise fail(f"{workdir}/best.keras not found: train first with `genserve train text --workdir {workdir}`")
     from genserve.export.text import export_text as run_export
@@ -80,7 +81,7 @@ def export_text(
 
 
 def generate(
-    target: Annotated[str, typer.Option(help="Server address host:port (TF Serving or `genserve serve`).")] = "127.0.0.1:8500",
+    target: Annotated[str, typer.Option(envvar="GENSERVE_TARGET", help="Server address host:port (TF Serving or `genserve serve`).")] = "127.0.0.1:8500",
     model: Annotated[str, typer.Option(help="Served model name.")] = "text",
     version: Annotated[Optional[int], typer.Option(min=1, help="Model version (default: latest).")] = None,
     seed_text: Annotated[str, typer.Option(help="Text to continue; its last maxlen characters are used.")] = "to be, or not to be, that is the question:\nwhether 'tis nobler in the mind",
@@ -92,6 +93,7 @@ def generate(
     replace_unknown: Annotated[Optional[str], typer.Option(help="Character to substitute for seed characters outside the vocabulary.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON here.")] = None,
     timeout: Annotated[float, typer.Option(help="Deadline per request, seconds.")] = 30.0,
+    server_side: Annotated[bool, typer.Option("--server-side", help="One `generate` request samples everything on the server (no --top-k; needs an export with the generate signature).")] = False,
 ) -> None:
     """Generate text from a served text model at several temperatures, all streams batched per request."""
     from genserve.clients.core import Client, GenserveError
@@ -105,7 +107,9 @@ def generate(
         raise fail(str(e)) from None
     if replace_unknown is not None and len(replace_unknown) != 1:
         raise fail("--replace-unknown takes exactly one character")
-    streaming = len(temps) * samples == 1
+    if server_side and top_k is not None:
+        raise fail("--top-k is not available with --server-side")
+    streaming = len(temps) * samples == 1 and not server_side
     echo = lambda s: (sys.stdout.write(s), sys.stdout.flush())
     try:
         with Client(target, timeout=timeout) as client:
@@ -116,7 +120,8 @@ def generate(
                 seed_used = text_model.encode(seed_text, replace_unknown)[-text_model.info.maxlen:]
                 echo(f'--- seed: "{text_model.decode(seed_used)}"\n--- temperature {temps[0]}\n')
             result = run_generate(text_model, seed_text, length=length, temperatures=temps, samples=samples,
-                                  seed=seed, top_k=top_k, replace_unknown=replace_unknown, on_step=on_step)
+                                  seed=seed, top_k=top_k, replace_unknown=replace_unknown, on_step=on_step,
+                                  server_side=server_side)
     except GenserveError as e:
         raise fail(f"{e.code.name}: {e.details}") from None
     except ValueError as e:

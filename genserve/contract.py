@@ -122,7 +122,20 @@ TEXT_INFO = SignatureSpec(
     ),
     doc="What a client must know about the model (vocabulary, window length, state size).",
 )
-TEXT = ModelContract("text", (TEXT_NEXT_CHAR, TEXT_STEP, TEXT_PRIME, TEXT_INFO))
+TEXT_GENERATE = SignatureSpec(
+    name="generate",
+    inputs=(
+        TensorSpec("ids", "int32", (None, None)),  # (B, T): seed text ids
+        TensorSpec("temperature", "float32", (None,)),  # (B,): >= 0; 0 = greedy (argmax)
+        TensorSpec("length", "int32", (None,)),  # (B,): characters to generate; equal in every row
+        TensorSpec("seed", "int64", (None,)),  # (B,): PRNG seed of each stream
+    ),
+    outputs=(TensorSpec("ids", "int32", (None, None)),),  # (B, length): the generated ids
+    doc="Server-side generation: prime on the seed, then sample `length` characters per stream in "
+        "one call (each stream's draws depend only on its own seed).",
+)
+TEXT_GENERATE_MAX_LENGTH = 20_000  # longest `length` the export accepts (bounds one call's work)
+TEXT = ModelContract("text", (TEXT_NEXT_CHAR, TEXT_STEP, TEXT_PRIME, TEXT_INFO, TEXT_GENERATE))
 
 # ---------------------------------------------------------------------------------------------------
 # VAE: convolutional variational autoencoder on MNIST (8.4).

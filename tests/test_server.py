@@ -242,9 +242,12 @@ BAD_PREDICTS = {
                            "input 'x': cannot decode"),
     "unknown output_filter key": (dict(output_filter=["z"]), grpc.StatusCode.INVALID_ARGUMENT,
                                   "output_filter: 'z' is not an output"),
+    "duplicate output_filter key": (dict(output_filter=["y", "wx", "y"]), grpc.StatusCode.INVALID_ARGUMENT,
+                                    "output_filter: duplicate output tensor alias 'y'"),
     "graph error (batch mismatch)": (dict(signature="scale",
                                           inputs={"x": X, "factor": np.ones(3, np.int32)}),
-                                     grpc.StatusCode.INVALID_ARGUMENT, "signature 'scale' failed"),
+                                     grpc.StatusCode.INVALID_ARGUMENT,
+                                     "signature 'scale' failed: Incompatible shapes: [3,1] vs. [2,1]"),
 }
 
 

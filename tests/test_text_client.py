@@ -120,6 +120,37 @@ def test_bad_inputs_are_clear_errors(text_model, target):
     assert err.value.code == grpc.StatusCode.NOT_FOUND
 
 
+def test_server_side_generation_is_one_request_and_greedy_matches_stepping(text_model):
+    from genserve.clients.text import generate
+
+    text_model.info
+    result = generate(text_model, SEED, length=25, temperatures=[0.0, 0.7], samples=2, seed=5,
+                      server_side=True)
+    assert result["requests"] == 1  # prime, sampling and stepping all inside one `generate` call
+    stepped = generate(text_model, SEED, length=25, temperatures=[0.0], seed=0)["samples"][0]["text"]
+    rows = result["samples"]
+    assert [(r["temperature"], r["sample"]) for r in rows] == [(0.0, 0), (0.0, 1), (0.7, 0), (0.7, 1)]
+    assert rows[0]["text"] == rows[1]["text"] == stepped  # T = 0 is argmax on both sides
+    vocab = set(text_model.info.vocabulary)
+    assert all(len(r["text"]) == 25 and set(r["text"]) <= vocab for r in rows)
+    again = generate(text_model, SEED, length=25, temperatures=[0.0, 0.7], samples=2, seed=5, server_side=True)
+    assert again["samples"] == rows  # same seed -> same text
+    with pytest.raises(ValueError, match="top_k"):
+        generate(text_model, SEED, length=5, top_k=3, server_side=True)
+
+
+def test_server_side_generation_bad_arguments_are_invalid_argument(text_model):
+    from genserve.clients.core import GenserveError
+
+    with pytest.raises(GenserveError) as err:
+        text_model.client.predict("text", {"ids": np.zeros((2, 3), np.int32),
+                                           "temperature": np.ones(2, np.float32),
+                                           "length": np.array([4, 5], np.int32),
+                                           "seed": np.zeros(2, np.int64)}, signature="generate")
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "length must be the same in every row" in err.value.details
+
+
 def _run(args):
     from genserve.cli import app
 
@@ -137,6 +168,19 @@ def test_cli_generate_prints_the_book_shape_and_writes_json(target, tmp_path):
     assert data["requests"] == 1 + 1 + 39  # info + prime + one step per character after the first
     assert [r["temperature"] for r in data["samples"]] == [0.2, 1.0]
     assert data["samples"][0]["text"] in result.stdout
+
+
+def test_cli_generate_server_side(target, tmp_path):
+    out = tmp_path / "gen.json"
+    result = _run(["generate", "--target", target, "--seed-text", SEED, "--length", "30", "-t", "0",
+                   "-t", "1.0", "--seed", "3", "--server-side", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "--- temperature 0.0" in result.stdout and "--- temperature 1.0" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["requests"] == 1 + 1  # info + generate
+    assert all(len(r["text"]) == 30 for r in data["samples"])
+    result = _run(["generate", "--target", target, "--length", "5", "--server-side", "--top-k", "3"])
+    assert result.exit_code == 1 and result.stderr.startswith("error: ") and "--top-k" in result.stderr
 
 
 def test_cli_single_stream_streams_characters(target):

@@ -117,3 +117,80 @@ def test_second_export_is_the_next_version(exported):
 
     path = export_text(exported[0], exported[1])
     assert path.name == "2"
+
+
+def _generate(loaded, ids, temperature, length, seed):
+    return loaded.signatures["generate"](
+        ids=tf.constant(ids, tf.int32), temperature=tf.constant(temperature, tf.float32),
+        length=tf.constant(length, tf.int32), seed=tf.constant(seed, tf.int64))["ids"].numpy()
+
+
+def test_generate_at_temperature_zero_equals_greedy_stepping(loaded):
+    rng = np.random.default_rng(7)
+    ids = rng.integers(0, len(set(TEXT)), size=(2, 20)).astype(np.int32)  # (B, T)
+    n = 15
+    got = _generate(loaded, ids, [0.0, 0.0], [n, n], [1, 2])  # (B, n)
+    out = loaded.signatures["prime"](ids=tf.constant(ids))
+    expect = []
+    for _ in range(n):
+        nxt = np.argmax(out["logits"].numpy(), axis=-1).astype(np.int32)  # (B,)
+        expect.append(nxt)
+        out = loaded.signatures["step"](ids=tf.constant(nxt), h=out["h"], c=out["c"])
+    np.testing.assert_array_equal(got, np.stack(expect, axis=1))
+    assert got.dtype == np.int32 and got.shape == (2, n)
+
+
+def test_generate_streams_depend_only_on_their_own_seed(loaded):
+    ids = np.tile(np.arange(10, dtype=np.int32)[None, :] % len(set(TEXT)), (3, 1))  # (3, 10)
+    temps, seeds = [1.0, 1.0, 0.0], [11, 12, 11]
+    batch = _generate(loaded, ids, temps, [40] * 3, seeds)
+    np.testing.assert_array_equal(batch, _generate(loaded, ids, temps, [40] * 3, seeds))  # reproducible
+    alone = _generate(loaded, ids[:1], [1.0], [40], [11])
+    np.testing.assert_array_equal(alone[0], batch[0])  # same text alone or batched
+    assert not np.array_equal(batch[0], batch[1])  # another seed, another text
+    assert ((batch >= 0) & (batch < len(set(TEXT)))).all()
+
+
+@pytest.mark.parametrize("temperature, length, seed, message", [
+    ([1.0, 1.0], [5, 6], [0, 0], "same in every row"),
+    ([1.0, -0.5], [5, 5], [0, 0], "temperature must be finite and >= 0"),
+    ([1.0, float("nan")], [5, 5], [0, 0], "temperature must be finite and >= 0"),
+    ([1.0, 1.0], [0, 0], [0, 0], "must be >= 1"),
+    ([1.0, 1.0], [10**6] * 2, [0, 0], "must be <= "),
+    ([1.0], [5, 5], [0, 0], "temperature needs one entry per row"),
+])
+def test_generate_rejects_bad_arguments(loaded, temperature, length, seed, message):
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        _generate(loaded, np.zeros((2, 4), np.int32), temperature, length, seed)
+
+
+def test_counter_uniform_is_uniform_and_keyed_by_seed_and_step():
+    from genserve.export.text import counter_uniform
+
+    seeds = tf.constant([0, 1, -1, 2**62], tf.int64)
+    u = counter_uniform(seeds, tf.constant(0), 50_000).numpy()  # (4, 50000)
+    assert u.dtype == np.float32 and u.min() > 0 and u.max() < 1
+    np.testing.assert_allclose(u.mean(axis=1), 0.5, atol=0.01)  # sd of the mean: 0.0013
+    np.testing.assert_allclose(u.var(axis=1), 1 / 12, atol=0.003)
+    hist = np.histogram(u[0], bins=10, range=(0, 1))[0]
+    assert hist.min() > 4500 and hist.max() < 5500  # 5000 expected per bin, sd ~67
+    assert abs(np.corrcoef(u[0], u[1])[0, 1]) < 0.03  # neighbouring seeds are unrelated
+    again = counter_uniform(seeds, tf.constant(0), 50_000).numpy()
+    np.testing.assert_array_equal(u, again)
+    assert not np.array_equal(u, counter_uniform(seeds, tf.constant(1), 50_000).numpy())
+
+
+def test_server_picks_the_single_threaded_executor_only_without_control_flow(exported):
+    from genserve.serving.server import SINGLE_THREADED_EXECUTOR, _call_signature, load_version
+
+    loaded = load_version("text", 1, exported[2])
+    executors = {name: sig.executor for name, sig in loaded.signatures.items()}
+    assert executors["step"] == executors["info"] == SINGLE_THREADED_EXECUTOR
+    assert executors["prime"] == executors["next_char"] == executors["generate"] == ""  # while loops
+    # Forced onto a graph it cannot run, the single-threaded executor refuses; the server falls back.
+    prime = loaded.signatures["prime"]
+    prime.executor = SINGLE_THREADED_EXECUTOR
+    ids = tf.zeros([2, 5], tf.int32)
+    out = _call_signature(prime, {"ids": ids})
+    assert prime.executor == ""
+    np.testing.assert_array_equal(out["h"].numpy(), loaded.signatures["prime"].fn(ids=ids)["h"].numpy())

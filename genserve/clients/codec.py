@@ -122,8 +122,19 @@ def to_tensor_proto(array: Any, message_cls: type | None = None):
     Raises:
         ValueError: for a dtype TensorProto cannot carry (see SUPPORTED_DTYPES).
     """
-    arr = np.asarray(array)
     proto = (message_cls or tensor_pb2.TensorProto)()
+    fill_tensor_proto(proto, array)
+    return proto
+
+
+def fill_tensor_proto(proto: Any, array: Any) -> None:
+    """Encode `array` into an empty TensorProto in place, e.g. `response.outputs[key]`: the same
+    encoding as `to_tensor_proto`, without building a message and copying it over (CopyFrom).
+
+    Raises:
+        ValueError: for a dtype TensorProto cannot carry (see SUPPORTED_DTYPES).
+    """
+    arr = np.asarray(array)
     if arr.dtype.kind in "USO":
         proto.dtype = DT_STRING
         proto.string_val.extend(_string_values(arr.reshape(-1)))
@@ -136,7 +147,6 @@ def to_tensor_proto(array: Any, message_cls: type | None = None):
     dims = proto.tensor_shape.dim
     for size in arr.shape:
         dims.add().size = size
-    return proto
 
 
 def _fill(values: np.ndarray, count: int, what: str) -> np.ndarray:

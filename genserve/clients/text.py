@@ -4,8 +4,9 @@
 
 The sampler never talks to a server: `sample(step_fn, state, first_logits, n, temperatures, rng)`
 advances every stream (all temperatures x samples) together, one `step_fn` call per character, so
-over gRPC a 400-character round at four temperatures is 1 `prime` + 400 `step` requests instead of
-the book's 1,600 `model.predict` calls. `TextModel` is that step function over
+over gRPC a 400-character round at four temperatures is 1 `prime` + 399 `step` requests instead of
+the book's 1,600 `model.predict` calls; with `server_side=True` the export's `generate` signature
+does the whole round in one request. `TextModel` is that step function over
 `genserve.clients.core.Client`; it learns the vocabulary, maxlen and state size from the model's own
 `info` signature. No TensorFlow import here.
 """
@@ -194,6 +195,19 @@ class TextModel:
                             _STATE_OUTPUTS)
         return out["logits"], (out["h"], out["c"])
 
+    def generate(self, ids: np.ndarray, temperatures: np.ndarray, length: int,
+                 seeds: np.ndarray) -> np.ndarray:
+        """The server-side `generate` signature: ids (B, T), temperatures (B,), length, seeds (B,)
+        -> generated ids (B, length) int32, in one request."""
+        b = np.asarray(ids).shape[0]
+        out = self._predict(contract.TEXT_GENERATE.name, {
+            "ids": np.asarray(ids, np.int32),
+            "temperature": np.asarray(temperatures, np.float32).reshape(b),
+            "length": np.full((b,), length, np.int32),
+            "seed": np.asarray(seeds, np.int64).reshape(b),
+        })
+        return out["ids"]
+
     def next_char(self, ids: np.ndarray) -> np.ndarray:
         """The book's window signature: ids (B, maxlen) -> logits (B, V)."""
         return self._predict(contract.TEXT_NEXT_CHAR.name, {"ids": np.asarray(ids, np.int32)},
@@ -203,11 +217,14 @@ class TextModel:
 def generate(model: TextModel, seed_text: str, length: int = 400,
              temperatures: Sequence[float] = BOOK_TEMPERATURES, samples: int = 1, seed: int | None = None,
              top_k: int | None = None, replace_unknown: str | None = None,
-             on_step: Callable[[int, np.ndarray], None] | None = None) -> dict:
+             on_step: Callable[[int, np.ndarray], None] | None = None,
+             server_side: bool = False) -> dict:
     """Continue `seed_text` at every temperature (x `samples`), all streams batched together.
 
     The seed is cut to its last `maxlen` characters (the window the model was trained on), primed in
-    one request, then `length - 1` batched `step` requests follow.
+    one request, then `length - 1` batched `step` requests follow. With `server_side`, one
+    `generate` request does it all on the server (its own PRNG: the text differs from the
+    client-side sampler's for the same seed, except at temperature 0).
 
     Args:
         model: a TextModel.
@@ -219,6 +236,8 @@ def generate(model: TextModel, seed_text: str, length: int = 400,
         top_k: optional top-k filter.
         replace_unknown: a vocabulary character to put in place of unknown seed characters.
         on_step: streaming callback on_step(i, ids (B,)); stream j is temperature j // samples.
+        server_side: one `generate` request instead of prime + steps (no top_k, no on_step; the
+            server caps length at genserve.contract.TEXT_GENERATE_MAX_LENGTH).
 
     Returns:
         {"seed": seed text used, "length": n, "requests": RPCs made,
@@ -235,12 +254,22 @@ def generate(model: TextModel, seed_text: str, length: int = 400,
         raise ValueError(f"samples must be >= 1, got {samples}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if server_side and (top_k is not None or on_step is not None):
+        raise ValueError("server-side generation takes no top_k and streams nothing (on_step)")
+    if server_side and length > contract.TEXT_GENERATE_MAX_LENGTH:
+        raise ValueError(f"server-side generation makes at most {contract.TEXT_GENERATE_MAX_LENGTH} "
+                         f"characters per call, got length {length}")
     before = model.requests
     ids = model.encode(seed_text, replace_unknown)[-model.info.maxlen:]  # (T,)
     stream_temps = np.repeat(temps, samples)  # (B,)
     b = stream_temps.size
-    logits, state = model.prime(np.tile(ids[None, :], (b, 1)))  # (B, V), (h, c)
-    out = sample(model.step, state, logits, length, stream_temps, np.random.default_rng(seed), top_k, on_step)
+    rng = np.random.default_rng(seed)
+    if server_side:  # one PRNG seed per stream, drawn from `seed`: same seed -> same text
+        seeds = rng.integers(0, np.iinfo(np.int64).max, size=b, dtype=np.int64)  # (B,)
+        out = model.generate(np.tile(ids[None, :], (b, 1)), stream_temps, length, seeds)  # (B, n)
+    else:
+        logits, state = model.prime(np.tile(ids[None, :], (b, 1)))  # (B, V), (h, c)
+        out = sample(model.step, state, logits, length, stream_temps, rng, top_k, on_step)
     rows = [{"temperature": float(stream_temps[j]), "sample": j % samples, "text": model.decode(out[j])}
             for j in range(b)]
     return {"seed": model.decode(ids), "length": length, "requests": model.requests - before, "samples": rows}
