@@ -118,7 +118,8 @@ def generate(
             if streaming:  # one stream: print characters as they arrive
                 on_step = lambda i, ids: echo(text_model.decode(ids[:1]))
                 seed_used = text_model.encode(seed_text, replace_unknown)[-text_model.info.maxlen:]
-                echo(f'--- seed: "{text_model.decode(seed_used)}"\n--- temperature {temps[0]}\n')
+                seed_str = text_model.decode(seed_used)
+                echo(f'--- seed: "{seed_str}"\n--- temperature {temps[0]}\n{seed_str}')
             result = run_generate(text_model, seed_text, length=length, temperatures=temps, samples=samples,
                                   seed=seed, top_k=top_k, replace_unknown=replace_unknown, on_step=on_step,
                                   server_side=server_side)
