@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli import fail
+from genserve.cli import DEFAULT_TARGET, TargetOpt, fail
 
 
 class Backbone(str, Enum):
@@ -78,7 +78,7 @@ def stylize(
     content: Annotated[Path, typer.Argument(help="Content image (any format Pillow reads).")],
     style: Annotated[Path, typer.Argument(help="Style reference image (resized to the content's size, as in the book).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Result image (PNG); intermediate and side-by-side images go beside it.")],
-    target: Annotated[Optional[str], typer.Option(help="Server address host:port (default $GENSERVE_TARGET or 127.0.0.1:8500).")] = None,
+    target: TargetOpt = DEFAULT_TARGET,
     model: Annotated[str, typer.Option(help="Served model name.")] = "style",
     version: Annotated[Optional[int], typer.Option(min=1, help="Model version (default: latest).")] = None,
     height: Annotated[int, typer.Option(help="Content height in pixels; the width keeps the aspect ratio (the book: 400).")] = 400,
@@ -89,8 +89,7 @@ def stylize(
 ) -> None:
     """Neural style transfer: L-BFGS-B on this machine, loss and gradient from a served style model."""
     from genserve.clients.core import Client, GenserveError
-    from genserve.clients.style import (ImageError, RemoteStyle, default_target, load_image, save_image,
-                                        side_by_side)
+    from genserve.clients.style import ImageError, RemoteStyle, load_image, save_image, side_by_side
     from genserve.clients.style import stylize as run_stylize
 
     try:
@@ -100,7 +99,6 @@ def stylize(
         raise fail(str(e)) from None
     if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"):
         raise fail(f"--output {output}: use an image suffix such as .png")
-    target = target or default_target()
     stem = output.with_suffix("")
     started = time.perf_counter()
     try:

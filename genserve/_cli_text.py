@@ -18,7 +18,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli import fail
+from genserve.cli import DEFAULT_TARGET, TargetOpt, fail
 
 
 def register(app, train_app, export_app, eval_app, plot_app) -> None:
@@ -81,7 +81,7 @@ def export_text(
 
 
 def generate(
-    target: Annotated[str, typer.Option(envvar="GENSERVE_TARGET", help="Server address host:port (TF Serving or `genserve serve`).")] = "127.0.0.1:8500",
+    target: TargetOpt = DEFAULT_TARGET,
     model: Annotated[str, typer.Option(help="Served model name.")] = "text",
     version: Annotated[Optional[int], typer.Option(min=1, help="Model version (default: latest).")] = None,
     seed_text: Annotated[str, typer.Option(help="Text to continue; its last maxlen characters are used.")] = "to be, or not to be, that is the question:\nwhether 'tis nobler in the mind",

@@ -20,10 +20,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli import fail
+from genserve.cli import DEFAULT_TARGET, TargetOpt, fail
 
-TargetOpt = Annotated[str, typer.Option(envvar="GENSERVE_TARGET",
-                                        help="Server address host:port (TF Serving or `genserve serve`).")]
 ModelOpt = Annotated[str, typer.Option(help="Served model name.")]
 VersionOpt = Annotated[Optional[int], typer.Option(min=1, help="Model version (default: latest).")]
 TimeoutOpt = Annotated[float, typer.Option(help="Deadline per request, seconds.")]
@@ -141,7 +139,7 @@ def eval_vae(
 
 
 def grid(
-    target: TargetOpt = "127.0.0.1:8500",
+    target: TargetOpt = DEFAULT_TARGET,
     model: ModelOpt = "vae",
     version: VersionOpt = None,
     n: Annotated[int, typer.Option("--n", "-n", help="Points per side (the book: 15; at most 64).")] = 15,
@@ -174,7 +172,7 @@ def grid(
 
 
 def encode(
-    target: TargetOpt = "127.0.0.1:8500",
+    target: TargetOpt = DEFAULT_TARGET,
     model: ModelOpt = "vae",
     version: VersionOpt = None,
     dataset: Annotated[Dataset, typer.Option(help="Labelled test images to place (labels come from the dataset).")] = Dataset.mnist,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from typing import Annotated
 
 import typer
 
@@ -29,6 +30,12 @@ app.add_typer(train_app, name="train")
 app.add_typer(export_app, name="export")
 app.add_typer(eval_app, name="eval")
 app.add_typer(plot_app, name="plot")
+
+
+# The server address every client command takes: --target, else $GENSERVE_TARGET, else TF Serving's port.
+DEFAULT_TARGET = "127.0.0.1:8500"
+TargetOpt = Annotated[str, typer.Option("--target", envvar="GENSERVE_TARGET",
+                                        help="Server address host:port (TF Serving or `genserve serve`).")]
 
 
 def fail(message: str, code: int = 1) -> "typer.Exit":

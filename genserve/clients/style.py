@@ -12,7 +12,6 @@ model's metadata, calls `targets` once per job and `step` once per evaluation. N
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -245,7 +244,3 @@ class RemoteStyle:
         self.last_parts = {k: float(out[k][0]) for k in ("content_loss", "style_loss", "tv_loss")}
         return float(out["loss"][0]), out["gradient"][0]
 
-
-def default_target() -> str:
-    """$GENSERVE_TARGET, else 127.0.0.1:8500 (TF Serving's gRPC port)."""
-    return os.environ.get("GENSERVE_TARGET") or "127.0.0.1:8500"
