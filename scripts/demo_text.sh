@@ -6,7 +6,8 @@
 #
 #   MODELS_DIR=out/models OUT_DIR=out WORK_DIR=out/work GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_text.sh
 #
-# Knobs: TEXT_MAX_CHARS (400000), TEXT_EPOCHS (2), TEXT_LENGTH (400).
+# Knobs: TEXT_CORPUS (shakespeare, or a UTF-8 file), TEXT_MAX_CHARS (400000), TEXT_EPOCHS (2),
+# TEXT_LENGTH (400).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +19,9 @@ export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 WORK="$WORK_DIR/text"
 mkdir -p "$OUT_DIR" "$WORK"
 
-echo "train: ${TEXT_MAX_CHARS:-400000} characters of Shakespeare, ${TEXT_EPOCHS:-2} epochs -> $WORK"
+echo "train: ${TEXT_MAX_CHARS:-400000} characters of ${TEXT_CORPUS:-shakespeare}, ${TEXT_EPOCHS:-2} epochs -> $WORK"
 start=$(date +%s)
-"$GENSERVE" train text --corpus shakespeare --max-chars "${TEXT_MAX_CHARS:-400000}" \
+"$GENSERVE" train text --corpus "${TEXT_CORPUS:-shakespeare}" --max-chars "${TEXT_MAX_CHARS:-400000}" \
   --epochs "${TEXT_EPOCHS:-2}" --workdir "$WORK" --quiet
 echo "trained in $(( $(date +%s) - start )) s"
 
