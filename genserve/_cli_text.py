@@ -11,6 +11,7 @@ Heavy imports (TensorFlow, matplotlib) happen inside the command bodies, so `gen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -120,9 +121,19 @@ def generate(
                 seed_used = text_model.encode(seed_text, replace_unknown)[-text_model.info.maxlen:]
                 seed_str = text_model.decode(seed_used)
                 echo(f'--- seed: "{seed_str}"\n--- temperature {temps[0]}\n{seed_str}')
-            result = run_generate(text_model, seed_text, length=length, temperatures=temps, samples=samples,
-                                  seed=seed, top_k=top_k, replace_unknown=replace_unknown, on_step=on_step,
-                                  server_side=server_side)
+            with contextlib.ExitStack() as stack:
+                if not streaming and not server_side:  # several streams: a progress bar on stderr
+                    bars = []  # opened at the first step, once the seed is known to be valid
+
+                    def on_step(i, ids):
+                        if not bars:
+                            bars.append(stack.enter_context(typer.progressbar(
+                                length=length, label=f"generating {len(temps) * samples} streams",
+                                file=sys.stderr)))
+                        bars[0].update(1)
+                result = run_generate(text_model, seed_text, length=length, temperatures=temps,
+                                      samples=samples, seed=seed, top_k=top_k, replace_unknown=replace_unknown,
+                                      on_step=on_step, server_side=server_side)
     except GenserveError as e:
         raise fail(f"{e.code.name}: {e.details}") from None
     except ValueError as e:
