@@ -152,9 +152,13 @@ def grid(
 ) -> None:
     """Decode an n x n grid of latent points in ONE request and save it as a PNG."""
     from genserve.clients.core import Client, GenserveError
-    from genserve.clients.vae import VAEModel, save_png
+    from genserve.clients.vae import VAEModel, grid_axis, save_png
 
     spacing = "linear" if linear else "quantile"
+    try:
+        grid_axis(n, low, high, spacing)  # bad --n / range: say so before contacting the server
+    except ValueError as e:
+        raise fail(str(e)) from None
     try:
         with Client(target, timeout=timeout) as client:
             vae = VAEModel(client, model=model, version=version)
