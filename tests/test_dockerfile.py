@@ -219,3 +219,20 @@ def test_dockerignore_keeps_what_the_image_copies(instructions):
     for src, _ in _copies(instructions):
         top = src.split("/")[0]
         assert top not in patterns and "*" not in patterns, f"{src} would be left out of the context"
+
+
+def test_batching_is_per_model_and_the_toy_export_asks_for_it(instructions, toy_models_dir):
+    """TF Serving fails a batch whose requests differ past dim 0, so only fixed-shape models batch:
+    the image reads each export's own batching_params.pbtxt, and the toy export writes one that parses
+    and holds the largest single request genserve sends (a 64 x 64 latent grid)."""
+    from genserve.clients.vae import MAX_GRID
+    from genserve.export.writer import BATCHING_PARAMS_FILE
+
+    assert _flags(instructions)["enable_per_model_batching_parameters"] == "true"
+    BatchingParameters, _ = _text_proto_classes()
+    versions = [p for p in (toy_models_dir / "toy").iterdir() if p.name.isdigit()]
+    assert versions
+    for version_dir in versions:
+        params = text_format.Parse((version_dir / BATCHING_PARAMS_FILE).read_text(), BatchingParameters())
+        assert params.max_batch_size.value >= MAX_GRID * MAX_GRID
+        assert 0 < params.batch_timeout_micros.value <= 100_000

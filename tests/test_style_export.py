@@ -34,7 +34,8 @@ def _dtype_name(spec) -> str:
 
 
 def test_signatures_match_contract(exported):
-    _, _, loaded = exported
+    _, path, loaded = exported
+    assert not (path / "batching_params.pbtxt").exists()  # images of any size: never batched by TF Serving
     assert set(loaded.signatures) == {C.DEFAULT_SIGNATURE_KEY, "step", "targets"}
     gram_keys = {C.style_gram_key(layer) for layer in CFG.style_layers}
     for name in (C.DEFAULT_SIGNATURE_KEY, "step", "targets"):

@@ -42,6 +42,8 @@ def _dtype_name(dtype) -> str:
 def test_layout_assets_and_warmup(exported):
     workdir, models, path = exported
     assert path == models / "text" / "1"
+    # seed windows of any length: TF Serving must not batch this model (see docs/serving.md)
+    assert not (path / "batching_params.pbtxt").exists()
     extra = path / "assets.extra"
     assert json.loads((extra / "config.json").read_text())["units"] == 16
     assert json.loads((extra / "vocabulary.json").read_text())["chars"] == sorted(set(TEXT))

@@ -97,6 +97,8 @@ def test_export_carries_config_and_warmup(exported):
         training.VAEConfig.from_json((workdir / "config.json").read_text())
     records = read_warmup_file(extra / WARMUP_FILE)
     assert [r.predict_log.request.model_spec.signature_name for r in records] == ["decode", "decode", "encode"]
+    # fixed shapes past dim 0: TF Serving may batch concurrent requests (docs/serving.md)
+    assert "max_batch_size" in (version_dir / "batching_params.pbtxt").read_text()
 
 
 @pytest.mark.parametrize("batch", [1, 7])

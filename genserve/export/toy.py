@@ -70,7 +70,7 @@ def export_toy(models_dir, cfg: ToyConfig = ToyConfig(), name: str = TOY.name,
     Raises:
         genserve.export.writer.ExportError: e.g. the version already exists.
     """
-    from genserve.export.writer import save_version
+    from genserve.export.writer import BATCHABLE_FIXED_SHAPE, save_version
 
     module, signatures = build_toy(cfg)
     x = np.array([[1.0], [2.0]], np.float32)  # (2, 1)
@@ -79,4 +79,4 @@ def export_toy(models_dir, cfg: ToyConfig = ToyConfig(), name: str = TOY.name,
         (TOY_SCALE.name, {"x": x, "factor": np.array([1, 3], np.int32)}),
     ] if warmup else None
     return save_version(module, models_dir, name, signatures, default=TOY.default.name,
-                        version=version, warmup=requests)
+                        version=version, warmup=requests, batching=BATCHABLE_FIXED_SHAPE)

@@ -87,7 +87,7 @@ def export_vae(workdir: str | Path, models_dir: str | Path, name: str = DEFAULT_
         FileNotFoundError: the workdir holds no config or checkpoint.
         genserve.export.writer.ExportError: bad name or an existing version.
     """
-    from genserve.export.writer import save_version
+    from genserve.export.writer import BATCHABLE_FIXED_SHAPE, save_version
     from genserve.training.vae import CONFIG_FILE, STATE_FILE, load_trained
 
     workdir = Path(workdir)
@@ -97,4 +97,5 @@ def export_vae(workdir: str | Path, models_dir: str | Path, name: str = DEFAULT_
     if (workdir / STATE_FILE).exists():
         assets[STATE_FILE] = (workdir / STATE_FILE).read_bytes()
     return save_version(module, models_dir, name, signatures, default=C.VAE_DECODE.name,
-                        version=version, warmup=warmup_requests(cfg.latent_dim), assets=assets)
+                        version=version, warmup=warmup_requests(cfg.latent_dim), assets=assets,
+                        batching=BATCHABLE_FIXED_SHAPE)  # decode/encode shapes are fixed past dim 0

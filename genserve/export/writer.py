@@ -41,6 +41,18 @@ log = logging.getLogger(__name__)
 
 WARMUP_DIR = "assets.extra"
 WARMUP_FILE = "tf_serving_warmup_requests"
+# Per-model batching (TF Serving: tensorflow_serving/servables/tensorflow/bundle_factory_util.cc reads
+# <version>/batching_params.pbtxt when --enable_per_model_batching_parameters is set).
+BATCHING_PARAMS_FILE = "batching_params.pbtxt"
+# Requests are concatenated along dim 0; these suit the small fixed-shape signatures (toy, VAE).
+# max_batch_size also caps ONE request's rows (no large-batch splitting configured), so it must hold
+# the biggest single request genserve sends: a 64x64 latent grid is 4,096 rows.
+BATCHABLE_FIXED_SHAPE = """\
+# tensorflow.serving.BatchingParameters for this model (text format), written by genserve.
+max_batch_size { value: 8192 }
+batch_timeout_micros { value: 2000 }
+max_enqueued_batches { value: 100 }
+"""
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many warmup records
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TMP_RE = re.compile(r"^\.tmp-(\d+)-(\d+)$")
@@ -160,7 +172,8 @@ def save_version(module, models_dir, name: str, signatures: dict, default: str,
                  version: int | None = None,
                  warmup: list[tuple[str, dict[str, np.ndarray]]] | None = None,
                  assets: dict[str, bytes] | None = None,
-                 base_path_prefix: str = DOCKER_PREFIX) -> Path:
+                 base_path_prefix: str = DOCKER_PREFIX,
+                 batching: str | None = None) -> Path:
     """Write `module` as version `version` of model `name`, atomically, and refresh models.config.
 
     Args:
@@ -173,6 +186,11 @@ def save_version(module, models_dir, name: str, signatures: dict, default: str,
         warmup: (signature name, {input key: array}) requests for assets.extra/tf_serving_warmup_requests.
         assets: extra files (relative path -> bytes) written under assets.extra/ (e.g. config.json).
         base_path_prefix: prefix of base_path in models.config ("/models" for Dockerfile.serving).
+        batching: a text-format BatchingParameters written as `<version>/batching_params.pbtxt`, which
+            TF Serving reads with --enable_per_model_batching_parameters (Dockerfile.serving sets it).
+            Give it only to models whose signatures have fixed non-batch dimensions: TF Serving's
+            batcher fails a whole batch whose requests differ past dim 0 (BATCHABLE_FIXED_SHAPE).
+            The embedded server does not batch and ignores the file.
     Returns:
         The final version folder `<models_dir>/<name>/<version>`.
     Raises:
@@ -210,6 +228,8 @@ def save_version(module, models_dir, name: str, signatures: dict, default: str,
         tf.saved_model.save(module, str(tmp), signatures=served)
         if warmup:
             write_warmup_file(tmp / WARMUP_DIR / WARMUP_FILE, name, warmup)
+        if batching is not None:
+            (tmp / BATCHING_PARAMS_FILE).write_text(batching, encoding="utf-8")
         for rel, data in (assets or {}).items():
             target = tmp / WARMUP_DIR / rel
             target.parent.mkdir(parents=True, exist_ok=True)
