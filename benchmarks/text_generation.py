@@ -35,6 +35,15 @@ from pathlib import Path
 
 import numpy as np
 
+# Shared by both training scripts (each runs in its own process, so it is pasted into both).
+BATCH_TIMER = r"""
+class BatchTimer(keras.callbacks.Callback):   # median batch time: robust to bursts of load from other jobs
+    def on_train_begin(self, logs=None):
+        self.times = [time.perf_counter()]
+    def on_train_batch_end(self, batch, logs=None):
+        self.times.append(time.perf_counter())
+"""
+
 BOOK_TRAIN = r"""
 import json, resource, sys, time
 import numpy as np
@@ -56,11 +65,7 @@ keras.utils.set_random_seed(1337)
 model = keras.Sequential([keras.Input((maxlen, len(chars))), keras.layers.LSTM(128),
                           keras.layers.Dense(len(chars), activation="softmax")])
 model.compile(loss="categorical_crossentropy", optimizer=keras.optimizers.RMSprop(learning_rate=0.01))
-class BatchTimer(keras.callbacks.Callback):   # median batch time: robust to bursts of load from other jobs
-    def on_train_begin(self, logs=None):
-        self.times = [time.perf_counter()]
-    def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.perf_counter())
+# BATCH_TIMER
 timer = BatchTimer()
 t0 = time.perf_counter()
 model.fit(x, y, batch_size=128, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[timer])
@@ -93,11 +98,7 @@ vocab = Vocabulary.from_text(text)
 ds = make_dataset(vocab.encode(text), cfg, shuffle=True)   # the same windows as the book's arrays
 keras.utils.set_random_seed(1337)
 model = build_model(cfg, len(vocab))
-class BatchTimer(keras.callbacks.Callback):   # median batch time: robust to bursts of load from other jobs
-    def on_train_begin(self, logs=None):
-        self.times = [time.perf_counter()]
-    def on_train_batch_end(self, batch, logs=None):
-        self.times.append(time.perf_counter())
+# BATCH_TIMER
 timer = BatchTimer()
 t0 = time.perf_counter()
 model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[timer])
@@ -105,6 +106,8 @@ dt = np.diff(timer.times)
 print(json.dumps({"seconds": time.perf_counter() - t0, "median_epoch": float(np.median(dt[1:])) * len(dt),
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
+BOOK_TRAIN, PIPELINE_TRAIN = (code.replace("# BATCH_TIMER\n", BATCH_TIMER.lstrip("\n"))
+                              for code in (BOOK_TRAIN, PIPELINE_TRAIN))
 
 
 def run_json(code: str, *args: str) -> dict:

@@ -56,19 +56,17 @@ class StyleModule(tf.Module):
         return {layer: int(self.extractor.get_layer(layer).output.shape[-1]) for layer in self._cfg.style_layers}
 
 
-def _spec(key: str, shape) -> tf.TensorSpec:
-    return tf.TensorSpec(shape, tf.float32, name=key)
-
-
 def signatures(module: StyleModule) -> dict:
     """Concrete functions for `targets` and `step`, inputs named by the contract, H and W dynamic."""
+    from genserve.export.writer import input_signature
+
     cfg = module._cfg
-    target_inputs = {spec.key: _spec(spec.key, spec.shape) for spec in C.STYLE_TARGETS.inputs}
-    step_inputs = {spec.key: _spec(spec.key, spec.shape) for spec in C.STYLE_STEP.inputs}
+    target_inputs = {spec.name: spec for spec in input_signature(C.STYLE_TARGETS)}
+    step_inputs = {spec.name: spec for spec in input_signature(C.STYLE_STEP)}
     channels = module.gram_channels()
-    for layer in cfg.style_layers:
+    for layer in cfg.style_layers:  # one Gram input per style layer, beyond the contract's fixed keys
         key = C.style_gram_key(layer)
-        step_inputs[key] = _spec(key, (None, channels[layer], channels[layer]))  # (B, C_l, C_l)
+        step_inputs[key] = tf.TensorSpec((None, channels[layer], channels[layer]), tf.float32, name=key)
     return {
         C.STYLE_STEP.name: module.step.get_concrete_function(**step_inputs),
         C.STYLE_TARGETS.name: module.targets.get_concrete_function(**target_inputs),

@@ -79,6 +79,8 @@ def build_module(model, cfg, vocab):
     """
     import tensorflow as tf
 
+    from genserve.export.writer import input_signature
+
     encoder = model.get_layer("onehot" if cfg.encoding == "onehot" else "embedding")
     lstm = model.get_layer("lstm")
     dense = model.get_layer("logits")
@@ -114,28 +116,26 @@ def build_module(model, cfg, vocab):
         def _zeros(self, ids):
             return tf.zeros(tf.stack([tf.shape(ids)[0], units]), tf.float32)  # (B, units)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")])
+        @tf.function(input_signature=input_signature(contract.TEXT_NEXT_CHAR))
         def next_char(self, ids):
             h, c = self._run(ids, self._zeros(ids), self._zeros(ids))
             logits, probabilities = self._head(h)
             return {"logits": logits, "probabilities": probabilities}
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="ids"),
-                                      tf.TensorSpec([None, None], tf.float32, name="h"),
-                                      tf.TensorSpec([None, None], tf.float32, name="c")])
+        @tf.function(input_signature=input_signature(contract.TEXT_STEP))
         def step(self, ids, h, c):
             x = self.encoder(ids[:, None])[:, 0]  # (B, E)
             out, (h, c) = self.cell(x, [h, c], training=False)
             logits, probabilities = self._head(out)
             return {"logits": logits, "probabilities": probabilities, "h": h, "c": c}
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids")])
+        @tf.function(input_signature=input_signature(contract.TEXT_PRIME))
         def prime(self, ids):
             h, c = self._run(ids, self._zeros(ids), self._zeros(ids))
             logits, probabilities = self._head(h)
             return {"logits": logits, "probabilities": probabilities, "h": h, "c": c}
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="ids")])
+        @tf.function(input_signature=input_signature(contract.TEXT_INFO))
         def info(self, ids):
             b = tf.shape(ids)[0]
             return {
@@ -144,10 +144,7 @@ def build_module(model, cfg, vocab):
                 "units": tf.fill(tf.reshape(b, [1]), tf.constant(units, tf.int32)),  # (B,)
             }
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name="ids"),
-                                      tf.TensorSpec([None], tf.float32, name="temperature"),
-                                      tf.TensorSpec([None], tf.int32, name="length"),
-                                      tf.TensorSpec([None], tf.int64, name="seed")])
+        @tf.function(input_signature=input_signature(contract.TEXT_GENERATE))
         def generate(self, ids, temperature, length, seed):
             b = tf.shape(ids)[0]
             checks = [tf.debugging.assert_equal(tf.shape(value)[0], b, message=(

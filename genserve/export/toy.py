@@ -25,10 +25,6 @@ class ToyConfig:
     bias: float = 1.0
 
 
-def _tf_spec(tf, spec):
-    return tf.TensorSpec(spec.shape, getattr(tf, spec.dtype), name=spec.key)
-
-
 def build_toy(cfg: ToyConfig = ToyConfig()):
     """A tf.Module with `affine` and `scale` tf.functions (input signatures from the contract).
 
@@ -37,18 +33,20 @@ def build_toy(cfg: ToyConfig = ToyConfig()):
     """
     import tensorflow as tf
 
+    from genserve.export.writer import input_signature
+
     class Toy(tf.Module):
         def __init__(self):
             super().__init__(name="toy")
             self.w = tf.Variable(cfg.weight, dtype=tf.float32, name="w")
             self.b = tf.Variable(cfg.bias, dtype=tf.float32, name="b")
 
-        @tf.function(input_signature=[_tf_spec(tf, s) for s in TOY_AFFINE.inputs])
+        @tf.function(input_signature=input_signature(TOY_AFFINE))
         def affine(self, x):  # x: (B, 1)
             wx = self.w * x  # (B, 1)
             return {"y": wx + self.b, "wx": wx}
 
-        @tf.function(input_signature=[_tf_spec(tf, s) for s in TOY_SCALE.inputs])
+        @tf.function(input_signature=input_signature(TOY_SCALE))
         def scale(self, x, factor):  # x: (B, 1), factor: (B,)
             f = tf.cast(factor, tf.float32)[:, None]  # (B, 1)
             return {"y": f * self.w * x}  # (B, 1)

@@ -34,19 +34,21 @@ def build_module(encoder, decoder, latent_dim: int):
     """
     import tensorflow as tf
 
+    from genserve.export.writer import input_signature
+
     class VAEModule(tf.Module):
         def __init__(self):
             super().__init__(name="vae")
             # The uncompiled functional sub-models: their layers' variables, no optimizer state.
             self.encoder, self.decoder = encoder, decoder
 
-        @tf.function(input_signature=[tf.TensorSpec([None, latent_dim], tf.float32, name="z")])
+        @tf.function(input_signature=input_signature(C.VAE_DECODE, z=(None, latent_dim)))
         def decode(self, z):  # z: (B, latent)
             z = tf.debugging.assert_all_finite(z, "decode: z must be finite (no NaN or Inf)")
             images = self.decoder(z, training=False)  # (B, 28, 28, 1) in [0, 1]
             return {"images": tf.cast(images, tf.float32)}
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32, name="images")])
+        @tf.function(input_signature=input_signature(C.VAE_ENCODE))
         def encode(self, images):  # images: (B, 28, 28, 1)
             images = tf.debugging.assert_all_finite(images, "encode: images must be finite")
             z_mean, z_log_var = self.encoder(images, training=False)  # (B, latent) each

@@ -62,6 +62,26 @@ class ExportError(RuntimeError):
     """An export cannot be written as asked; the message says why and what to do."""
 
 
+def input_signature(signature, **shapes) -> list:
+    """The `tf.function` input_signature of a contract signature: one tf.TensorSpec per input, in the
+    contract's order, named by its key.
+
+    Args:
+        signature: a `genserve.contract.SignatureSpec`.
+        **shapes: key -> shape, for sizes the trained model fixes (e.g. `z=(None, latent_dim)`).
+    Raises:
+        ExportError: a shape override names a key the signature does not take.
+    """
+    import tensorflow as tf
+
+    unknown = set(shapes) - {spec.key for spec in signature.inputs}
+    if unknown:
+        raise ExportError(f"signature {signature.name!r} has no input {sorted(unknown)}")
+    dtype = lambda name: tf.string if name == "string" else tf.as_dtype(name)  # noqa: E731
+    return [tf.TensorSpec(shapes.get(spec.key, spec.shape), dtype(spec.dtype), name=spec.key)
+            for spec in signature.inputs]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -572,10 +572,19 @@ class ModelServer:
 # ---------------------------------------------------------------------------------------------------
 # gRPC servicers (TF Serving's generated base classes; unimplemented methods answer UNIMPLEMENTED).
 # ---------------------------------------------------------------------------------------------------
-def _abort(context, error: RpcError, response):
+def _answer(method: str, context, empty_response, body):
+    """Run one RPC's `body()`; a RpcError becomes its status, any other exception INTERNAL (logged) —
+    a bad request or a bug never takes the server down. Returns body's response, else `empty_response()`."""
+    try:
+        return body()
+    except RpcError as e:
+        error = e
+    except Exception as e:
+        log.exception("%s failed", method)
+        error = RpcError(grpc.StatusCode.INTERNAL, f"internal error: {e}")
     context.set_code(error.code)
     context.set_details(error.message)
-    return response
+    return empty_response()
 
 
 class _PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -589,40 +598,30 @@ class _PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer)
         self._metadata_response = get_model_metadata_pb2.GetModelMetadataResponse
 
     def Predict(self, request, context):
-        try:
-            loaded = self._server.resolve(request.model_spec)
-            return run_predict(loaded, request, self._predict_response, self._tensor)
-        except RpcError as e:
-            return _abort(context, e, self._predict_response())
-        except Exception as e:  # a bug here must not take the server down
-            log.exception("Predict failed")
-            return _abort(context, RpcError(grpc.StatusCode.INTERNAL, f"internal error: {e}"),
-                          self._predict_response())
+        return _answer("Predict", context, self._predict_response, lambda: run_predict(
+            self._server.resolve(request.model_spec), request, self._predict_response, self._tensor))
 
     def GetModelMetadata(self, request, context):
-        try:
-            fields = list(request.metadata_field)
-            if not fields:
+        return _answer("GetModelMetadata", context, self._metadata_response,
+                       lambda: self._metadata(request))
+
+    def _metadata(self, request):
+        fields = list(request.metadata_field)
+        if not fields:
+            raise RpcError(grpc.StatusCode.INVALID_ARGUMENT,
+                           "GetModelMetadataRequest must specify at least one metadata_field "
+                           "(supported: \"signature_def\")")
+        for field_name in fields:
+            if field_name != "signature_def":
                 raise RpcError(grpc.StatusCode.INVALID_ARGUMENT,
-                               "GetModelMetadataRequest must specify at least one metadata_field "
+                               f"Metadata field {field_name} is not supported "
                                "(supported: \"signature_def\")")
-            for field_name in fields:
-                if field_name != "signature_def":
-                    raise RpcError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   f"Metadata field {field_name} is not supported "
-                                   "(supported: \"signature_def\")")
-            loaded = self._server.resolve(request.model_spec)
-            response = self._metadata_response()
-            response.model_spec.name = loaded.name
-            response.model_spec.version.value = loaded.version
-            response.metadata["signature_def"].CopyFrom(loaded.signature_def_any)
-            return response
-        except RpcError as e:
-            return _abort(context, e, self._metadata_response())
-        except Exception as e:
-            log.exception("GetModelMetadata failed")
-            return _abort(context, RpcError(grpc.StatusCode.INTERNAL, f"internal error: {e}"),
-                          self._metadata_response())
+        loaded = self._server.resolve(request.model_spec)
+        response = self._metadata_response()
+        response.model_spec.name = loaded.name
+        response.model_spec.version.value = loaded.version
+        response.metadata["signature_def"].CopyFrom(loaded.signature_def_any)
+        return response
 
 
 class _ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -633,30 +632,27 @@ class _ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._pb2 = get_model_status_pb2
 
     def GetModelStatus(self, request, context):
+        return _answer("GetModelStatus", context, self._pb2.GetModelStatusResponse,
+                       lambda: self._status(request))
+
+    def _status(self, request):
         pb2 = self._pb2
-        try:
-            spec = request.model_spec
-            if spec.WhichOneof("version_choice") is None:
-                model = self._server._models.get(spec.name)
-                loaded = [] if model is None else [model.state.versions[v]
-                                                   for v in sorted(model.state.versions)]
-                if not loaded:
-                    self._server.resolve(spec)  # raises the right NOT_FOUND
-            else:
-                loaded = [self._server.resolve(spec)]
-            response = pb2.GetModelStatusResponse()
-            for item in loaded:
-                status = response.model_version_status.add()
-                status.version = item.version
-                status.state = pb2.ModelVersionStatus.AVAILABLE
-                status.status.error_code = 0  # tensorflow.error.OK
-            return response
-        except RpcError as e:
-            return _abort(context, e, pb2.GetModelStatusResponse())
-        except Exception as e:
-            log.exception("GetModelStatus failed")
-            return _abort(context, RpcError(grpc.StatusCode.INTERNAL, f"internal error: {e}"),
-                          pb2.GetModelStatusResponse())
+        spec = request.model_spec
+        if spec.WhichOneof("version_choice") is None:
+            model = self._server._models.get(spec.name)
+            loaded = [] if model is None else [model.state.versions[v]
+                                               for v in sorted(model.state.versions)]
+            if not loaded:
+                self._server.resolve(spec)  # raises the right NOT_FOUND
+        else:
+            loaded = [self._server.resolve(spec)]
+        response = pb2.GetModelStatusResponse()
+        for item in loaded:
+            status = response.model_version_status.add()
+            status.version = item.version
+            status.state = pb2.ModelVersionStatus.AVAILABLE
+            status.status.error_code = 0  # tensorflow.error.OK
+        return response
 
 
 @contextmanager
