@@ -27,6 +27,13 @@ import numpy as np
 
 from genserve.contract import DEFAULT_SIGNATURE_KEY
 from genserve.data import atomic_write_bytes
+from genserve.layout import (
+    ASSETS_EXTRA,
+    BATCHING_PARAMS_FILE,
+    MAX_WARMUP_RECORDS,
+    TMP_RE,
+    WARMUP_FILE,
+)
 from genserve.serving.config import (
     DOCKER_PREFIX,
     MODELS_CONFIG,
@@ -39,11 +46,7 @@ from genserve.serving.config import (
 
 log = logging.getLogger(__name__)
 
-WARMUP_DIR = "assets.extra"
-WARMUP_FILE = "tf_serving_warmup_requests"
-# Per-model batching (TF Serving: tensorflow_serving/servables/tensorflow/bundle_factory_util.cc reads
-# <version>/batching_params.pbtxt when --enable_per_model_batching_parameters is set).
-BATCHING_PARAMS_FILE = "batching_params.pbtxt"
+WARMUP_DIR = ASSETS_EXTRA  # kept for callers of the old name
 # Requests are concatenated along dim 0; these suit the small fixed-shape signatures (toy, VAE).
 # max_batch_size also caps ONE request's rows (no large-batch splitting configured), so it must hold
 # the biggest single request genserve sends: a 64x64 latent grid is 4,096 rows.
@@ -53,9 +56,7 @@ max_batch_size { value: 8192 }
 batch_timeout_micros { value: 2000 }
 max_enqueued_batches { value: 100 }
 """
-MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many warmup records
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_TMP_RE = re.compile(r"^\.tmp-(\d+)-(\d+)$")
 
 
 class ExportError(RuntimeError):
@@ -98,7 +99,7 @@ def clean_stale_temps(model_dir: Path) -> list[Path]:
     if not Path(model_dir).is_dir():
         return removed
     for path in Path(model_dir).iterdir():
-        match = _TMP_RE.match(path.name)
+        match = TMP_RE.match(path.name)
         if match and path.is_dir() and not _pid_alive(int(match.group(2))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
@@ -119,6 +120,28 @@ def _input_specs(fn) -> dict:
     specs = {(spec.name or names[i]): spec for i, spec in enumerate(args)}
     specs.update(kwargs)
     return specs
+
+
+def track_captured_variables(module, signatures: dict) -> int:
+    """Attach every variable the signatures' concrete functions capture to `module`, so the
+    SavedModel's checkpoint holds them and its restore op restores them in a graph Session.
+
+    Without this, a `tf.Module` holding Keras 3 models restores fine eagerly (`tf.saved_model.load`)
+    but TF Serving's graph-mode loader leaves some variables uninitialised ("Resource .../bias does
+    not exist"; keras-team/keras#20095, tensorflow/tensorflow#72963). Keras' `ExportArchive` does the
+    same: it lists the tracked layers' variables on its trackable.
+
+    Returns:
+        How many variables were attached.
+    """
+    seen: dict[int, object] = {}
+    for fn in signatures.values():
+        for var in fn.graph.variables:  # the variables whose handles the function captures
+            seen.setdefault(id(var), var)
+    variables = list(seen.values())
+    # A plain list attribute is tracked by tf.Module / AutoTrackable (wrapped in a ListWrapper).
+    setattr(module, "_genserve_captured_variables", variables)
+    return len(variables)
 
 
 def _check_signatures(signatures: dict, default: str) -> None:
@@ -245,6 +268,7 @@ def save_version(module, models_dir, name: str, signatures: dict, default: str,
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         served = {DEFAULT_SIGNATURE_KEY: signatures[default], **signatures}
+        track_captured_variables(module, signatures)
         tf.saved_model.save(module, str(tmp), signatures=served)
         if warmup:
             write_warmup_file(tmp / WARMUP_DIR / WARMUP_FILE, name, warmup)
@@ -254,6 +278,7 @@ def save_version(module, models_dir, name: str, signatures: dict, default: str,
             target = tmp / WARMUP_DIR / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+        verify_export(tmp, name)
         try:
             os.rename(tmp, final)  # atomic; fails if another writer took the number meanwhile
         except OSError as e:
@@ -265,6 +290,39 @@ def save_version(module, models_dir, name: str, signatures: dict, default: str,
     log.info("exported %s version %d to %s", name, version, final)
     write_models_config(models_dir, base_path_prefix)
     return final
+
+
+def verify_export(path: Path, name: str) -> int:
+    """Prove a written (not yet renamed) export on TF Serving's path before anyone can see it: load it
+    into a graph Session with the `serve` tag, check every variable was restored, and replay its warmup
+    requests by the SignatureDefs' tensor names (TF Serving replays them at load, and a failing one
+    fails the load).
+
+    Returns:
+        How many warmup requests ran.
+    Raises:
+        ExportError: a variable is not restored or a warmup request fails; the export is discarded.
+    """
+    from genserve.serving.execute import replay_warmup
+    from genserve.serving.loader import load_saved_model
+
+    try:
+        model = load_saved_model(path)
+    except RuntimeError as e:
+        raise ExportError(f"model {name!r}: the export does not load on TF Serving's path: {e}") from None
+    try:
+        missing = model.unrestored_variables()
+        if missing:
+            raise ExportError(
+                f"model {name!r}: {len(missing)} variable(s) would not be restored by TF Serving "
+                f"(graph-mode load): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}; "
+                "every variable the signatures use must be reachable from the saved module")
+        try:
+            return replay_warmup(model, name)
+        except RuntimeError as e:
+            raise ExportError(f"model {name!r}: {e}") from None
+    finally:
+        model.close()
 
 
 def write_models_config(models_dir, base_path_prefix: str = DOCKER_PREFIX) -> Path:

@@ -27,10 +27,9 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-MODELS_CONFIG = "models.config"
-DOCKER_PREFIX = "/models"  # where Dockerfile.serving puts the models directory
+from genserve.layout import DOCKER_PREFIX, MODELS_CONFIG, SAVED_MODEL_FILES  # noqa: F401 (re-exported)
+
 TF_PLATFORM = "tensorflow"
-SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,279 @@
+"""Load a SavedModel the way `tensorflow_model_server` does: graph Session, `serve` tag, tensor names.
+
+    python -m genserve.serving.loader out/models/vae/1          # lists signatures, checks variables
+
+TF Serving's C++ loader (tensorflow/cc/saved_model/loader.cc, used by
+tensorflow_serving/servables/tensorflow/saved_model_bundle_factory.cc) imports the MetaGraphDef tagged
+`serve` into a fresh graph, creates a Session, runs the restore op (`saver_def.restore_op_name`) over
+`variables/`, then the init op, and afterwards executes each request by feeding the SignatureDef's
+input tensor names and fetching its output tensor names. It never rebuilds the Python object graph.
+`tf.compat.v1.saved_model.loader.load` is the same loader; this module builds one
+`Session.make_callable` per signature on top of it, so genserve's server, the export writer's check
+and the batch engine's in-process mode all execute exports exactly as TF Serving would.
+
+Nothing here imports gRPC: errors are `ServingError`s with canonical status names.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from genserve.clients.codec import dtype_name
+from genserve.contract import DEFAULT_SIGNATURE_KEY
+from genserve.serving.errors import ServingError
+
+SERVE_TAG = "serve"
+INIT_OP_SIGNATURE = "__saved_model_init_op"  # in every TF2 MetaGraphDef, not a serving signature
+# TF's error code numbers (tensorflow/core/protobuf/error_codes.proto) -> canonical status names.
+_TF_CODE_NAMES = {1: "CANCELLED", 2: "UNKNOWN", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED",
+                  5: "NOT_FOUND", 6: "ALREADY_EXISTS", 7: "PERMISSION_DENIED", 8: "RESOURCE_EXHAUSTED",
+                  9: "FAILED_PRECONDITION", 10: "ABORTED", 11: "OUT_OF_RANGE", 12: "UNIMPLEMENTED",
+                  13: "INTERNAL", 14: "UNAVAILABLE", 15: "DATA_LOSS", 16: "UNAUTHENTICATED"}
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One signature tensor: key, graph tensor name, DataType enum, shape (None = any size; None
+    overall = unknown rank)."""
+
+    key: str
+    tensor_name: str
+    dtype: int
+    shape: tuple | None
+
+    def describe(self) -> str:
+        if self.shape is None:
+            return f"{dtype_name(self.dtype)}[*]"
+        return f"{dtype_name(self.dtype)}[{','.join('?' if d is None else str(d) for d in self.shape)}]"
+
+    def check_shape(self, dtype: int, shape: tuple | None) -> None:
+        """Compare a request tensor's dtype and shape to this spec (before decoding its values).
+
+        Raises:
+            ServingError: INVALID_ARGUMENT naming the key, the expected spec and what came.
+        """
+        ok = dtype == self.dtype and shape is not None
+        if ok and self.shape is not None:
+            ok = len(shape) == len(self.shape) and all(
+                want is None or want == got for want, got in zip(self.shape, shape))
+        if not ok:
+            got = dtype_name(dtype) + ("[unknown rank]" if shape is None
+                                       else f"[{','.join(map(str, shape))}]")
+            raise ServingError("INVALID_ARGUMENT",
+                               f"input '{self.key}': expected {self.describe()}, got {got}")
+
+
+def _arg_spec(key: str, info) -> ArgSpec:
+    """ArgSpec of a SignatureDef TensorInfo."""
+    shape = None
+    if not info.tensor_shape.unknown_rank:
+        shape = tuple(None if d.size < 0 else d.size for d in info.tensor_shape.dim)
+    return ArgSpec(key, info.name, info.dtype, shape)
+
+
+@dataclass
+class GraphSignature:
+    """One signature, runnable by tensor names: `run({key: ndarray}) -> {key: ndarray}`."""
+
+    name: str
+    inputs: dict  # key -> ArgSpec
+    outputs: dict  # key -> ArgSpec
+    _session: object = field(repr=False, default=None)
+    _callables: dict = field(repr=False, default_factory=dict)  # output keys -> callable
+    _lock: threading.Lock = field(repr=False, default_factory=threading.Lock)
+
+    def expected(self) -> str:
+        return ", ".join(f"'{k}': {s.describe()}" for k, s in sorted(self.inputs.items()))
+
+    def _callable(self, output_keys: tuple):
+        fn = self._callables.get(output_keys)
+        if fn is None:
+            with self._lock:
+                fn = self._callables.get(output_keys)
+                if fn is None:
+                    graph = self._session.graph
+                    feeds = [graph.get_tensor_by_name(self.inputs[k].tensor_name) for k in self._input_order]
+                    fetches = [graph.get_tensor_by_name(self.outputs[k].tensor_name) for k in output_keys]
+                    fn = self._session.make_callable(fetches, feed_list=feeds, accept_options=True)
+                    self._callables[output_keys] = fn
+        return fn
+
+    @property
+    def _input_order(self) -> tuple:
+        return tuple(sorted(self.inputs))
+
+    def run(self, arrays: dict, output_keys=None, timeout_ms: int = 0) -> dict:
+        """Execute the signature by tensor names.
+
+        Args:
+            arrays: input key -> numpy array (already checked against `inputs`).
+            output_keys: which outputs to fetch (default: all, in sorted order).
+            timeout_ms: RunOptions.timeout_in_ms (0 = none), as TF Serving passes the request deadline.
+        Returns:
+            output key -> numpy array.
+        Raises:
+            ServingError: the graph failed; code from the TF error (INTERNAL when it has none).
+        """
+        import tensorflow as tf
+
+        keys = tuple(output_keys) if output_keys else tuple(sorted(self.outputs))
+        fn = self._callable(keys)
+        options = tf.compat.v1.RunOptions(timeout_in_ms=int(timeout_ms)) if timeout_ms > 0 else None
+        try:
+            values = fn(*[arrays[k] for k in self._input_order], options=options)
+        except tf.errors.OpError as e:
+            raise ServingError(_TF_CODE_NAMES.get(e.error_code, "INTERNAL"),
+                               f"signature {self.name!r} failed: {error_summary(e.message)}") from None
+        return dict(zip(keys, values))
+
+
+@dataclass
+class GraphModel:
+    """A SavedModel loaded into its own graph and Session (close() frees it)."""
+
+    path: Path
+    session: object
+    meta_graph: object  # the MetaGraphDef tagged `serve`
+    signatures: dict  # name -> GraphSignature (incl. serving_default)
+    _var_checks: list = field(repr=False, default_factory=list)  # (variable name, VarIsInitializedOp)
+
+    def signature(self, name: str | None, model: str = "") -> GraphSignature:
+        sig = self.signatures.get(name or DEFAULT_SIGNATURE_KEY)
+        if sig is None:
+            known = ", ".join(sorted(self.signatures))
+            raise ServingError("INVALID_ARGUMENT",
+                               f"Serving signature name: \"{name}\" not found in signature def"
+                               + (f" of {model}" if model else "") + f" (known: {known})")
+        return sig
+
+    def unrestored_variables(self) -> list[str]:
+        """Names of resource variables the restore and init ops left uninitialised: each would fail
+        the first request that reads it with "Resource ... does not exist" on TF Serving."""
+        if not self._var_checks:
+            return []
+        done = self.session.run([op for _, op in self._var_checks])
+        return sorted(name for (name, _), ok in zip(self._var_checks, done) if not ok)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def error_summary(message: str) -> str:
+    """The line of a TF error message that says what went wrong (graph errors start with "Graph
+    execution error:", "Detected at node ..." and a stack trace; "[[{{node ...}}]]" tails dropped)."""
+    lines = [line for line in (message or "").strip().splitlines() if line.strip()]
+    for line in lines:
+        if line[0].isspace() or line.startswith(("Graph execution error", "Detected at node",
+                                                 "<stack traces unavailable>")):
+            continue
+        return line.split(" [Op:", 1)[0].split("\t [[", 1)[0].strip()
+    return lines[0].strip() if lines else "unknown error"
+
+
+def session_config(intra_op_threads: int = 0, inter_op_threads: int = 0):
+    """The ConfigProto TF Serving's flags build (--tensorflow_intra_op_parallelism, ...; 0 = TF picks)."""
+    import tensorflow as tf
+
+    config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra_op_threads,
+                                      inter_op_parallelism_threads=inter_op_threads,
+                                      allow_soft_placement=True)
+    config.gpu_options.allow_growth = True
+    return config
+
+
+def load_saved_model(path, tags=(SERVE_TAG,), config=None) -> GraphModel:
+    """Load `path` into a new graph Session by the MetaGraphDef tagged `tags` (TF Serving's path).
+
+    Args:
+        path: a SavedModel directory (`<models_dir>/<name>/<version>`).
+        tags: the MetaGraphDef tags to load; TF Serving loads `serve`.
+        config: a tf.compat.v1.ConfigProto for the Session (default `session_config()`).
+    Returns:
+        A GraphModel with one GraphSignature per SignatureDef.
+    Raises:
+        RuntimeError: the SavedModel has no such MetaGraph, or its restore/init failed (TF's message).
+    """
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph, config=config or session_config())
+    from tensorflow.python.util import deprecation  # the TF1 loader warns it is deprecated; it is TF Serving's path
+
+    try:
+        with graph.as_default(), deprecation.silence():
+            meta = tf.compat.v1.saved_model.loader.load(session, list(tags), str(path))
+    except Exception as e:
+        session.close()
+        message = getattr(e, "message", None) or str(e)
+        raise RuntimeError(f"cannot load {path} with tags {list(tags)}: {error_summary(message)}") from None
+    signatures = {}
+    for sig_name, sig_def in meta.signature_def.items():
+        if sig_name == INIT_OP_SIGNATURE:
+            continue
+        signatures[sig_name] = GraphSignature(
+            sig_name, {k: _arg_spec(k, v) for k, v in sig_def.inputs.items()},
+            {k: _arg_spec(k, v) for k, v in sig_def.outputs.items()}, session)
+    with graph.as_default():  # built before finalize(): one VarIsInitializedOp per variable read
+        var_checks = [(op.get_attr("shared_name").decode() or op.name,
+                       tf.raw_ops.VarIsInitializedOp(resource=op.outputs[0]))
+                      for op in _variables_used(graph, signatures)]
+    graph.finalize()  # nothing may add ops after load (make_callable does not)
+    return GraphModel(Path(path), session, meta, signatures, var_checks)
+
+
+def _variables_used(graph, signatures: dict) -> list:
+    """The VarHandleOps the signatures' outputs depend on. A TF2 SavedModel's graph also holds
+    handle ops nothing reads (Keras' own ExportArchive exports have them too); only the used ones must
+    be restored."""
+    seen, stack, found = set(), [], []
+    for sig in signatures.values():
+        stack.extend(graph.get_tensor_by_name(a.tensor_name).op for a in sig.outputs.values())
+    while stack:
+        op = stack.pop()
+        if op.name in seen:
+            continue
+        seen.add(op.name)
+        if op.type == "VarHandleOp":
+            found.append(op)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return sorted(found, key=lambda op: op.name)
+
+
+def check_variables_restored(path) -> None:
+    """Load `path` on TF Serving's path and fail if any variable stays uninitialised.
+
+    Raises:
+        RuntimeError: naming the variables, with the fix.
+    """
+    model = load_saved_model(path)
+    try:
+        missing = model.unrestored_variables()
+    finally:
+        model.close()
+    if missing:
+        raise RuntimeError(
+            f"{len(missing)} variable(s) are not restored when {path} is loaded in a graph Session "
+            f"(TF Serving's path): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}. "
+            "Track every variable the signatures capture on the saved object "
+            "(genserve.export.writer.save_version does this).")
+
+
+def main(argv=None) -> int:
+    path = Path((argv or sys.argv[1:] or ["."])[0])
+    model = load_saved_model(path)
+    for name, sig in sorted(model.signatures.items()):
+        outs = ", ".join(f"'{k}': {s.describe()}" for k, s in sorted(sig.outputs.items()))
+        print(f"{name}: {{{sig.expected()}}} -> {{{outs}}}")
+    missing = model.unrestored_variables()
+    print("variables: all restored" if not missing else f"variables NOT restored: {missing}")
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
