@@ -133,6 +133,6 @@ def test_save_and_side_by_side(tmp_path):
 
 
 def test_client_modules_do_not_import_tensorflow():
-    code = ("import sys, genserve.cli, genserve.clients.style, genserve._cli_style; "
+    code = ("import sys, genserve.cli, genserve.clients.style, genserve.cli.style; "
             "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

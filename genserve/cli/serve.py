@@ -12,12 +12,7 @@ from typing import Annotated
 
 import typer
 
-
-def fail(message: str) -> typer.Exit:
-    """genserve.cli.fail, imported late (genserve.cli imports this module while it starts up)."""
-    from genserve.cli import fail as _fail
-
-    return _fail(message)
+from genserve.cli.common import fail
 
 
 ModelsDir = Annotated[Path, typer.Option("--models-dir", help="Models directory (<name>/<version>/ and "

@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli import DEFAULT_TARGET, TargetOpt, fail
+from genserve.cli.common import DEFAULT_TARGET, TargetOpt, fail
 
 
 def register(app, train_app, export_app, eval_app, plot_app) -> None:

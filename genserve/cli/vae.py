@@ -20,7 +20,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli import DEFAULT_TARGET, TargetOpt, fail
+from genserve.cli.common import DEFAULT_TARGET, TargetOpt, fail
 
 ModelOpt = Annotated[str, typer.Option(help="Served model name.")]
 VersionOpt = Annotated[Optional[int], typer.Option(min=1, help="Model version (default: latest).")]

@@ -1,17 +1,17 @@
-"""The `genserve` command line: thin commands that parse, build a config and call the library.
+"""The `genserve` typer app: the shared sub-apps and every family's commands.
 
     genserve --help
 
 Nothing heavy is imported at module level: `genserve --help` never imports TensorFlow. Each model
-family registers its commands from its own module (`genserve/_cli_<family>.py`), so this file stays
-small: the app, the shared sub-apps and the `serve` command.
+family registers its commands from its own module (`genserve/cli/<family>.py`, listed in
+FAMILY_MODULES), which imports its shared options from `genserve.cli.common`, never from here: no
+import cycle.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from typing import Annotated
 
 import typer
 
@@ -32,21 +32,10 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(plot_app, name="plot")
 
 
-# The server address every client command takes: --target, else $GENSERVE_TARGET, else TF Serving's port.
-DEFAULT_TARGET = "127.0.0.1:8500"
-TargetOpt = Annotated[str, typer.Option("--target", envvar="GENSERVE_TARGET",
-                                        help="Server address host:port (TF Serving or `genserve serve`).")]
-
-
-def fail(message: str, code: int = 1) -> "typer.Exit":
-    """Print a one-line error to stderr and return the Exit to raise: `raise fail("...")`."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code=code)
-
-
 # Family modules register their commands here; each exposes register(app, train_app, export_app, ...).
-_FAMILY_MODULES = ("genserve._cli_serve", "genserve._cli_text", "genserve._cli_vae", "genserve._cli_style")
-for _name in _FAMILY_MODULES:
+FAMILY_MODULES = ("genserve.cli.serve", "genserve.cli.text", "genserve.cli.vae", "genserve.cli.style",
+                  "genserve.cli.dream", "genserve.cli.gan", "genserve.cli.batch")
+for _name in FAMILY_MODULES:
     try:
         _module = importlib.import_module(_name)
     except ModuleNotFoundError as _e:  # a family not built yet

@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli import DEFAULT_TARGET, TargetOpt, fail
+from genserve.cli.common import DEFAULT_TARGET, TargetOpt, fail
 
 
 class Backbone(str, Enum):
