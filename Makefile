@@ -4,7 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean bench
+# The TF Serving release of Dockerfile.serving, named once; its TensorFlow has the same version number.
+TF_SERVING_VERSION := $(shell cat docker/TF_SERVING_VERSION)
+SERVING_VENV := .venv-serving
+MODELS_DIR ?= models
+
+.PHONY: demo test install clean bench check-serving docker-build
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,5 +28,18 @@ demo: $(STAMP)
 bench: $(STAMP)
 	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
 
+# Every family's export, run on the TensorFlow of the pinned TF Serving image (a side venv with
+# tensorflow-cpu of that version and nothing of genserve), by SignatureDef tensor names in a graph Session.
+check-serving: $(STAMP)
+	test -x $(SERVING_VENV)/bin/python || $(PYTHON) -m venv $(SERVING_VENV)
+	$(SERVING_VENV)/bin/python -m pip install --quiet 'tensorflow-cpu==$(TF_SERVING_VERSION)'
+	rm -rf build/check-serving
+	$(PY) scripts/check_serving.py prepare build/check-serving
+	cd build && ../$(SERVING_VENV)/bin/python ../scripts/check_serving.py verify check-serving
+
+docker-build:
+	docker build -f Dockerfile.serving --build-arg TF_SERVING_VERSION=$(TF_SERVING_VERSION) \
+		--build-arg MODELS_DIR=$(MODELS_DIR) -t genserve-serving .
+
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) $(SERVING_VENV) out build *.egg-info

@@ -1,39 +1,98 @@
-"""Round-trip time of a 1-element float32 Predict on loopback: genserve's thin client vs Google's stub.
+"""Round-trip latency on loopback: the gRPC floor, genserve's text `step`, and the two clients.
 
-    .venv/bin/python benchmarks/predict_latency.py [--calls 200] [--target HOST:PORT]
+    .venv/bin/python benchmarks/predict_latency.py [--calls 300] [--skip-text]
 
-Without --target it exports the toy model (y = 2x + b) into a temporary directory and serves it with the
-embedded server in this process. Each measured call builds its request from a numpy array and decodes
-the reply back to numpy, as an application would; the median over `--calls` calls (after 20 warm-up
-calls) is printed for both clients.
+One run, side by side, every server in its own process (as a real deployment has it):
+1. the floor: a bare gRPC unary echo of a 1.1 KB message (Python grpcio on both ends, no protobuf);
+2. genserve's text `step` (batch 1, book size: LSTM 128) round trip through `genserve serve`, and the
+   same signature run in this process on TF Serving's path (graph Session, make_callable);
+   goal (issue 8): step round trip <= 1.25 x (echo floor + in-process step);
+3. a 1-element float32 toy Predict: genserve's thin client vs Google's tensorflow_serving stub.
+Medians over `--calls` calls after 30 warm-up calls; calls of the compared kinds are interleaved in
+rounds so a burst of load from other processes hits them alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+ECHO_SERVER = r"""
+import sys, time
+from concurrent import futures
+import grpc
+def echo(request, context):
+    return request
+handler = grpc.method_handlers_generic_handler("bench.Echo", {
+    "Echo": grpc.unary_unary_rpc_method_handler(echo)})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+server.add_generic_rpc_handlers((handler,))
+port = server.add_insecure_port("127.0.0.1:0")
+server.start()
+print(port, flush=True)
+server.wait_for_termination()
+"""
 
-def _median_ms(fn, calls: int) -> float:
-    for _ in range(20):
-        fn()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rounds(fns: dict, calls: int, rounds: int = 6) -> dict:
+    """Median ms of each fn, interleaved in `rounds` rounds of calls/rounds calls each."""
+    for fn in fns.values():
+        for _ in range(30):
+            fn()
+    times = {name: [] for name in fns}
+    per = max(1, calls // rounds)
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            for _ in range(per):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def _start_server(models: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("genserve")), "serve", "--models-dir",
+                             str(models), "--port", str(port), "--poll-seconds", "0",
+                             "--disable-batching"],  # the toy export carries batching params: no 2 ms batch wait here
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    target = f"127.0.0.1:{port}"
+    from genserve.clients.core import Client
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with Client(target, timeout=2) as client:
+                client.status("toy")
+                return proc, target
+        except Exception:
+            if proc.poll() is not None:
+                raise RuntimeError("genserve serve exited") from None
+            time.sleep(0.5)
+    raise RuntimeError("server did not come up")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--target", help="an already running server with the toy model")
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--skip-text", action="store_true", help="only the echo floor and the toy model")
     args = parser.parse_args()
 
     import grpc
@@ -42,21 +101,30 @@ def main() -> None:
 
     from genserve.clients.core import Client
     from genserve.export.toy import export_toy
-    from genserve.serving.server import serve
 
-    x = np.array([[3.0]], np.float32)  # (1, 1): one float32 element
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.target:
-            context = nullcontext(args.target)
-        else:
-            export_toy(tmp)
-            context = serve(tmp, poll_seconds=0)
-        with context as target, Client(target, timeout=10) as client, \
+    tmp = Path(tempfile.mkdtemp(prefix="genserve-bench-latency-"))
+    models = tmp / "models"
+    export_toy(models)
+    if not args.skip_text:
+        from genserve.export.text import export_text
+        from genserve.training.text import TextConfig, train
+
+        text = ("to be, or not to be, that is the question: whether 'tis nobler in the mind to suffer "
+                "the slings and arrows of outrageous fortune, or to take arms against a sea of troubles\n")
+        # The book's size (maxlen 60, LSTM 128); a few training steps only: latency, not quality.
+        train(TextConfig(epochs=1), tmp / "text", verbose=0, log=lambda line: None, text=text * 40)
+        text_path = export_text(tmp / "text", models)
+
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
+    server, target = _start_server(models)
+    try:
+        echo_target = f"127.0.0.1:{echo.stdout.readline().strip()}"
+        payload = os.urandom(1100)
+        with grpc.insecure_channel(echo_target) as echo_channel, Client(target, timeout=10) as client, \
                 grpc.insecure_channel(target) as channel:
+            echo_call = echo_channel.unary_unary("/bench.Echo/Echo")
             stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-
-            def genserve_call():
-                return client.predict("toy", {"x": x})["y"]
+            x = np.array([[3.0]], np.float32)
 
             def google_call():
                 request = predict_pb2.PredictRequest()
@@ -64,13 +132,37 @@ def main() -> None:
                 request.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
                 return tf.make_ndarray(stub.Predict(request, timeout=10).outputs["y"])
 
-            assert float(genserve_call()[0, 0]) == float(google_call()[0, 0])
-            ours = _median_ms(genserve_call, args.calls)
-            google = _median_ms(google_call, args.calls)
-    print(f"1-element float32 Predict, median of {args.calls} calls, target {target}:")
-    print(f"  genserve client (codec, no TF)             {ours:7.3f} ms")
-    print(f"  Google stub (tf.make_tensor_proto/ndarray)  {google:7.3f} ms")
-    print(f"  ratio google/genserve                       {google / ours:7.2f}")
+            fns = {"echo": lambda: echo_call(payload, timeout=10),
+                   "toy_genserve": lambda: client.predict("toy", {"x": x})["y"],
+                   "toy_google": google_call}
+            if not args.skip_text:
+                from genserve.serving.loader import load_saved_model
+
+                graph = load_saved_model(text_path)
+                units = int(graph.signatures["info"].run({"ids": np.zeros(1, np.int32)})["units"][0])
+                h = np.zeros((1, units), np.float32)
+                ids = np.zeros(1, np.int32)
+                step = graph.signatures["step"]
+                fns["step_in_process"] = lambda: step.run({"ids": ids, "h": h, "c": h})
+                fns["step_grpc"] = lambda: client.predict("text", {"ids": ids, "h": h, "c": h},
+                                                          signature="step")
+            ms = _rounds(fns, args.calls)
+    finally:
+        server.terminate()
+        echo.terminate()
+        server.wait(30)
+        echo.wait(30)
+
+    print(f"loopback latency, median of {args.calls} calls each, servers in their own processes:")
+    print(f"  gRPC echo floor (1.1 KB, bytes only)          {ms['echo']:7.3f} ms")
+    if "step_grpc" in ms:
+        floor = ms["echo"] + ms["step_in_process"]
+        print(f"  text step in process (graph Session)          {ms['step_in_process']:7.3f} ms")
+        print(f"  text step over gRPC (genserve serve)          {ms['step_grpc']:7.3f} ms")
+        print(f"  ratio step / (echo + in-process step)         {ms['step_grpc'] / floor:7.2f}   (goal <= 1.25)")
+    print(f"  toy Predict, genserve client (codec, no TF)   {ms['toy_genserve']:7.3f} ms")
+    print(f"  toy Predict, Google stub (make_tensor_proto)  {ms['toy_google']:7.3f} ms")
+    print(f"  ratio google/genserve                         {ms['toy_google'] / ms['toy_genserve']:7.2f}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/text_generation.py                 # 2-5 min on 2 busy CPU cores
     .venv/bin/python benchmarks/text_generation.py --max-chars 60000 --stream-steps 50   # quicker
+    .venv/bin/python benchmarks/text_generation.py --compare ~/.cache/genserve/runs/text-book \
+        ~/.cache/genserve/runs/text-big          # what quality costs: trained models side by side
 
 What it measures (issue 3):
 1. training, each in its own subprocess (peak RSS from resource.getrusage ru_maxrss): the book's bool
@@ -15,9 +17,13 @@ What it measures (issue 3):
    for context the book's literal in-process `model.predict` per character (timed over
    --predict-calls calls, scaled to 1,600);
 3. the median `step` round trip over gRPC vs the same signature called in-process, batch 1 (in-process
-   with TF's default executor and with the single-threaded one the server uses; the ratio is taken
-   against the faster of the two);
+   on TF Serving's path: the export in a graph Session, run by tensor names, as the server runs it);
 4. throughput with 256 streams advanced together (characters per second).
+
+`--compare WORKDIR ...` instead exports the best checkpoint of each trained workdir and measures them
+side by side on one server: validation loss, parameters, export size, the `step` round trip (gRPC
+and in-process graph Session, interleaved), and server-side `generate` characters per second (the
+book's round of 4 streams, and 64 streams), so the cost of a better model is visible.
 
 The served model is the one genserve trained in (1): one short epoch on a corpus subset, so the text
 it writes is poor; speed does not depend on it.
@@ -123,6 +129,85 @@ def timed(fn, *args, **kwargs):
     return time.perf_counter() - t0, out
 
 
+def _folder_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
+
+
+def compare(workdirs: list[Path], length: int, repeats: int) -> None:
+    """Export each workdir's best checkpoint and measure the models side by side on one server."""
+    import json as _json
+
+    from genserve.clients.core import Client
+    from genserve.clients.text import BOOK_TEMPERATURES, TextModel, generate
+    from genserve.export.text import export_text
+    from genserve.serving.loader import load_saved_model
+    from genserve.serving.server import serve
+    from genserve.training.text import load_checkpoint
+
+    tmp = Path(tempfile.mkdtemp(prefix="genserve-bench-text-compare-"))
+    models, names = tmp / "models", []
+    facts = {}
+    for i, workdir in enumerate(workdirs):
+        name = f"text{i + 1}"
+        keras_model, cfg, _ = load_checkpoint(workdir)
+        state = _json.loads((workdir / "state.json").read_text())
+        path = export_text(workdir, models, name=name)
+        facts[name] = {"workdir": str(workdir), "layers": cfg.layers, "units": cfg.units,
+                       "params": keras_model.count_params(), "epochs": state["epoch"],
+                       "val": state["best_val_loss"], "export_mb": _folder_mb(path),
+                       "variables_mb": _folder_mb(path / "variables"), "path": path}
+        names.append(name)
+    seed_text = "to be, or not to be, that is the question: whether 'tis nobler in the mind to suffer"
+    graphs = {n: load_saved_model(facts[n]["path"]) for n in names}
+    with serve(models) as target, Client(target, timeout=120) as client:
+        text_models = {n: TextModel(client, model=n) for n in names}
+        rpc = {n: [] for n in names}
+        local = {n: [] for n in names}
+        inputs = {}
+        for n, tm in text_models.items():
+            h = np.zeros((1, tm.info.state_size), np.float32)
+            inputs[n] = {"ids": np.zeros(1, np.int32), "h": h, "c": h}
+            tm.step(inputs[n]["ids"], (h, h))  # warm
+            graphs[n].signatures["step"].run(inputs[n])
+        for _ in range(repeats):  # interleaved, so a burst of load from other jobs hits all alike
+            for n, tm in text_models.items():
+                x = inputs[n]
+                rpc[n] += [timed(tm.step, x["ids"], (x["h"], x["c"]))[0] for _ in range(50)]
+                local[n] += [timed(graphs[n].signatures["step"].run, x)[0] for _ in range(50)]
+        gen4 = {n: [] for n in names}
+        gen64 = {n: [] for n in names}
+        for _ in range(3):
+            for n, tm in text_models.items():
+                gen4[n].append(timed(generate, tm, seed_text, length=length, temperatures=BOOK_TEMPERATURES,
+                                     seed=0, replace_unknown=" ", server_side=True)[0])
+                gen64[n].append(timed(generate, tm, seed_text, length=length, temperatures=[1.0], samples=64,
+                                      seed=0, replace_unknown=" ", server_side=True)[0])
+    for g in graphs.values():
+        g.close()
+    header = ("model", "layers x units", "params", "epochs", "val nats/char (bits)", "export MB (variables)",
+              "step gRPC ms", "step in-process ms", f"generate 4x{length} chars/s", f"generate 64x{length} chars/s")
+    rows = []
+    for n in names:
+        f = facts[n]
+        rows.append((f"{n}: {Path(f['workdir']).name}", f"{f['layers']} x {f['units']}", f"{f['params']:,}",
+                     str(f["epochs"]), f"{f['val']:.4f} ({f['val'] / np.log(2):.4f})",
+                     f"{f['export_mb']:.2f} ({f['variables_mb']:.2f})",
+                     f"{1e3 * np.median(rpc[n]):.2f}", f"{1e3 * np.median(local[n]):.2f}",
+                     f"{4 * length / np.median(gen4[n]):,.0f}", f"{64 * length / np.median(gen64[n]):,.0f}"))
+    if len(names) > 1:
+        a, b = names[0], names[-1]
+        rows.append((f"ratio {b} / {a}", "", f"{facts[b]['params'] / facts[a]['params']:.1f}x", "",
+                     f"{facts[b]['val'] / facts[a]['val']:.3f}x",
+                     f"{facts[b]['export_mb'] / facts[a]['export_mb']:.1f}x",
+                     f"{np.median(rpc[b]) / np.median(rpc[a]):.2f}x", f"{np.median(local[b]) / np.median(local[a]):.2f}x",
+                     f"{np.median(gen4[a]) / np.median(gen4[b]):.2f}x", f"{np.median(gen64[a]) / np.median(gen64[b]):.2f}x"))
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)))
+    print(f"\nmedians: step over {50 * repeats} calls each (batch 1, interleaved); generate of 3 runs; "
+          f"server: genserve embedded on 127.0.0.1; scratch folder: {tmp}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-chars", type=int, default=150_000, help="corpus subset (Shakespeare)")
@@ -132,12 +217,19 @@ def main() -> None:
     parser.add_argument("--memory-steps", type=int, default=20, help="training steps in the memory runs")
     parser.add_argument("--predict-calls", type=int, default=100,
                         help="book model.predict calls timed in-process (per-call time x 1,600)")
+    parser.add_argument("--compare", type=Path, nargs="+", metavar="WORKDIR",
+                        help="instead: trained workdirs to export and measure side by side")
+    parser.add_argument("--repeats", type=int, default=6, help="--compare: rounds of 50 step calls per model")
     args = parser.parse_args()
+    if args.compare:
+        compare([p.expanduser() for p in args.compare], args.length, args.repeats)
+        return
 
     from genserve.clients.core import Client
     from genserve.clients.text import BOOK_TEMPERATURES, TextModel, generate, sample_next
     from genserve.export.text import export_text
-    from genserve.serving.server import SINGLE_THREADED_EXECUTOR, serve
+    from genserve.serving.loader import load_saved_model
+    from genserve.serving.server import serve
     from genserve.training.text import TextConfig, train
 
     tmp = Path(tempfile.mkdtemp(prefix="genserve-bench-text-"))
@@ -168,17 +260,15 @@ def main() -> None:
 
     # 2-4. serving --------------------------------------------------------------------------------
     export_path = export_text(workdir, tmp / "models")
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(export_path))
-    step_sig = loaded.signatures["step"]
+    graph = load_saved_model(export_path)  # TF Serving's path: graph Session, tensor names
+    step_sig = graph.signatures["step"]
     temps = np.array(BOOK_TEMPERATURES)
     seed_text = "to be, or not to be, that is the question: whether 'tis nobler in the mind to suffer"
     with serve(tmp / "models") as target, Client(target, timeout=60) as client:
         model = TextModel(client)
         info = model.info
         seed_ids = model.encode(seed_text, replace_unknown=" ")[-info.maxlen:]  # (maxlen,)
-        model.step(np.zeros(1, np.int32), (np.zeros((1, info.units), np.float32),) * 2)  # warm
+        model.step(np.zeros(1, np.int32), (np.zeros((1, info.state_size), np.float32),) * 2)  # warm
 
         def book_method():
             rng = np.random.default_rng(0)
@@ -199,26 +289,20 @@ def main() -> None:
                       replace_unknown=" ", server_side=True) for _ in range(3)]
         server_s, server_result = float(np.median([r[0] for r in runs])), runs[0][1]
 
-        h = np.zeros((1, info.units), np.float32)
+        h = np.zeros((1, info.state_size), np.float32)
         ids1 = np.zeros(1, np.int32)
+
         def in_process():
-            return {k: v.numpy() for k, v in step_sig(ids=tf.constant(ids1), h=tf.constant(h),
-                                                       c=tf.constant(h)).items()}
+            return step_sig.run({"ids": ids1, "h": h, "c": h})
 
-        def in_process_single_threaded():  # the executor the server picks for `step`
-            with tf.experimental.function_executor_type(SINGLE_THREADED_EXECUTOR):
-                return in_process()
-
-        rpc, local, local_st = [], [], []
-        for _ in range(3):  # interleaved, so a burst of load from other jobs hits all three alike
+        rpc, local = [], []
+        for _ in range(3):  # interleaved, so a burst of load from other jobs hits both alike
             rpc += [timed(model.step, ids1, (h, h))[0] for _ in range(100)]
             local += [timed(in_process)[0] for _ in range(100)]
-            local_st += [timed(in_process_single_threaded)[0] for _ in range(100)]
-        rpc_ms, default_ms, single_ms = (1e3 * np.median(x) for x in (rpc, local, local_st))
-        local_ms = min(default_ms, single_ms)  # the ratio is taken against the faster in-process call
+        rpc_ms, local_ms = (1e3 * np.median(x) for x in (rpc, local))
 
         streams = 256
-        hb = np.zeros((streams, info.units), np.float32)
+        hb = np.zeros((streams, info.state_size), np.float32)
         logits, state = model.prime(np.tile(seed_ids[None, :], (streams, 1)))
         rng = np.random.default_rng(1)
         t0 = time.perf_counter()
@@ -250,8 +334,8 @@ def main() -> None:
         ("  book literally: model.predict", f"{book['predict_s'] * n_req:.1f} s ({n_req} x "
          f"{1e3 * book['predict_s']:.1f} ms)", f"{ours_s:.2f} s", f"{book['predict_s'] * n_req / ours_s:.0f}x faster",
          ""),
-        ("step round trip (batch 1), median", f"{local_ms:.2f} ms in-process (default executor "
-         f"{default_ms:.2f}, single-threaded {single_ms:.2f})", f"{rpc_ms:.2f} ms gRPC",
+        ("step round trip (batch 1), median", f"{local_ms:.2f} ms in-process (graph Session)",
+         f"{rpc_ms:.2f} ms gRPC",
          f"{rpc_ms / local_ms:.2f}", "<= 2.0"),
         (f"{streams} streams x {args.stream_steps} steps", "", f"{chars_per_s:,.0f} chars/s", "", ">= 50,000"),
     ]
@@ -265,6 +349,7 @@ def main() -> None:
           f"({served['best_val_bits']:.3f} bits/char); server: genserve embedded on 127.0.0.1; "
           f"book model.predict timed over {args.predict_calls} calls in-process")
     print(f"scratch folder: {tmp}")
+    graph.close()
 
 
 if __name__ == "__main__":

@@ -89,9 +89,9 @@ TEXT_NEXT_CHAR = SignatureSpec(
 TEXT_STEP = SignatureSpec(
     name="step",
     inputs=(
-        TensorSpec("ids", "int32", (None,)),  # (B,): the character just emitted
-        TensorSpec("h", "float32", (None, None)),  # (B, units)
-        TensorSpec("c", "float32", (None, None)),  # (B, units)
+        TensorSpec("ids", "int32", (None,)),  # (B,): the character just emitted, 0 <= id < V
+        TensorSpec("h", "float32", (None, None)),  # (B, layers * units); 1 layer: (B, units)
+        TensorSpec("c", "float32", (None, None)),  # (B, layers * units), layer 0's units first
     ),
     outputs=(
         TensorSpec("logits", "float32", (None, None)),  # (B, V)
@@ -101,6 +101,10 @@ TEXT_STEP = SignatureSpec(
     ),
     doc="One LSTM step carrying the state (h, c) over the wire: O(1) per generated character.",
 )
+# Text state layout: a model of L stacked LSTMs of `units` each (both from `info`) carries h and c as
+# (B, L * units), layer l in columns [l * units, (l + 1) * units). L = 1 is the book's (B, units).
+# Clients treat the state as opaque (it comes from `prime` and goes back into `step`). Ids outside
+# [0, V) answer INVALID_ARGUMENT in next_char, step, prime and generate.
 TEXT_PRIME = SignatureSpec(
     name="prime",
     inputs=(TensorSpec("ids", "int32", (None, None)),),  # (B, T): seed text ids
@@ -118,9 +122,11 @@ TEXT_INFO = SignatureSpec(
     outputs=(
         TensorSpec("vocabulary", "string", (None, None)),  # (B, V): one UTF-8 character per id
         TensorSpec("maxlen", "int32", (None,)),
-        TensorSpec("units", "int32", (None,)),
+        TensorSpec("units", "int32", (None,)),  # LSTM units per layer
+        TensorSpec("layers", "int32", (None,)),  # stacked LSTM layers; exports before it: 1
     ),
-    doc="What a client must know about the model (vocabulary, window length, state size).",
+    doc="What a client must know about the model (vocabulary, window length, units, layers; "
+        "state width = layers * units).",
 )
 TEXT_GENERATE = SignatureSpec(
     name="generate",
@@ -156,6 +162,31 @@ VAE_ENCODE = SignatureSpec(
     doc="Images -> parameters of q(z|x).",
 )
 VAE = ModelContract("vae", (VAE_DECODE, VAE_ENCODE))
+
+# ---------------------------------------------------------------------------------------------------
+# GAN: DCGAN on MNIST (8.5). The latent size is fixed by the export (`z`'s static last dimension in
+# `generate`, read from GetModelMetadata). `sample` takes ONE seed per image, int64 (B,): row i is
+# generate(tf.random.stateless_normal([latent], seed=[seed[i], 0])), so a seed always gives the same
+# digit on every server, load and batch, and TF Serving's batcher may concatenate requests along
+# dim 0 (a seeds-plus-count design would need a scalar count, which breaks it). A grid of n x n
+# digits is one `sample` request with the seeds s, s + 1, ..., s + n*n - 1.
+# ---------------------------------------------------------------------------------------------------
+GAN_GENERATE = SignatureSpec(
+    name="generate",
+    inputs=(TensorSpec("z", "float32", (None, None)),),  # (B, latent)
+    outputs=(TensorSpec("images", "float32", (None, 28, 28, 1)),),  # values in [0, 1]
+    doc="Latent vectors -> generated digits.",
+)
+GAN_SAMPLE = SignatureSpec(
+    name="sample",
+    inputs=(TensorSpec("seed", "int64", (None,)),),  # (B,): one image per seed
+    outputs=(
+        TensorSpec("images", "float32", (None, 28, 28, 1)),  # values in [0, 1]
+        TensorSpec("z", "float32", (None, None)),  # (B, latent): the draw, for interpolation
+    ),
+    doc="Seeds -> digits, the normal draw made in the graph (stateless: same seed, same digit).",
+)
+GAN = ModelContract("gan", (GAN_GENERATE, GAN_SAMPLE))
 
 # ---------------------------------------------------------------------------------------------------
 # Style: neural style transfer loss served as a gradient step (8.3).
@@ -203,6 +234,41 @@ def style_layers_from_keys(keys) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Dream: DeepDream, normalised-gradient ascent on a convnet's activations (8.2).
+# ---------------------------------------------------------------------------------------------------
+DREAM_ASCEND = SignatureSpec(
+    name="ascend",
+    inputs=(
+        TensorSpec("image", "float32", (None, None, None, 3)),  # (B, H, W, 3) RGB 0..255, any H, W
+        TensorSpec("step_size", "float32", (None,)),  # (B,): pixels move DREAM_STEP_SCALE * step_size
+        TensorSpec("iterations", "int32", (None,)),  # (B,): ascent steps of each row, >= 0
+        TensorSpec("max_loss", "float32", (None,)),  # (B,): stop a row once its loss > max_loss; inf = never
+    ),
+    outputs=(
+        TensorSpec("image", "float32", (None, None, None, 3)),  # (B, H, W, 3), not clipped
+        TensorSpec("losses", "float32", (None, None)),  # (B, max iterations): loss before each step; NaN = not run
+        TensorSpec("iterations_run", "int32", (None,)),  # (B,): steps actually applied
+    ),
+    doc="A whole octave in one call: `iterations` normalised-gradient ascent steps (the loop runs in "
+        "the graph), each row stopping early once its loss exceeds max_loss, as in the book.",
+)
+DREAM_GRADIENT = SignatureSpec(
+    name="gradient",
+    inputs=(TensorSpec("image", "float32", (None, None, None, 3)),),  # (B, H, W, 3) RGB 0..255
+    outputs=(
+        TensorSpec("loss", "float32", (None,)),  # (B,)
+        TensorSpec("gradient", "float32", (None, None, None, 3)),  # (B, H, W, 3): d loss / d image, raw
+    ),
+    doc="One loss and its raw gradient, for clients that drive the loop (and tiles) themselves.",
+)
+DREAM = ModelContract("dream", (DREAM_ASCEND, DREAM_GRADIENT))
+# A step of size s moves the pixels (RGB 0..255) by DREAM_STEP_SCALE * s * g / mean|g|: the book's
+# step 0.01 on its [-1, 1] image is 1.275 grey levels, whatever the backbone's own input scale.
+DREAM_STEP_SCALE = 127.5
+DREAM_MAX_ITERATIONS = 10_000  # most `iterations` one ascend request may ask for (bounds one call's work)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Toy: y = w * x + b, the example model of the serving tests and the demo (genserve/export/toy.py).
 # Not one of the book's models, so it is not in MODELS.
 # ---------------------------------------------------------------------------------------------------
@@ -226,7 +292,7 @@ TOY_SCALE = SignatureSpec(
 )
 TOY = ModelContract("toy", (TOY_AFFINE, TOY_SCALE))
 
-MODELS: dict[str, ModelContract] = {m.name: m for m in (TEXT, VAE, STYLE)}
+MODELS: dict[str, ModelContract] = {m.name: m for m in (TEXT, VAE, STYLE, DREAM, GAN)}
 
 
 def describe(model: ModelContract) -> str:

@@ -21,10 +21,12 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "export the toy model (y = 2x + b) into $MODELS_DIR"
 "$GENSERVE" export toy --models-dir "$MODELS_DIR"
 
-PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export GENSERVE_TARGET="127.0.0.1:$PORT"
-step "start the embedded server on $GENSERVE_TARGET (log: $OUT_DIR/server.log)"
-"$GENSERVE" serve --models-dir "$MODELS_DIR" --port "$PORT" --poll-seconds 1 >"$OUT_DIR/server.log" 2>&1 &
+read -r PORT REST_PORT < <("$PY" -c 'import socket; a, b = socket.socket(), socket.socket()
+a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0)); print(a.getsockname()[1], b.getsockname()[1])')
+export GENSERVE_TARGET="127.0.0.1:$PORT" GENSERVE_REST="127.0.0.1:$REST_PORT"
+step "start the embedded server on $GENSERVE_TARGET (gRPC) and $GENSERVE_REST (REST, metrics; log: $OUT_DIR/server.log)"
+"$GENSERVE" serve --models-dir "$MODELS_DIR" --port "$PORT" --poll-seconds 1 --rest-port "$REST_PORT" \
+  --monitoring-config-file docker/monitoring.config >"$OUT_DIR/server.log" 2>&1 &
 SERVER_PID=$!
 trap 'kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null || true' EXIT
 "$PY" scripts/wait_for_model.py "$GENSERVE_TARGET" toy --timeout 120
@@ -32,10 +34,20 @@ trap 'kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null || true' EX
 step "query it with Google's own tensorflow_serving.apis stubs"
 "$PY" examples/tf_serving_stub_client.py "$GENSERVE_TARGET"
 
+step "the same server speaks TF Serving's REST API, with Prometheus metrics"
+if command -v curl >/dev/null; then
+  curl -sS --fail -d '{"signature_name": "affine", "instances": [[1.0], [2.0]]}' \
+    "http://$GENSERVE_REST/v1/models/toy:predict"
+  echo
+  curl -sS --fail "http://$GENSERVE_REST/monitoring/prometheus/metrics" | grep '^:tensorflow:serving:request_count'
+else
+  echo "(curl is not installed: REST step skipped)"
+fi
+
 step "the thin client imports without TensorFlow"
 "$PY" benchmarks/client_import.py --runs 3 --skip-footprint
 
-for family in text vae style; do
+for family in text vae style dream gan batch; do
   script="scripts/demo_$family.sh"
   if [ -f "$script" ]; then
     step "$family"

@@ -17,12 +17,15 @@ TOY_BIAS = {1: 1.0, 2: 2.0}  # version -> bias of the toy model (y = 2x + bias) 
 
 @pytest.fixture(scope="session")
 def toy_models_dir(tmp_path_factory) -> Path:
-    """A models directory with toy versions 1 and 2 and its models.config. Treat it as read-only."""
+    """A models directory with toy versions 1 and 2 and its models.config, which serves every version
+    (model_version_policy all; TF Serving's default would serve only version 2). Treat it as read-only."""
     from genserve.export.toy import ToyConfig, export_toy
+    from genserve.export.writer import set_version_policy
 
     root = tmp_path_factory.mktemp("toy_models")
     for version, bias in TOY_BIAS.items():
         export_toy(root, ToyConfig(bias=bias), version=version)
+    set_version_policy(root, "toy", ("all",))
     return root
 
 

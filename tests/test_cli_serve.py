@@ -45,7 +45,7 @@ def test_models_lists_versions_and_labels(toy_models_copy, tmp_path):
     set_version_labels(toy_models_copy, "toy", {"stable": 1})
     result = invoke("models", "--models-dir", toy_models_copy)
     assert result.exit_code == 0, result.output
-    assert re.search(r"^toy\tversions 1,2\tlabels stable=1\t", result.output, re.M)
+    assert re.search(r"^toy\tversions 1,2\tserved 1,2 \(all\)\tlabels stable=1\t", result.output, re.M)
     result = invoke("models", "--models-dir", tmp_path / "missing")
     assert result.exit_code == 1 and result.output.startswith("error: ")
 

@@ -99,9 +99,16 @@ def _flags(instructions) -> dict[str, str]:
 
 
 def test_base_image_is_a_pinned_tf_serving_gpu_release(instructions):
+    """The release is named once, in docker/TF_SERVING_VERSION (also read by `make check-serving`);
+    the Dockerfile's ARG default must be the same."""
     (base,) = _all(instructions, "FROM")
-    assert re.fullmatch(r"tensorflow/serving:2\.\d+\.\d+-gpu", base), base
-    assert "latest" not in base and "$" not in base
+    assert base == "tensorflow/serving:${TF_SERVING_VERSION}-gpu", base
+    pinned = (ROOT / "docker" / "TF_SERVING_VERSION").read_text().strip()
+    assert re.fullmatch(r"2\.\d+\.\d+", pinned), pinned
+    args = [a for a in _all(instructions, "ARG") if a.startswith("TF_SERVING_VERSION=")]
+    assert args == [f"TF_SERVING_VERSION={pinned}"], args
+    makefile = (ROOT / "Makefile").read_text()
+    assert "docker/TF_SERVING_VERSION" in makefile and "check-serving:" in makefile
 
 
 def test_flags_are_tf_serving_flags(instructions):

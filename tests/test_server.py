@@ -381,6 +381,9 @@ def test_version_labels_from_models_config(toy_models_copy):
 
 
 def test_server_start_errors_and_models_config_selection(toy_models_copy, tmp_path):
+    from genserve.export.writer import set_version_policy
+
+    set_version_policy(toy_models_copy, "toy", ("latest", 1))  # TF Serving's default: latest only
     with pytest.raises(FileNotFoundError):
         ModelServer(tmp_path / "missing").start()
     # models.config decides what is served: a model folder not listed there is not served.
@@ -402,6 +405,9 @@ def test_server_start_errors_and_models_config_selection(toy_models_copy, tmp_pa
 
 
 def test_broken_latest_version_keeps_previous(toy_models_copy, caplog):
+    from genserve.export.writer import set_version_policy
+
+    set_version_policy(toy_models_copy, "toy", ("latest", 1))
     broken = toy_models_copy / "toy" / "3"
     shutil.copytree(toy_models_copy / "toy" / "2", broken)
     (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
@@ -412,3 +418,52 @@ def test_broken_latest_version_keeps_previous(toy_models_copy, caplog):
                 assert client.predict_response("toy", {"x": X}).model_spec.version.value == 2
     assert any("version 3" in r.getMessage() and "failed to load" in r.getMessage() for r in caplog.records)
     assert any("loaded model toy version 2" in r.getMessage() for r in caplog.records)
+
+
+def test_latest_policy_serves_only_the_newest_and_unloads_the_old(toy_models_copy):
+    """TF Serving's default version policy: only the latest version is served; a request for an older
+    version on disk answers NOT_FOUND (nothing is loaded on demand), and a newer version replaces it."""
+    from genserve.export.toy import ToyConfig, export_toy
+    from genserve.export.writer import set_version_policy
+
+    set_version_policy(toy_models_copy, "toy", ("latest", 1))
+    with serve(toy_models_copy, poll_seconds=0.2) as target, Client(target, timeout=TIMEOUT) as client:
+        assert client.status("toy") == [(2, "AVAILABLE")]
+        with pytest.raises(GenserveError) as err:
+            client.predict("toy", {"x": X}, version=1)
+        assert err.value.code == grpc.StatusCode.NOT_FOUND and "Specific(toy, 1)" in err.value.details
+        export_toy(toy_models_copy, ToyConfig(bias=3.0))
+        assert _wait_for(lambda: client.status("toy", version=3) == [(3, "AVAILABLE")]
+                         if 3 in {v for v, _ in client.status("toy")} else False)
+        assert _wait_for(lambda: dict(client.status("toy")).get(2) == "END")
+        with pytest.raises(GenserveError) as err:
+            client.predict("toy", {"x": X}, version=2)
+        assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_failed_version_is_retried_and_reported(toy_models_copy):
+    """A version caught mid-copy fails to load, shows as END with the error in GetModelStatus, and is
+    served once the copy is complete (retried on later polls)."""
+    from genserve.export.writer import set_version_policy
+
+    set_version_policy(toy_models_copy, "toy", ("latest", 1))
+    half = toy_models_copy / "toy" / "3"
+    shutil.copytree(toy_models_copy / "toy" / "2", half)
+    good = (half / "saved_model.pb").read_bytes()
+    (half / "saved_model.pb").write_bytes(good[: len(good) // 2])  # a copy in progress
+    with serve(toy_models_copy, poll_seconds=0.2) as target, Client(target, timeout=TIMEOUT) as client:
+        statuses = dict(client.status("toy"))
+        assert statuses == {2: "AVAILABLE", 3: "END"}
+        from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+        with grpc.insecure_channel(target) as channel:
+            request = get_model_status_pb2.GetModelStatusRequest()
+            request.model_spec.name = "toy"
+            request.model_spec.version.value = 3
+            status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+                request, timeout=TIMEOUT).model_version_status[0]
+            assert status.state == get_model_status_pb2.ModelVersionStatus.END
+            assert status.status.error_code != 0 and "saved_model.pb" in status.status.error_message
+        (half / "saved_model.pb").write_bytes(good)  # the copy completes
+        assert _wait_for(lambda: client.predict_response("toy", {"x": X}).model_spec.version.value == 3,
+                         timeout=20)

@@ -182,17 +182,30 @@ def test_counter_uniform_is_uniform_and_keyed_by_seed_and_step():
     assert not np.array_equal(u, counter_uniform(seeds, tf.constant(1), 50_000).numpy())
 
 
-def test_server_picks_the_single_threaded_executor_only_without_control_flow(exported):
-    from genserve.serving.server import SINGLE_THREADED_EXECUTOR, _call_signature, load_version
+def test_graph_session_path_equals_keras_and_rejects_ids_outside_the_vocabulary(exported):
+    """TF Serving's path (graph Session, tensor names): same logits as Keras; a bad id is INVALID_ARGUMENT."""
+    from genserve.serving.errors import ServingError
+    from genserve.serving.loader import load_saved_model
+    from genserve.training.text import load_checkpoint
 
-    loaded = load_version("text", 1, exported[2])
-    executors = {name: sig.executor for name, sig in loaded.signatures.items()}
-    assert executors["step"] == executors["info"] == SINGLE_THREADED_EXECUTOR
-    assert executors["prime"] == executors["next_char"] == executors["generate"] == ""  # while loops
-    # Forced onto a graph it cannot run, the single-threaded executor refuses; the server falls back.
-    prime = loaded.signatures["prime"]
-    prime.executor = SINGLE_THREADED_EXECUTOR
-    ids = tf.zeros([2, 5], tf.int32)
-    out = _call_signature(prime, {"ids": ids})
-    assert prime.executor == ""
-    np.testing.assert_array_equal(out["h"].numpy(), loaded.signatures["prime"].fn(ids=ids)["h"].numpy())
+    model, cfg, vocab = load_checkpoint(exported[0])
+    graph = load_saved_model(exported[2])
+    try:
+        ids = vocab.encode(TEXT[: 2 * cfg.maxlen]).reshape(2, cfg.maxlen)  # (2, maxlen)
+        got = graph.signatures["next_char"].run({"ids": ids})["logits"]
+        np.testing.assert_allclose(got, model.predict(ids, verbose=0), atol=TOL)
+        v, zeros = len(vocab), np.zeros((1, cfg.units), np.float32)
+        bad = [
+            ("next_char", {"ids": np.array([[0, v]], np.int32)}),
+            ("prime", {"ids": np.array([[-1, 0]], np.int32)}),
+            ("step", {"ids": np.array([v + 5], np.int32), "h": zeros, "c": zeros}),
+            ("generate", {"ids": np.array([[0, v]], np.int32), "temperature": np.ones(1, np.float32),
+                          "length": np.full(1, 3, np.int32), "seed": np.zeros(1, np.int64)}),
+        ]
+        for name, inputs in bad:
+            with pytest.raises(ServingError) as err:
+                graph.signatures[name].run(inputs)
+            assert err.value.code == "INVALID_ARGUMENT", (name, err.value.message)
+            assert "character ids must be" in err.value.message, name
+    finally:
+        graph.close()

@@ -100,3 +100,35 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="train first"):
         train(TINY, tmp_path, resume=True, verbose=0, text=TINY_TEXT)
+
+
+def test_early_stopping_and_plateau_schedule(tmp_path):
+    """A learning rate too small to move the weights: no epoch after the first improves, so the rate
+    halves after epoch 2 (plateau) and training stops after `patience` = 2 epochs without improvement."""
+    from genserve.training.text import train
+
+    cfg = dataclasses.replace(TINY, epochs=6, patience=2, schedule="plateau", learning_rate=1e-12)
+    lines = []
+    result = train(cfg, tmp_path, verbose=0, log=lines.append, text=TINY_TEXT)
+    assert result["epochs"] == 3 and result["early_stopped"]
+    assert lines[-1].startswith("early stop: no better val loss for 2 epochs (patience 2)")
+    rates = [float(r.split(",")[4]) for r in (tmp_path / "history.csv").read_text().splitlines()[1:]]
+    assert rates == [1e-12, 1e-12, 5e-13]
+    assert json.loads((tmp_path / "state.json").read_text())["epochs_since_best"] == 2
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"layers": 0}, "layers must be >= 1"), ({"dropout": 1.0}, "dropout"), ({"schedule": "linear"}, "schedule"),
+    ({"optimizer": "sgd"}, "optimizer"), ({"targets": "some"}, "targets"), ({"patience": 0}, "patience"),
+])
+def test_config_rejects_bad_values(change, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(TINY, **change)
+
+
+def test_cosine_schedule_with_warmup():
+    cfg = dataclasses.replace(TINY, epochs=6, schedule="cosine", warmup_epochs=1, learning_rate=0.01,
+                              min_lr_fraction=0.1)
+    rates = [cfg.epoch_learning_rate(e) for e in range(6)]
+    assert rates[0] == pytest.approx(0.005) and rates[1] == pytest.approx(0.01)
+    assert rates[-1] == pytest.approx(0.001) and all(a > b for a, b in zip(rates[1:], rates[2:]))

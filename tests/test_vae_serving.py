@@ -46,20 +46,18 @@ def server(exported):
 
 
 class _Counter:
-    """Wraps every signature function of the served VAE to count graph executions per signature."""
+    """Wraps every served signature of the VAE to count graph executions (Session runs) per signature."""
 
     def __init__(self, srv: ModelServer, model: str = "vae"):
-        from tensorflow_serving.apis import model_pb2
-
-        loaded = srv.resolve(model_pb2.ModelSpec(name=model))
+        loaded = srv.registry.resolve(model)
         self.calls: dict[str, list[tuple]] = {}
-        for name, sig in list(loaded.signatures.items()):
-            loaded.signatures[name] = dataclasses.replace(sig, fn=self._wrap(name, sig.fn))
+        for name, sig in loaded.model.signatures.items():
+            sig.run = self._wrap(name, sig.run)  # an instance attribute shadows the method
 
-    def _wrap(self, name, fn):
-        def counted(**inputs):
-            self.calls.setdefault(name, []).append({k: np.shape(v) for k, v in inputs.items()})
-            return fn(**inputs)
+    def _wrap(self, name, run):
+        def counted(arrays, output_keys=None, timeout_ms=0):
+            self.calls.setdefault(name, []).append({k: np.shape(v) for k, v in arrays.items()})
+            return run(arrays, output_keys, timeout_ms)
 
         return counted
 

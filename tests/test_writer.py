@@ -171,8 +171,12 @@ def test_base_path_resolution_and_config_errors(tmp_path):
     assert resolve_base_path("/models/toy", tmp_path) == tmp_path / "toy"
     assert resolve_base_path("/models", tmp_path) == tmp_path
     assert resolve_base_path("toy", tmp_path) == tmp_path / "toy"
-    assert resolve_base_path("/srv/other/toy", tmp_path) == Path("/srv/other/toy")
-    assert resolve_base_path("/models2/toy", tmp_path) == Path("/models2/toy")
+    # Outside the models directory only when the operator allows it (--allow-external-base-paths).
+    assert resolve_base_path("/srv/other/toy", tmp_path, allow_external=True) == Path("/srv/other/toy")
+    assert resolve_base_path("/models2/toy", tmp_path, allow_external=True) == Path("/models2/toy")
+    for outside in ("/srv/other/toy", "/models2/toy", "../elsewhere", "/models/../../etc"):
+        with pytest.raises(ConfigError, match="outside the models directory"):
+            resolve_base_path(outside, tmp_path)
     assert resolve_base_path("/opt/m/toy", tmp_path, prefix="/opt/m") == tmp_path / "toy"
     with pytest.raises(ConfigError, match="not a text-format ModelServerConfig"):
         parse_models_config("model_config_list { config { nme: 'x' } }")

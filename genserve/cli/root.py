@@ -15,17 +15,34 @@ import os
 
 import typer
 
+from genserve.cli.common import TlsGroup
+
 app = typer.Typer(
     name="genserve",
     help="Generative models (text LSTM, VAE, style transfer) served over TF Serving's gRPC protocol.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=TlsGroup,  # --tls / --ca-cert / --client-cert / --client-key on every --target command
 )
 train_app = typer.Typer(help="Train a model.", no_args_is_help=True)
 export_app = typer.Typer(help="Export a trained model as a versioned SavedModel.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluate a trained model.", no_args_is_help=True)
 plot_app = typer.Typer(help="Figures.", no_args_is_help=True)
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(False, "--verbose", help="Show TensorFlow's start-up and warning logs "
+                                 "(hidden by default so errors stay one line)."),
+) -> None:
+    if verbose:
+        from genserve.cli.common import uninstall_quiet_tensorflow
+
+        os.environ["GENSERVE_VERBOSE"] = "1"
+        uninstall_quiet_tensorflow()
+
+
 app.add_typer(train_app, name="train")
 app.add_typer(export_app, name="export")
 app.add_typer(eval_app, name="eval")
@@ -47,7 +64,10 @@ for _name in FAMILY_MODULES:
 
 
 def main() -> None:
-    # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) is noise for a CLI user; errors stay.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's start-up chatter (absl, oneDNN, CUDA probing, deprecation warnings) is noise for a
+    # CLI user and breaks one-line errors: hidden unless --verbose (genserve.cli.common).
+    from genserve.cli.common import install_quiet_tensorflow
+
+    install_quiet_tensorflow()
     app()
 

@@ -12,7 +12,10 @@ from typing import Annotated
 
 import typer
 
-from genserve.cli.common import fail
+from genserve.cli.common import ExportVersionOpt, check_directory, check_number, fail
+
+# gRPC keeps message limits in a C int: 2047 MiB is the largest whole MiB below 2**31.
+MAX_MESSAGE_MB = (2**31 - 1) // (1024 * 1024)
 
 
 ModelsDir = Annotated[Path, typer.Option("--models-dir", help="Models directory (<name>/<version>/ and "
@@ -28,13 +31,86 @@ def serve(
                                                 "(like TF Serving's --file_system_poll_wait_seconds); "
                                                 "0 = never.", min=0)] = 2.0,
     max_message_mb: Annotated[int, typer.Option(help="gRPC message size limit, MiB.", min=1)] = 64,
+    model_config_file_poll_seconds: Annotated[
+        float | None, typer.Option(help="Seconds between re-reads of models.config (like TF Serving's "
+                                        "--model_config_file_poll_wait_seconds; 0 = read once). Default: "
+                                        "at every version poll. A ReloadConfig request's config holds "
+                                        "until the file changes.", min=0)] = None,
+    enable_batching: Annotated[bool, typer.Option(
+        "--enable-batching/--disable-batching",
+        help="Batch the model versions whose folder has batching_params.pbtxt, as TF Serving does with "
+             "--enable_batching --enable_per_model_batching_parameters (Dockerfile.serving); models "
+             "without the file are never batched.")] = True,
+    rest_port: Annotated[int, typer.Option(help="Port of TF Serving's REST API (like --rest_api_port; "
+                                           "0 = no REST server, TF Serving's default).", min=0,
+                                           max=65535)] = 0,
+    allow_external_base_paths: Annotated[bool, typer.Option(
+        help="Serve models.config base paths outside the models directory (off: refused, so a config "
+             "cannot point the server at any SavedModel on the machine).")] = False,
+    max_request_elements: Annotated[int, typer.Option(
+        help="Most tensor elements over all inputs of one request (RESOURCE_EXHAUSTED beyond).",
+        min=1)] = 1 << 27,
+    max_output_mb: Annotated[int, typer.Option(
+        help="Output budget of one request, MiB, for signatures whose output size per row is fixed "
+             "(bounds their batch size; RESOURCE_EXHAUSTED beyond).", min=1, max=1 << 20)] = 256,
+    max_concurrent: Annotated[int, typer.Option(
+        help="Executions running at once per model.", min=1, max=1024)] = 4,
+    max_queue: Annotated[int, typer.Option(
+        help="Requests waiting per model beyond --max-concurrent (UNAVAILABLE beyond).", min=0,
+        max=100_000)] = 16,
+    max_request_seconds: Annotated[float, typer.Option(
+        help="Session.run timeout of a request that carries no deadline (0 = none); a request's own "
+             "deadline is always passed into the run, as TF Serving does.", min=0)] = 300.0,
+    drain_seconds: Annotated[float, typer.Option(
+        help="On SIGTERM/Ctrl-C, seconds requests in flight get before the process exits.",
+        min=0)] = 5.0,
+    monitoring_config_file: Annotated[Path | None, typer.Option(
+        help="A MonitoringConfig text file (like TF Serving's --monitoring_config_file, e.g. "
+             "docker/monitoring.config) whose prometheus_config enables Prometheus metrics on the REST "
+             "port.")] = None,
+    ssl_config_file: Annotated[Path | None, typer.Option(
+        help="Serve gRPC over TLS: an SSLConfig text file (like TF Serving's --ssl_config_file) with "
+             "server_key, server_cert (PEM contents inline), optional custom_ca and client_verify. The "
+             "REST port stays plaintext, as in TF Serving.")] = None,
 ) -> None:
     """Serve every model in a models directory over TF Serving's gRPC API (Predict, metadata, status)."""
+    check_directory(models_dir, "--models-dir")
+    if max_message_mb > MAX_MESSAGE_MB:
+        raise fail(f"--max-message-mb must be at most {MAX_MESSAGE_MB} (gRPC's limit is a 32-bit "
+                   f"byte count), got {max_message_mb}")
+    check_number(poll_seconds, "--poll-seconds", 0.0)
+    check_number(max_request_seconds, "--max-request-seconds", 0.0)
+    check_number(drain_seconds, "--drain-seconds", 0.0)
+    if model_config_file_poll_seconds is not None:
+        check_number(model_config_file_poll_seconds, "--model-config-file-poll-seconds", 0.0)
+    if rest_port and rest_port == port:
+        raise fail(f"--rest-port must differ from --port (both {port})")
+    prometheus_path = None
+    if monitoring_config_file is not None:
+        from genserve.serving.metrics import read_monitoring_config
+
+        try:
+            prometheus_path = read_monitoring_config(monitoring_config_file)
+        except OSError as e:
+            raise fail(f"--monitoring-config-file: cannot read {monitoring_config_file}: {e.strerror or e}")
+        except ValueError as e:
+            raise fail(f"--monitoring-config-file: {e}")
+        if prometheus_path is not None and not rest_port:
+            raise fail("--monitoring-config-file enables Prometheus metrics, which are served on the REST "
+                       "port: set --rest-port (e.g. 8501)")
+    ssl_config = None
+    if ssl_config_file is not None:
+        from genserve.serving.tls import TlsConfigError, read_ssl_config
+
+        try:
+            ssl_config = read_ssl_config(ssl_config_file)
+        except TlsConfigError as e:
+            raise fail(f"--ssl-config-file: {e}")
     from genserve.serving.config import ConfigError, discover, list_versions
 
     try:
-        found = discover(models_dir)
-    except (FileNotFoundError, ConfigError) as e:
+        found = discover(models_dir, allow_external=allow_external_base_paths)
+    except (FileNotFoundError, ConfigError, OSError) as e:
         raise fail(str(e))
     if not any(list_versions(local) for _, local in found.values()):
         raise fail(f"no model versions under {models_dir} (expected <name>/<version>/saved_model.pb); "
@@ -46,10 +122,18 @@ def serve(
     import threading
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from genserve.serving.execute import Limits
     from genserve.serving.server import ModelServer
 
     server = ModelServer(models_dir, host=host, port=port, poll_seconds=poll_seconds,
-                         max_message_bytes=max_message_mb * 1024 * 1024)
+                         max_message_bytes=max_message_mb * 1024 * 1024,
+                         allow_external_base_paths=allow_external_base_paths,
+                         limits=Limits(max_request_elements, max_output_mb * 1024 * 1024),
+                         max_concurrent=max_concurrent, max_queue=max_queue,
+                         max_request_seconds=max_request_seconds, enable_batching=enable_batching,
+                         config_poll_seconds=model_config_file_poll_seconds,
+                         rest_port=rest_port or None, prometheus_path=prometheus_path,
+                         ssl_config=ssl_config)
     try:
         bound = server.start()
     except (OSError, ConfigError, FileNotFoundError) as e:
@@ -58,15 +142,31 @@ def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     models = ", ".join(f"{n} v{max(v)}" for n, v in server.loaded_versions().items() if v)
-    typer.echo(f"serving {models} on {host}:{bound} (gRPC; Ctrl-C to stop)", err=False)
+    kind = "gRPC over TLS" + (", client certificates required" if ssl_config.client_verify else "") \
+        if ssl_config is not None else "gRPC"
+    typer.echo(f"serving {models} on {host}:{bound} ({kind}; Ctrl-C to stop)", err=False)
+    if server.rest_target is not None:
+        metrics = f"; metrics at {prometheus_path}" if prometheus_path else ""
+        typer.echo(f"REST API on http://{server.rest_target}/v1/models/<name>{metrics}")
     while not stop.wait(0.5):
         pass
-    server.stop(grace=2.0)
+    # A bounded drain: new requests are refused at once, requests in flight get --drain-seconds, then
+    # the process ends even if a graph is still running (its thread cannot be interrupted; exiting
+    # normally would wait for it).
+    typer.echo(f"stopping (draining up to {drain_seconds:g} s)", err=True)
+    server.stop(grace=drain_seconds)
     typer.echo("stopped")
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def models(models_dir: ModelsDir = Path("models")) -> None:
     """List the models, versions and version labels in a models directory."""
+    check_directory(models_dir, "--models-dir")
     from genserve.serving.config import ConfigError, describe_models_dir
 
     try:
@@ -82,10 +182,12 @@ def export_toy(
     models_dir: ModelsDir = Path("models"),
     weight: Annotated[float, typer.Option(help="w in y = w*x + b.")] = 2.0,
     bias: Annotated[float, typer.Option(help="b in y = w*x + b.")] = 1.0,
-    version: Annotated[int | None, typer.Option(help="Version number (default: the next one).",
-                                                min=1)] = None,
+    version: ExportVersionOpt = None,
 ) -> None:
     """Export the toy model y = w*x + b (signatures "affine" and "scale") as a new version."""
+    check_directory(models_dir, "--models-dir")
+    check_number(weight, "--weight")
+    check_number(bias, "--bias")
     from genserve.export.toy import ToyConfig, export_toy as _export
     from genserve.export.writer import ExportError
 

@@ -17,7 +17,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import DEFAULT_TARGET, TargetOpt, fail
+from genserve.cli.common import (DEFAULT_TARGET, ClientVersionOpt, ExportVersionOpt, TargetOpt,
+                                 check_directory, check_number, check_output_path, fail)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class Backbone(str, Enum):
@@ -42,7 +45,7 @@ def export_style(
     models_dir: Annotated[Path, typer.Option(help="Serving root (<models_dir>/<name>/<version>/).")] = Path("models"),
     backbone: Annotated[Backbone, typer.Option(help="vgg16-offline: ImageNet VGG16 from a pinned PyPI wheel (works offline); vgg19-imagenet: the book's backbone via Keras's download; random-small: tiny random VGG19-shaped net for tests.")] = Backbone.vgg16_offline,
     name: Annotated[str, typer.Option(help="Served model name.")] = "style",
-    version: Annotated[Optional[int], typer.Option(min=1, help="Version number (default: next free).")] = None,
+    version: ExportVersionOpt = None,
     content_layer: Annotated[str, typer.Option(help="Content layer (the book: block5_conv2).")] = "block5_conv2",
     style_layer: Annotated[Optional[list[str]], typer.Option("--style-layer", help="Repeatable; default the book's block1_conv1 ... block5_conv1.")] = None,
     content_weight: Annotated[float, typer.Option(help="Content loss weight (the book: 0.025).")] = 0.025,
@@ -52,6 +55,17 @@ def export_style(
     seed: Annotated[int, typer.Option(help="Initialisation seed of random-small.")] = 0,
 ) -> None:
     """Export the style-transfer loss (targets + step signatures) built on a VGG backbone."""
+    check_directory(models_dir, "--models-dir")
+    for option, value in (("--content-weight", content_weight), ("--style-weight", style_weight),
+                          ("--tv-weight", tv_weight)):
+        check_number(value, option, minimum=0.0)
+    from genserve.export.writer import ExportError, check_model_name, check_models_dir
+
+    try:
+        check_model_name(name)
+        check_models_dir(models_dir)
+    except ExportError as e:
+        raise fail(str(e)) from None
     from genserve.data import DataError
     from genserve.training.style import StyleConfig
 
@@ -64,7 +78,6 @@ def export_style(
     except ValueError as e:
         raise fail(str(e)) from None
     from genserve.export.style import export_style as run_export
-    from genserve.export.writer import ExportError
 
     try:
         path = run_export(cfg, models_dir, name=name, version=version)
@@ -80,7 +93,7 @@ def stylize(
     output: Annotated[Path, typer.Option("--output", "-o", help="Result image (PNG); intermediate and side-by-side images go beside it.")],
     target: TargetOpt = DEFAULT_TARGET,
     model: Annotated[str, typer.Option(help="Served model name.")] = "style",
-    version: Annotated[Optional[int], typer.Option(min=1, help="Model version (default: latest).")] = None,
+    version: ClientVersionOpt = None,
     height: Annotated[int, typer.Option(help="Content height in pixels; the width keeps the aspect ratio (the book: 400).")] = 400,
     iterations: Annotated[int, typer.Option(min=1, help="L-BFGS-B restarts; an image is saved after each (the book: 20).")] = 20,
     evals_per_iteration: Annotated[int, typer.Option(min=1, help="Loss evaluations per restart, scipy's maxfun (the book: 20).")] = 20,
@@ -92,13 +105,12 @@ def stylize(
     from genserve.clients.style import ImageError, RemoteStyle, load_image, save_image, side_by_side
     from genserve.clients.style import stylize as run_stylize
 
+    check_output_path(output, IMAGE_SUFFIXES, "--output")  # before any image is read or request sent
     try:
         content_image = load_image(content, height=height)  # (H, W, 3)
         style_image = load_image(style, size=(content_image.shape[1], content_image.shape[0]))
     except ImageError as e:
         raise fail(str(e)) from None
-    if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"):
-        raise fail(f"--output {output}: use an image suffix such as .png")
     stem = output.with_suffix("")
     started = time.perf_counter()
     try:

@@ -1,6 +1,9 @@
 """CLI commands of the text family: `train text`, `export text`, `generate`, `plot temperatures`.
 
     genserve train text --corpus shakespeare --max-chars 200000 --epochs 1 --workdir work/text
+    genserve train text --layers 2 --units 256 --dropout 0.2 --targets all --step 60 --val-step 3 \
+        --batch-size 32 --optimizer adam --learning-rate 0.003 --schedule cosine --warmup-epochs 1 \
+        --epochs 12 --patience 3 --workdir work/text-big
     genserve export text --workdir work/text --models-dir models
     genserve generate --target 127.0.0.1:8500 --seed-text "to be, or not to be" --length 200
     genserve generate --target 127.0.0.1:8500 --server-side     # the whole round in one request
@@ -19,7 +22,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import DEFAULT_TARGET, TargetOpt, fail
+from genserve.cli.common import (DEFAULT_TARGET, ClientVersionOpt, TargetOpt, check_directory,
+                                 check_output_path, fail)
 
 
 def register(app, train_app, export_app, eval_app, plot_app) -> None:
@@ -37,7 +41,16 @@ def train_text(
     max_chars: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N characters of the corpus.")] = None,
     maxlen: Annotated[int, typer.Option(min=1, help="Window length (the book: 60).")] = 60,
     step: Annotated[int, typer.Option(min=1, help="Stride between training windows (the book: 3).")] = 3,
-    units: Annotated[int, typer.Option(min=1, help="LSTM units (the book: 128).")] = 128,
+    val_step: Annotated[Optional[int], typer.Option(min=1, help="Stride between validation windows (default: --step; the book's measure: 3).")] = None,
+    units: Annotated[int, typer.Option(min=1, help="LSTM units per layer (the book: 128).")] = 128,
+    layers: Annotated[int, typer.Option(min=1, help="Stacked LSTM layers (the book: 1).")] = 1,
+    dropout: Annotated[float, typer.Option(min=0.0, max=0.95, help="Dropout after each LSTM layer while training (the book: 0).")] = 0.0,
+    targets: Annotated[str, typer.Option(help="last: one target per window (the book); all: every position's next character.")] = "last",
+    optimizer: Annotated[str, typer.Option(help="rmsprop (the book) or adam.")] = "rmsprop",
+    learning_rate: Annotated[float, typer.Option(min=0.0, help="Peak learning rate (the book: 0.01).")] = 0.01,
+    schedule: Annotated[str, typer.Option(help="constant (the book), cosine (decays over --epochs) or plateau (halve after an epoch without improvement).")] = "constant",
+    warmup_epochs: Annotated[int, typer.Option(min=0, help="Linear learning-rate warmup epochs.")] = 0,
+    patience: Annotated[Optional[int], typer.Option(min=1, help="Stop after N epochs without a better validation loss (default: never).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size (the book: 128).")] = 128,
     encoding: Annotated[str, typer.Option(help="Model input: onehot (the book's, built inside the model; measured faster) or embedding.")] = "onehot",
     keep_case: Annotated[bool, typer.Option("--keep-case", help="Do not lower-case the corpus.")] = False,
@@ -49,17 +62,24 @@ def train_text(
     from genserve.data import DataError
     from genserve.training.text import TextConfig, train
 
+    check_directory(workdir, option="--workdir")
     if encoding not in ("onehot", "embedding"):
         raise fail(f"--encoding must be onehot or embedding, got {encoding!r}")
-    cfg = TextConfig(corpus=corpus, lower=not keep_case, max_chars=max_chars, maxlen=maxlen, step=step, units=units,
-                     encoding=encoding, batch_size=batch_size, epochs=epochs, seed=seed)
+    try:
+        cfg = TextConfig(corpus=corpus, lower=not keep_case, max_chars=max_chars, maxlen=maxlen, step=step,
+                         val_step=val_step, units=units, layers=layers, dropout=dropout, targets=targets,
+                         optimizer=optimizer, learning_rate=learning_rate, schedule=schedule,
+                         warmup_epochs=warmup_epochs, patience=patience, encoding=encoding,
+                         batch_size=batch_size, epochs=epochs, seed=seed)
+    except ValueError as e:
+        raise fail(str(e).replace("_", "-")) from None
     try:
         result = train(cfg, workdir, resume=resume, verbose=0 if quiet else 1, log=typer.echo)
     except (DataError, ValueError, FileNotFoundError) as e:
         raise fail(str(e)) from None
     typer.echo(f"best val loss {result['best_val_loss']:.4f} nats/char "
-               f"({result['best_val_bits']:.4f} bits/char) after {result['epochs']} epochs; "
-               f"checkpoint in {workdir}")
+               f"({result['best_val_bits']:.4f} bits/char) after {result['epochs']} epochs"
+               + (" (early stop)" if result["early_stopped"] else "") + f"; checkpoint in {workdir}")
 
 
 def export_text(
@@ -69,8 +89,16 @@ def export_text(
     version: Annotated[Optional[int], typer.Option(min=1, help="Version number (default: next free).")] = None,
 ) -> None:
     """Export the text model as a SavedModel with next_char, step, prime, info and generate signatures."""
-    if not (workdir / "best.keras").exists():
+    check_directory(workdir, option="--workdir")
+    check_directory(models_dir, option="--models-dir")
+    if not (workdir / "best.keras").is_file():
         raise fail(f"{workdir}/best.keras not found: train first with `genserve train text --workdir {workdir}`")
+    from genserve.training.text import CheckpointError, verify_checkpoint
+
+    try:
+        verify_checkpoint(workdir / "best.keras")  # before TensorFlow loads: one clear line
+    except CheckpointError as e:
+        raise fail(str(e)) from None
     from genserve.export.text import export_text as run_export
     from genserve.export.writer import ExportError
 
@@ -84,9 +112,9 @@ def export_text(
 def generate(
     target: TargetOpt = DEFAULT_TARGET,
     model: Annotated[str, typer.Option(help="Served model name.")] = "text",
-    version: Annotated[Optional[int], typer.Option(min=1, help="Model version (default: latest).")] = None,
+    version: ClientVersionOpt = None,
     seed_text: Annotated[str, typer.Option(help="Text to continue; its last maxlen characters are used.")] = "to be, or not to be, that is the question:\nwhether 'tis nobler in the mind",
-    length: Annotated[int, typer.Option(help="Characters to generate per stream (the book: 400).")] = 400,
+    length: Annotated[int, typer.Option(help="Characters to generate per stream (the book: 400; at most 20,000).")] = 400,
     temperature: Annotated[Optional[list[float]], typer.Option("--temperature", "-t", help="Repeatable; default the book's 0.2 0.5 1.0 1.2; 0 = greedy.")] = None,
     samples: Annotated[int, typer.Option(help="Streams per temperature.")] = 1,
     top_k: Annotated[Optional[int], typer.Option(help="Sample only among the k most likely characters.")] = None,
@@ -101,11 +129,16 @@ def generate(
     from genserve.clients.text import BOOK_TEMPERATURES, TextModel, check_temperatures
     from genserve.clients.text import generate as run_generate
 
+    from genserve.clients.text import check_length
+
     temps = list(temperature) if temperature else list(BOOK_TEMPERATURES)
     try:
         check_temperatures(temps)
+        check_length(length)
     except ValueError as e:
-        raise fail(str(e)) from None
+        raise fail(f"--length: {e}" if "length" in str(e) else str(e)) from None
+    if json_out is not None:
+        check_output_path(json_out, (".json",), option="--json")
     if replace_unknown is not None and len(replace_unknown) != 1:
         raise fail("--replace-unknown takes exactly one character")
     if server_side and top_k is not None:
@@ -135,6 +168,8 @@ def generate(
                                       samples=samples, seed=seed, top_k=top_k, replace_unknown=replace_unknown,
                                       on_step=on_step, server_side=server_side)
     except GenserveError as e:
+        if streaming:
+            echo("\n")  # what was streamed stays on stdout, ended cleanly
         raise fail(f"{e.code.name}: {e.details}") from None
     except ValueError as e:
         raise fail(str(e)) from None
@@ -147,9 +182,10 @@ def generate(
             label += f", sample {row['sample'] + 1}" if samples > 1 else ""
             echo(f"{label}\n{result['seed']}{row['text']}\n\n")
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"target": target, "model": model, **result}, indent=2,
-                                       ensure_ascii=False), encoding="utf-8")
+        from genserve.data import atomic_write_bytes
+
+        record = {"target": target, "model": model, "version": text_model.version, **result}
+        atomic_write_bytes(json_out, json.dumps(record, indent=2, ensure_ascii=False).encode("utf-8"))
 
 
 def plot_temperatures(
@@ -157,6 +193,7 @@ def plot_temperatures(
     seed: Annotated[int, typer.Option(help="Seed of the random example distribution.")] = 0,
 ) -> None:
     """The 2x3 figure of one distribution re-weighted at temperatures 0.01 ... 1.0."""
+    check_output_path(out, (".png",), option="--out")
     import numpy as np
 
     import matplotlib
@@ -176,7 +213,8 @@ def plot_temperatures(
         ax.set_xticks(np.arange(p.size))
     fig.suptitle("One distribution re-weighted: softmax(log p / T)")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+    fig.savefig(tmp, dpi=100)
     plt.close(fig)
+    tmp.replace(out)
     typer.echo(f"wrote {out}")

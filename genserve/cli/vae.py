@@ -20,10 +20,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import DEFAULT_TARGET, TargetOpt, fail
+from genserve.cli.common import (DEFAULT_TARGET, ClientVersionOpt, ExportVersionOpt, TargetOpt,
+                                 check_directory, check_number, check_output_path, fail)
 
 ModelOpt = Annotated[str, typer.Option(help="Served model name.")]
-VersionOpt = Annotated[Optional[int], typer.Option(min=1, help="Model version (default: latest).")]
 TimeoutOpt = Annotated[float, typer.Option(help="Deadline per request, seconds.")]
 WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, checkpoints).")]
 
@@ -68,6 +68,8 @@ def train_vae(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar; only the per-epoch summary lines.")] = False,
 ) -> None:
     """Train the book's convolutional VAE (8.4); validates on the test set every epoch."""
+    check_directory(workdir, "--workdir")
+    check_number(learning_rate, "--learning-rate", 0.0, strictly_above=True)
     from genserve.data import DataError
     from genserve.training.vae import VAEConfig, train
 
@@ -87,14 +89,22 @@ def export_vae(
     workdir: WorkdirOpt = Path("work/vae"),
     models_dir: Annotated[Path, typer.Option(help="Serving root (<models_dir>/<name>/<version>/).")] = Path("models"),
     name: Annotated[str, typer.Option(help="Served model name.")] = "vae",
-    version: Annotated[Optional[int], typer.Option(min=1, help="Version number (default: next free).")] = None,
+    version: ExportVersionOpt = None,
     which: Annotated[Which, typer.Option(help="Checkpoint: best (lowest val_loss) or last.")] = Which.best,
 ) -> None:
     """Export the VAE as a SavedModel with decode (default) and encode signatures."""
+    from genserve.export.writer import ExportError, check_model_name, check_models_dir
+
+    check_directory(workdir, "--workdir")
+    check_directory(models_dir, "--models-dir")
+    try:
+        check_model_name(name)
+        check_models_dir(models_dir)
+    except ExportError as e:
+        raise fail(str(e)) from None
     if not (workdir / "config.json").exists():
         raise fail(f"{workdir}/config.json not found: train first with `genserve train vae --workdir {workdir}`")
     from genserve.export.vae import export_vae as run_export
-    from genserve.export.writer import ExportError
 
     try:
         path = run_export(workdir, models_dir, name=name, version=version, which=which.value)
@@ -115,6 +125,10 @@ def eval_vae(
     """Test-set negative ELBO in nats per image (reconstruction + KL) and the book's loss."""
     import dataclasses
 
+    check_directory(workdir, "--workdir")
+    if json_out is not None:
+        check_output_path(json_out, (".json",), "--json")
+
     from genserve.data import DataError
     from genserve.training.vae import evaluate, load_images, load_trained
 
@@ -133,15 +147,16 @@ def eval_vae(
                f"  book loss       {result['book']:9.4f} (per-pixel BCE + {cfg.book_kl_weight:g} x mean KL term; "
                f"the book reported val_loss 0.1831)")
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"workdir": str(workdir), "dataset": data_cfg.dataset,
-                                        "samples": samples, **result}, indent=2))
+        from genserve.data import atomic_write_bytes
+
+        atomic_write_bytes(json_out, json.dumps({"workdir": str(workdir), "dataset": data_cfg.dataset,
+                                                 "samples": samples, **result}, indent=2).encode())
 
 
 def grid(
     target: TargetOpt = DEFAULT_TARGET,
     model: ModelOpt = "vae",
-    version: VersionOpt = None,
+    version: ClientVersionOpt = None,
     n: Annotated[int, typer.Option("--n", "-n", help="Points per side (the book: 15; at most 64).")] = 15,
     low: Annotated[float, typer.Option(help="Start of the range: a quantile of N(0,1) (the book: 0.05), or a z value with --linear.")] = 0.05,
     high: Annotated[float, typer.Option(help="End of the range (the book: 0.95).")] = 0.95,
@@ -159,6 +174,7 @@ def grid(
         grid_axis(n, low, high, spacing)  # bad --n / range: say so before contacting the server
     except ValueError as e:
         raise fail(str(e)) from None
+    check_output_path(out, (".png",), "--out")
     try:
         with Client(target, timeout=timeout) as client:
             vae = VAEModel(client, model=model, version=version)
@@ -178,7 +194,7 @@ def grid(
 def encode(
     target: TargetOpt = DEFAULT_TARGET,
     model: ModelOpt = "vae",
-    version: VersionOpt = None,
+    version: ClientVersionOpt = None,
     dataset: Annotated[Dataset, typer.Option(help="Labelled test images to place (labels come from the dataset).")] = Dataset.mnist,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images (default: all 10,000).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per request.")] = 1000,
@@ -194,6 +210,9 @@ def encode(
     from genserve.data import DataError
     from genserve.data import mnist
 
+    check_output_path(out, (".png",), "--out")
+    if npz is not None:
+        check_output_path(npz, (".npz",), "--npz")
     try:
         digits = mnist.load(dataset.value)
     except DataError as e:
@@ -209,7 +228,12 @@ def encode(
         raise fail(str(e)) from None
     scatter_plot(z_mean, labels, out, title=f"{len(images)} {dataset.value} test images in latent space")
     if npz is not None:
-        npz.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(npz, z_mean=z_mean, z_log_var=z_log_var, labels=labels)
+        import io
+
+        from genserve.data import atomic_write_bytes
+
+        buffer = io.BytesIO()
+        np.savez(buffer, z_mean=z_mean, z_log_var=z_log_var, labels=labels)
+        atomic_write_bytes(npz, buffer.getvalue())
     typer.echo(f"wrote {out}: {len(images)} images encoded in {-(-len(images) // batch_size)} request(s); "
                f"z_mean range [{z_mean.min():.2f}, {z_mean.max():.2f}]")

@@ -11,6 +11,7 @@ as `GenserveError` carrying the gRPC code and details.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
@@ -53,20 +54,38 @@ class GenserveError(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff for UNAVAILABLE, always bounded by the call's deadline.
+    """Exponential backoff for UNAVAILABLE, bounded by the call's deadline, not by a count.
 
-    The waits are initial_backoff * multiplier**k, capped at max_backoff (gRPC's connection-backoff
-    scheme, https://github.com/grpc/grpc/blob/master/doc/connection-backoff.md, without jitter).
+    The wait after failed attempt k is initial_backoff * multiplier**(k-1), capped at max_backoff,
+    then stretched by a random factor in [1, 1 + jitter] so clients that lost the same server do not
+    come back in lock step (gRPC's connection-backoff scheme,
+    https://github.com/grpc/grpc/blob/master/doc/connection-backoff.md). Retries go on until the
+    deadline: a server restarting within a call's `timeout` is reached. `max_attempts` (None: no
+    limit) caps the attempts; `RetryPolicy.disabled()` (max_attempts=1) turns retries off.
     """
 
-    max_attempts: int = 5
+    max_attempts: int | None = None
     initial_backoff: float = 0.1  # seconds
     multiplier: float = 2.0
-    max_backoff: float = 2.0
+    max_backoff: float = 1.0
+    jitter: float = 0.2
 
-    def backoff(self, attempt: int) -> float:
-        """The wait after failed attempt number `attempt` (1-based)."""
-        return min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+    def __post_init__(self) -> None:
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1 (or None), got {self.max_attempts}")
+        if not (self.initial_backoff > 0 and self.multiplier >= 1 and self.max_backoff > 0
+                and 0 <= self.jitter <= 1):
+            raise ValueError("need initial_backoff > 0, multiplier >= 1, max_backoff > 0, 0 <= jitter <= 1")
+
+    @classmethod
+    def disabled(cls) -> "RetryPolicy":
+        """One attempt only: UNAVAILABLE surfaces at once."""
+        return cls(max_attempts=1)
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The wait after failed attempt number `attempt` (1-based), jitter included."""
+        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** min(attempt - 1, 64))
+        return base * (1.0 + self.jitter * (rng or random).random())
 
 
 @dataclass(frozen=True)
@@ -162,6 +181,69 @@ def signatures_from_metadata(response, model: str = "") -> dict[str, SignatureIn
     }
 
 
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS for Clients built without TLS arguments (PEM bytes or file paths, as Client takes them)."""
+
+    enabled: bool = False
+    root_certificates: bytes | str | None = None
+    client_cert: bytes | str | None = None
+    client_key: bytes | str | None = None
+
+
+_default_tls = TlsSettings()
+
+
+def set_default_tls(settings: TlsSettings | None) -> TlsSettings:
+    """Set the TLS used by every later Client(...) given no TLS arguments (the CLI's --tls options
+    do this for the length of a command). Returns the previous settings, to restore."""
+    global _default_tls
+    previous, _default_tls = _default_tls, settings or TlsSettings()
+    return previous
+
+
+def _pem(value: bytes | str | None, what: str) -> bytes | None:
+    """PEM bytes from bytes, PEM text or a file path. Raises ValueError with one line."""
+    if value is None or isinstance(value, bytes):
+        return value
+    text = str(value)
+    if text.lstrip().startswith("-----BEGIN "):
+        return text.encode()
+    try:
+        data = open(text, "rb").read()
+    except OSError as e:
+        raise ValueError(f"cannot read the {what} {text}: {e.strerror or e}") from None
+    if b"-----BEGIN " not in data:
+        raise ValueError(f"{text} is not a PEM file (the {what}; expected '-----BEGIN ...')")
+    return data
+
+
+def channel_credentials(tls: bool | None = None, root_certificates=None, client_cert=None,
+                        client_key=None):
+    """grpc.ChannelCredentials for Client's TLS arguments, or None for a plaintext channel.
+
+    Raises:
+        ValueError: only one of client_cert / client_key; TLS material with tls=False; an unreadable
+            or non-PEM file.
+    """
+    given = any(v is not None for v in (root_certificates, client_cert, client_key))
+    if tls is None and not given:
+        d = _default_tls
+        tls, root_certificates, client_cert, client_key = (d.enabled, d.root_certificates, d.client_cert,
+                                                           d.client_key)
+    elif tls is None:
+        tls = True
+    elif not tls and given:
+        raise ValueError("root_certificates / client_cert / client_key need tls=True")
+    if not tls:
+        return None
+    if (client_cert is None) != (client_key is None):
+        raise ValueError("give both the client certificate and its key (mutual TLS), or neither")
+    return grpc.ssl_channel_credentials(root_certificates=_pem(root_certificates, "CA certificate"),
+                                        private_key=_pem(client_key, "client key"),
+                                        certificate_chain=_pem(client_cert, "client certificate"))
+
+
 class Client:
     """A connection to a TF-Serving-compatible gRPC server.
 
@@ -174,21 +256,30 @@ class Client:
         target: "host:port" of the server.
         timeout: default deadline in seconds for each call, retries included.
         max_message_bytes: send and receive limit set on the channel (gRPC's default is 4 MiB).
-        retry: backoff for UNAVAILABLE; RetryPolicy(max_attempts=1) disables retries.
-        options: extra gRPC channel options, appended after genserve's.
+        retry: backoff for UNAVAILABLE, until each call's deadline; RetryPolicy.disabled() (one
+            attempt) turns retries off.
+        options: extra gRPC channel options, appended after genserve's (e.g.
+            ("grpc.ssl_target_name_override", "localhost") when the certificate names another host).
+        tls: connect over TLS (grpc.secure_channel). None: TLS when any of the three below is given,
+            else the process default (set_default_tls; the CLI's --tls / $GENSERVE_TLS), else plaintext.
+        root_certificates: PEM bytes, or the path of a PEM file, of the CA that signed the server's
+            certificate (None with TLS: the system's roots).
+        client_cert, client_key: PEM bytes or paths of this client's certificate and key, for a server
+            that verifies clients (SSLConfig client_verify). Both or neither.
     """
 
     def __init__(self, target: str, timeout: float = 30.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  retry: RetryPolicy = RetryPolicy(),
-                 options: Iterable[tuple[str, Any]] = ()):
+                 options: Iterable[tuple[str, Any]] = (), tls: bool | None = None,
+                 root_certificates: bytes | str | None = None, client_cert: bytes | str | None = None,
+                 client_key: bytes | str | None = None):
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
-        if retry.max_attempts < 1:
-            raise ValueError(f"retry.max_attempts must be at least 1, got {retry.max_attempts}")
         self.target = target
         self.timeout = float(timeout)
         self.retry = retry
+        self._rng = random.Random()
         channel_options = [
             ("grpc.max_send_message_length", int(max_message_bytes)),
             ("grpc.max_receive_message_length", int(max_message_bytes)),
@@ -199,7 +290,12 @@ class Client:
             ("grpc.max_reconnect_backoff_ms", 1000),
             *options,
         ]
-        self._channel = grpc.insecure_channel(target, options=channel_options)
+        credentials = channel_credentials(tls, root_certificates, client_cert, client_key)
+        self.tls = credentials is not None
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=channel_options)
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
         self._predict = self._channel.unary_unary(
             PREDICT_METHOD,
             request_serializer=serving_pb2.PredictRequest.SerializeToString,
@@ -228,19 +324,23 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Client({self.target!r}, timeout={self.timeout})"
+        return f"Client({self.target!r}, timeout={self.timeout}{', tls=True' if self.tls else ''})"
 
     # -- transport ------------------------------------------------------------------------------
     def _call(self, method: Callable, request, timeout: float | None):
-        """Invoke `method` with a deadline, retrying UNAVAILABLE with backoff inside it.
+        """Invoke `method` with a deadline, retrying UNAVAILABLE with backoff until that deadline.
 
         Raises:
-            GenserveError: the last failure (UNAVAILABLE when the deadline ran out between retries).
+            GenserveError: the first non-UNAVAILABLE failure; or, when the deadline ran out (or the
+                policy's attempts did), UNAVAILABLE / DEADLINE_EXCEEDED with one line saying how many
+                attempts were made over how long.
         """
         budget = self.timeout if timeout is None else float(timeout)
-        if budget <= 0:
+        if not budget > 0:
             raise ValueError(f"timeout must be positive, got {budget}")
-        deadline = time.monotonic() + budget
+        started = time.monotonic()
+        deadline = started + budget
+        limit = self.retry.max_attempts
         attempt = 0
         while True:
             attempt += 1
@@ -248,15 +348,23 @@ class Client:
                 return method(request, timeout=max(deadline - time.monotonic(), 0.001))
             except grpc.RpcError as e:
                 code, details = e.code(), e.details() or ""
-                if code != grpc.StatusCode.UNAVAILABLE:
-                    raise GenserveError(code, details) from None
-                wait = self.retry.backoff(attempt)
-                left = deadline - time.monotonic()
-                if attempt >= self.retry.max_attempts or wait >= left:
-                    raise GenserveError(
-                        code, f"{details} ({self.target}: {attempt} attempt(s) in "
-                              f"{budget - max(left, 0.0):.2f} s)") from None
-                time.sleep(wait)
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise GenserveError(code, self._gave_up(details, attempt, started, budget, code)) from None
+            if code != grpc.StatusCode.UNAVAILABLE:
+                raise GenserveError(code, details) from None
+            left = deadline - time.monotonic()
+            if (limit is not None and attempt >= limit) or left < 0.01:
+                raise GenserveError(code, self._gave_up(details, attempt, started, budget, code)) from None
+            # Sleep the backoff, but keep a last attempt inside the deadline.
+            time.sleep(max(0.0, min(self.retry.backoff(attempt, self._rng), left - 0.01)))
+
+    def _gave_up(self, details: str, attempts: int, started: float, budget: float,
+                 code: grpc.StatusCode) -> str:
+        elapsed = time.monotonic() - started
+        hint = ("is the server running?" if code == grpc.StatusCode.UNAVAILABLE
+                else "the server did not answer in time;")
+        return (f"{details or code.name.lower()} ({self.target}: {attempts} attempt(s) in "
+                f"{elapsed:.2f} s, deadline {budget:g} s; {hint} raise --timeout to wait longer)")
 
     # -- PredictionService/Predict --------------------------------------------------------------
     def predict_response(self, model: str, inputs: Inputs, signature: str | None = None,
@@ -316,6 +424,14 @@ class Client:
         return call
 
     # -- PredictionService/GetModelMetadata -----------------------------------------------------
+    def metadata_response(self, model: str, version: int | None = None,
+                          version_label: str | None = None, timeout: float | None = None):
+        """The undecoded GetModelMetadataResponse (metadata_field "signature_def"); its
+        model_spec.version says which version the server resolved the request to."""
+        request = serving_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        _model_spec(request.model_spec, model, None, version, version_label)
+        return self._call(self._metadata, request, timeout)
+
     def metadata(self, model: str, version: int | None = None, version_label: str | None = None,
                  timeout: float | None = None) -> dict[str, SignatureInfo]:
         """The model's signatures, from GetModelMetadata (metadata_field "signature_def").
@@ -326,10 +442,41 @@ class Client:
         Raises:
             GenserveError: the RPC failed, or the reply carries no SignatureDefMap (code INTERNAL).
         """
-        request = serving_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-        _model_spec(request.model_spec, model, None, version, version_label)
-        response = self._call(self._metadata, request, timeout)
+        response = self.metadata_response(model, version, version_label, timeout)
         return signatures_from_metadata(response, model)
+
+    def resolve_version(self, model: str, version: int | None = None,
+                        version_label: str | None = None, timeout: float | None = None) -> int:
+        """The version number the server serves for this request (the latest when none is given).
+
+        Raises:
+            GenserveError: the RPC failed (NOT_FOUND for an unknown model/version), or the server's
+                metadata reply names no version (code INTERNAL).
+        """
+        return self.pinned(model, version, version_label, timeout).version
+
+    def pinned(self, model: str, version: int | None = None, version_label: str | None = None,
+               timeout: float | None = None) -> "PinnedModel":
+        """The model at ONE version for a whole job: the version is read once (GetModelMetadata's
+        model_spec.version; the latest unless `version`/`version_label` say otherwise) and sent with
+        every later request, so a version loaded mid-job never answers half of it.
+
+            with Client(target) as client:
+                style = client.pinned("style")       # style.version == 3, style.signatures
+                style.predict({...}, signature="targets"); style.predict({...}, signature="step")
+
+        Raises:
+            GenserveError: as resolve_version.
+        """
+        response = self.metadata_response(model, version, version_label, timeout)
+        signatures = signatures_from_metadata(response, model)
+        if not response.model_spec.HasField("version"):
+            if version is None:
+                raise GenserveError(grpc.StatusCode.INTERNAL,
+                                    f"{self.target}: GetModelMetadata for {model!r} names no version; "
+                                    "pass an explicit version to pin")
+            return PinnedModel(self, model, int(version), signatures)
+        return PinnedModel(self, model, int(response.model_spec.version.value), signatures)
 
     # -- ModelService/GetModelStatus ------------------------------------------------------------
     def status(self, model: str, version: int | None = None, version_label: str | None = None,
@@ -354,3 +501,57 @@ class Client:
                 state = f"STATE_{entry.state}"
             found.append(VersionStatus(int(entry.version), state))
         return sorted(found, key=lambda s: -s.version)
+
+
+class PinnedModel:
+    """A served model pinned to one version (see `Client.pinned`): every call sends that version.
+
+    When the server no longer serves the version (it was unloaded mid-job), calls raise
+    GenserveError NOT_FOUND with a message that says so, instead of silently switching versions.
+
+    Attributes:
+        client, model, version: the client, the model name and the pinned version.
+        signatures: signature name -> SignatureInfo, read with the version.
+    """
+
+    def __init__(self, client: Client, model: str, version: int,
+                 signatures: dict[str, SignatureInfo] | None = None):
+        self.client, self.model, self.version = client, model, int(version)
+        self.signatures = signatures if signatures is not None else {}
+
+    def __repr__(self) -> str:
+        return f"PinnedModel({self.model!r}, version={self.version}, target={self.client.target!r})"
+
+    def _gone(self, error: GenserveError) -> GenserveError:
+        if error.code != grpc.StatusCode.NOT_FOUND:
+            return error
+        return GenserveError(error.code, f"model {self.model!r} version {self.version} is no longer "
+                                         f"served by {self.client.target} (this job pinned it when it "
+                                         f"started; rerun to use the current version): {error.details}")
+
+    def predict_response(self, inputs: Inputs, signature: str | None = None,
+                         output_filter: Iterable[str] | None = None,
+                         timeout: float | None = None) -> serving_pb2.PredictResponse:
+        """Client.predict_response at the pinned version."""
+        try:
+            return self.client.predict_response(self.model, inputs, signature, version=self.version,
+                                                output_filter=output_filter, timeout=timeout)
+        except GenserveError as e:
+            raise self._gone(e) from None
+
+    def predict(self, inputs: Inputs, signature: str | None = None,
+                output_filter: Iterable[str] | None = None, timeout: float | None = None) -> Outputs:
+        """Client.predict at the pinned version (raises NOT_FOUND, explained, if it is gone)."""
+        response = self.predict_response(inputs, signature, output_filter, timeout)
+        return {key: from_tensor_proto(tensor) for key, tensor in response.outputs.items()}
+
+    def predict_fn(self, signature: str | None = None, output_filter: Iterable[str] | None = None,
+                   timeout: float | None = None) -> Callable[[Inputs], Outputs]:
+        """`inputs -> outputs` for one signature at the pinned version (see Client.predict_fn)."""
+        keys = None if output_filter is None else list(output_filter)
+
+        def call(inputs: Inputs) -> Outputs:
+            return self.predict(inputs, signature=signature, output_filter=keys, timeout=timeout)
+
+        call.__name__ = f"predict_{self.model}_v{self.version}_{signature or 'default'}"
+        return call

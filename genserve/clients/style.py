@@ -12,6 +12,7 @@ model's metadata, calls `targets` once per job and `step` once per evaluation. N
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,10 @@ from genserve import contract as C
 
 LossAndGrad = Callable[[np.ndarray], tuple[float, np.ndarray]]  # image (H, W, 3) -> (loss, grad (H, W, 3))
 
-MIN_SIDE = 32  # VGG pools 4 times before block5_conv2; smaller images leave no content features
+MIN_SIDE = 32  # the smallest --height `load_image` resizes to
+# VGG pools 4 times before block5_conv1/conv2 (the book's deepest layers): a side below 2**4 leaves no
+# features; the style export asserts the same in its graph (genserve.export.style.min_side).
+VGG_MIN_SIDE = 16
 MAX_SIDE = 4096
 MAX_PIXELS = 4_000_000  # a (H, W, 3) float32 image of 48 MB stays under the 64 MiB message limit
 
@@ -129,6 +133,21 @@ def target_size(width: int, height: int, new_height: int) -> tuple[int, int]:
     return new_width, new_height
 
 
+def check_image_size(image: np.ndarray, what: str = "image") -> None:
+    """Reject an image the VGG backbone cannot take: (H, W, 3) with both sides >= MIN_SIDE.
+
+    Raises:
+        ImageError: wrong rank/channels or a side below VGG_MIN_SIDE (the served graph answers
+            INVALID_ARGUMENT for those too).
+    """
+    shape = np.shape(image)
+    if len(shape) != 3 or shape[-1] != 3:
+        raise ImageError(f"{what} image must be (H, W, 3) RGB, got shape {shape}")
+    if min(shape[:2]) < VGG_MIN_SIDE:
+        raise ImageError(f"{what} image is {shape[1]}x{shape[0]} px; the style model needs at least "
+                         f"{VGG_MIN_SIDE} px on each side")
+
+
 def load_image(path, height: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
     """An image file as RGB float32 (H, W, 3) in [0, 255].
 
@@ -172,7 +191,13 @@ def save_image(image: np.ndarray, path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(image)).save(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # written whole, then renamed
+    try:
+        Image.fromarray(to_uint8(image)).save(tmp, format=Image.registered_extensions().get(
+            path.suffix.lower(), "PNG"))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -198,21 +223,33 @@ def side_by_side(images: list[np.ndarray], height: int | None = None, gap: int =
 class RemoteStyle:
     """The served loss: `targets` once per job, then `step` as the `(loss, grad)` function.
 
+    The job is pinned to ONE model version, read once from the server (GetModelMetadata's
+    model_spec.version) on the first call and sent with `targets` and every `step`: a version loaded
+    mid-job (perhaps with another backbone) never sees this job's targets, and a pinned version that
+    disappears fails with NOT_FOUND saying so.
+
     Args:
-        client: a genserve.clients.core.Client (or anything with its predict/metadata methods).
+        client: a genserve.clients.core.Client.
         model: the served model name.
-        version: a fixed version; None = the latest at the `targets` call, then pinned, so a version
-            loaded mid-job (perhaps with another backbone) never receives this job's targets.
+        version: a fixed version; None = the latest when the job starts.
     """
 
     def __init__(self, client, model: str = C.STYLE.name, version: int | None = None):
         self.client, self.model, self.version = client, model, version
         self.targets: dict[str, np.ndarray] | None = None
         self.last_parts: dict[str, float] = {}
+        self._pinned = None
+
+    def pinned(self):
+        """The genserve.clients.core.PinnedModel this job talks to (resolved on first use)."""
+        if self._pinned is None:
+            self._pinned = self.client.pinned(self.model, version=self.version)
+            self.version = self._pinned.version
+        return self._pinned
 
     def layers(self) -> tuple[str, ...]:
         """The style layers, from the `targets` signature's gram_<layer> outputs in the model metadata."""
-        signatures = self.client.metadata(self.model, version=self.version)
+        signatures = self.pinned().signatures
         if C.STYLE_TARGETS.name not in signatures:
             raise ValueError(f"model {self.model!r} has no {C.STYLE_TARGETS.name!r} signature; "
                              "is it a style export?")
@@ -221,17 +258,15 @@ class RemoteStyle:
     def compute_targets(self, content: np.ndarray, style: np.ndarray) -> dict[str, np.ndarray]:
         """Content features and Gram matrices of (H, W, 3) images; kept for the following `step` calls.
 
-        Pins `self.version` to the version that answered when none was given.
+        Raises:
+            ImageError: an image smaller than MIN_SIDE on a side (checked before sending).
         """
-        from genserve.clients.codec import from_tensor_proto
-
-        response = self.client.predict_response(
-            self.model, {"content_image": content[None].astype(np.float32),
-                         "style_image": style[None].astype(np.float32)},
-            signature=C.STYLE_TARGETS.name, version=self.version)
-        if self.version is None and response.model_spec.HasField("version"):
-            self.version = int(response.model_spec.version.value)
-        self.targets = {k: from_tensor_proto(v) for k, v in response.outputs.items()
+        for what, image in (("content", content), ("style", style)):
+            check_image_size(image, what)
+        out = self.pinned().predict({"content_image": content[None].astype(np.float32),
+                                     "style_image": style[None].astype(np.float32)},
+                                    signature=C.STYLE_TARGETS.name)
+        self.targets = {k: v for k, v in out.items()
                         if k == C.STYLE_CONTENT_FEATURES or k.startswith(C.STYLE_GRAM_PREFIX)}
         return self.targets
 
@@ -239,8 +274,7 @@ class RemoteStyle:
         """One evaluation: (loss, gradient (H, W, 3)) of an (H, W, 3) image."""
         if self.targets is None:
             raise RuntimeError("call compute_targets(content, style) first")
-        out = self.client.predict(self.model, {"image": image[None].astype(np.float32), **self.targets},
-                                  signature=C.STYLE_STEP.name, version=self.version)
+        out = self.pinned().predict({"image": image[None].astype(np.float32), **self.targets},
+                                    signature=C.STYLE_STEP.name)
         self.last_parts = {k: float(out[k][0]) for k in ("content_loss", "style_loss", "tv_loss")}
         return float(out["loss"][0]), out["gradient"][0]
-

@@ -7,8 +7,11 @@ advances every stream (all temperatures x samples) together, one `step_fn` call 
 over gRPC a 400-character round at four temperatures is 1 `prime` + 399 `step` requests instead of
 the book's 1,600 `model.predict` calls; with `server_side=True` the export's `generate` signature
 does the whole round in one request. `TextModel` is that step function over
-`genserve.clients.core.Client`; it learns the vocabulary, maxlen and state size from the model's own
-`info` signature. No TensorFlow import here.
+`genserve.clients.core.Client`; it learns the vocabulary, maxlen, units and layers from the model's
+own `info` signature, and pins the version that answered it for every later request, so a new
+version exported mid-session never mixes two models (if the pinned version disappears, the session
+ends with one NOT_FOUND line naming it). The state is opaque: (h, c) of shape (B, layers * units)
+from `prime`, passed back into `step`, so any depth works unchanged. No TensorFlow import here.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 
 from genserve import contract
 
-State = tuple  # opaque to the sampler: (h, c) for the LSTM, each (B, units)
+State = tuple  # opaque to the sampler: (h, c) for the LSTM, each (B, layers * units)
 StepFn = Callable[[np.ndarray, State], tuple[np.ndarray, State]]  # ids (B,), state -> logits (B, V), state
 
 BOOK_TEMPERATURES = (0.2, 0.5, 1.0, 1.2)  # Deep Learning with Python, 8.1
@@ -130,7 +133,25 @@ class UnknownCharactersError(ValueError):
 class TextInfo:
     vocabulary: tuple[str, ...]
     maxlen: int
-    units: int
+    units: int  # per layer
+    layers: int = 1  # exports made before `info` had a `layers` output are single-layer
+
+    @property
+    def state_size(self) -> int:
+        """Width of h and c: layers * units."""
+        return self.layers * self.units
+
+
+def check_length(length: int) -> int:
+    """A generation length the server-side cap also allows: 1 ... contract.TEXT_GENERATE_MAX_LENGTH.
+
+    Raises:
+        ValueError: outside that range.
+    """
+    if not 1 <= length <= contract.TEXT_GENERATE_MAX_LENGTH:
+        raise ValueError(f"length must be from 1 to {contract.TEXT_GENERATE_MAX_LENGTH:,} characters, "
+                         f"got {length:,}")
+    return length
 
 
 class TextModel:
@@ -139,26 +160,51 @@ class TextModel:
     Args:
         client: a connected `genserve.clients.core.Client`.
         model: the served model name.
-        version: a fixed version, default the latest.
+        version: a fixed version; default the latest, read once (from the reply to `info`, the first
+            request) and then pinned for every request of this TextModel.
     """
 
     def __init__(self, client, model: str = contract.TEXT.name, version: int | None = None):
         self.client, self.model, self.version = client, model, version
+        self.pinned = False  # True once the latest version was read and fixed
         self._info: TextInfo | None = None
         self.requests = 0
 
     def _predict(self, signature: str, inputs: dict[str, np.ndarray],
                  output_filter: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        from genserve.clients.core import GenserveError
+        from genserve.clients.codec import from_tensor_proto
+
+        self.info  # noqa: B018 - the first request reads and pins the version
         self.requests += 1
-        return self.client.predict(self.model, inputs, signature=signature, version=self.version,
-                                   output_filter=output_filter)
+        try:
+            response = self.client.predict_response(self.model, inputs, signature=signature,
+                                                    version=self.version, output_filter=output_filter)
+        except GenserveError as e:
+            if e.code.name == "NOT_FOUND" and self.pinned:
+                raise GenserveError(e.code, (
+                    f"version {self.version} of model {self.model!r}, which this session was pinned to, "
+                    f"is no longer served (a newer export replaced it?); run again to use the latest "
+                    f"version")) from None
+            raise
+        return {key: from_tensor_proto(tensor) for key, tensor in response.outputs.items()}
 
     @property
     def info(self) -> TextInfo:
+        """Vocabulary, maxlen, units, layers from the `info` signature (one request, then cached);
+        also pins the version that answered when none was given."""
         if self._info is None:
-            out = self._predict(contract.TEXT_INFO.name, {"ids": np.zeros((1,), np.int32)})
+            from genserve.clients.codec import from_tensor_proto
+
+            self.requests += 1
+            response = self.client.predict_response(self.model, {"ids": np.zeros((1,), np.int32)},
+                                                    signature=contract.TEXT_INFO.name, version=self.version)
+            out = {key: from_tensor_proto(tensor) for key, tensor in response.outputs.items()}
+            if self.version is None and response.model_spec.HasField("version"):
+                self.version, self.pinned = int(response.model_spec.version.value), True
             vocab = tuple(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in out["vocabulary"][0])
-            self._info = TextInfo(vocab, int(out["maxlen"][0]), int(out["units"][0]))
+            layers = int(out["layers"][0]) if "layers" in out else 1
+            self._info = TextInfo(vocab, int(out["maxlen"][0]), int(out["units"][0]), layers)
         return self._info
 
     def encode(self, text: str, replace_unknown: str | None = None) -> np.ndarray:
@@ -236,8 +282,8 @@ def generate(model: TextModel, seed_text: str, length: int = 400,
         top_k: optional top-k filter.
         replace_unknown: a vocabulary character to put in place of unknown seed characters.
         on_step: streaming callback on_step(i, ids (B,)); stream j is temperature j // samples.
-        server_side: one `generate` request instead of prime + steps (no top_k, no on_step; the
-            server caps length at genserve.contract.TEXT_GENERATE_MAX_LENGTH).
+        server_side: one `generate` request instead of prime + steps (no top_k, no on_step).
+            Either way `length` is capped at genserve.contract.TEXT_GENERATE_MAX_LENGTH (20,000).
 
     Returns:
         {"seed": seed text used, "length": n, "requests": RPCs made,
@@ -248,17 +294,13 @@ def generate(model: TextModel, seed_text: str, length: int = 400,
         genserve.clients.core.GenserveError: the server refused (unknown model, ...).
     """
     temps = check_temperatures(temperatures)
-    if length < 1:
-        raise ValueError(f"length must be >= 1, got {length}")
+    check_length(length)
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if server_side and (top_k is not None or on_step is not None):
         raise ValueError("server-side generation takes no top_k and streams nothing (on_step)")
-    if server_side and length > contract.TEXT_GENERATE_MAX_LENGTH:
-        raise ValueError(f"server-side generation makes at most {contract.TEXT_GENERATE_MAX_LENGTH} "
-                         f"characters per call, got length {length}")
     before = model.requests
     ids = model.encode(seed_text, replace_unknown)[-model.info.maxlen:]  # (T,)
     stream_temps = np.repeat(temps, samples)  # (B,)

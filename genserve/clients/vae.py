@@ -21,6 +21,7 @@ oriented like the encode scatter plot; any further latent dimensions are held at
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from statistics import NormalDist
 from typing import Callable
@@ -166,7 +167,12 @@ def save_png(picture: np.ndarray, path: str | Path, scale: int = 1) -> Path:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format="PNG")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # written whole, then renamed
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -197,23 +203,40 @@ def scatter_plot(z_mean: np.ndarray, labels: np.ndarray, path: str | Path,
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 
 class VAEModel:
     """A served VAE: `decode` / `encode` over a genserve.clients.core.Client.
 
+    The version is read once (GetModelMetadata's model_spec.version) on first use and sent with every
+    later request, so the batches of one `encode` job, or a grid and its latent size, all come from
+    the same version; if that version stops being served the calls fail with NOT_FOUND saying so.
+
     Args:
         client: an open Client.
         model: the served model name.
-        version: a specific version, or None for the latest.
+        version: a specific version, or None for the latest when the job starts.
     """
 
     def __init__(self, client, model: str = C.VAE.name, version: int | None = None):
         self.client, self.model, self.version = client, model, version
         self._latent_dim: int | None = None
+        self._pinned = None
+
+    def pinned(self):
+        """The genserve.clients.core.PinnedModel this job talks to (resolved on first use)."""
+        if self._pinned is None:
+            self._pinned = self.client.pinned(self.model, version=self.version)
+            self.version = self._pinned.version
+        return self._pinned
 
     @property
     def latent_dim(self) -> int:
@@ -224,7 +247,7 @@ class VAEModel:
             ValueError: the served model has no `decode` signature with a fixed latent size.
         """
         if self._latent_dim is None:
-            signatures = self.client.metadata(self.model, version=self.version)
+            signatures = self.pinned().signatures
             sig = signatures.get(C.VAE_DECODE.name)
             if sig is None or "z" not in sig.inputs:
                 raise ValueError(f"model {self.model!r} has no {C.VAE_DECODE.name!r} signature with "
@@ -249,13 +272,13 @@ class VAEModel:
                              f"got {z.shape}")
         if not np.all(np.isfinite(z)):
             raise ValueError("z must be finite (found NaN or Inf)")
-        out = self.client.predict(self.model, {"z": z}, signature=C.VAE_DECODE.name, version=self.version)
+        out = self.pinned().predict({"z": z}, signature=C.VAE_DECODE.name)
         return out["images"]
 
     def encode(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """images float32 (B, 28, 28, 1) in [0, 1] -> (z_mean, z_log_var), one Predict call."""
-        out = self.client.predict(self.model, {"images": np.asarray(images, np.float32)},
-                                  signature=C.VAE_ENCODE.name, version=self.version)
+        out = self.pinned().predict({"images": np.asarray(images, np.float32)},
+                                    signature=C.VAE_ENCODE.name)
         return out["z_mean"], out["z_log_var"]
 
     def grid(self, n: int = 15, low: float = 0.05, high: float = 0.95, spacing: str = "quantile",

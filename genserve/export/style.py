@@ -32,10 +32,23 @@ class StyleModule(tf.Module):
         super().__init__(name="style")
         self._cfg = cfg
         self.extractor = extractor if extractor is not None else build_model(cfg)
+        self._min_side = min_side(self.extractor)
+
+    def _check_size(self, images, key: str):
+        """images (B, H, W, 3), passed through once H and W >= the backbone's minimum (INVALID_ARGUMENT
+        otherwise, on any server: the check is in the graph)."""
+        check = tf.debugging.assert_greater_equal(
+            tf.shape(images)[1:3], tf.constant(self._min_side, tf.int32),
+            message=f"{key}: height and width must be at least {self._min_side} px "
+                    f"(the backbone pools the image {self._min_side.bit_length() - 1} times)")
+        with tf.control_dependencies([check]):
+            return tf.identity(images)
 
     @tf.function
     def targets(self, content_image, style_image):
         """(B, H, W, 3), (B, H', W', 3) RGB 0..255 -> {content_features, gram_<layer>...}."""
+        content_image = self._check_size(content_image, "content_image")
+        style_image = self._check_size(style_image, "style_image")
         t = compute_targets(self.extractor, self._cfg, content_image, style_image)
         out = {C.STYLE_CONTENT_FEATURES: t["content"]}  # (B, h, w, C)
         for layer in self._cfg.style_layers:
@@ -48,12 +61,40 @@ class StyleModule(tf.Module):
         targets = {"content": inputs[C.STYLE_CONTENT_FEATURES]}
         for layer in self._cfg.style_layers:
             targets[layer] = inputs[C.style_gram_key(layer)]
-        parts, gradient = loss_and_gradient(self.extractor, self._cfg, inputs["image"], targets)
+        image = self._check_size(inputs["image"], "image")
+        parts, gradient = loss_and_gradient(self.extractor, self._cfg, image, targets)
         return {**parts, "gradient": gradient}  # gradient: (B, H, W, 3)
 
     def gram_channels(self) -> dict[str, int]:
         """Channels C_l of each style layer (the Gram matrices are C_l x C_l)."""
         return {layer: int(self.extractor.get_layer(layer).output.shape[-1]) for layer in self._cfg.style_layers}
+
+
+def min_side(extractor) -> int:
+    """The smallest height/width the feature extractor accepts: 2 ** (pooling layers it keeps), since
+    each 2x2/stride-2 'valid' pool halves (rounding down) and a side of 0 leaves no features
+    (VGG up to block5_conv2: 4 pools -> 16 px)."""
+    import keras
+
+    pools = sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in extractor.layers)
+    return 2 ** pools
+
+
+def check_weights(cfg: StyleConfig) -> None:
+    """Loss weights must be finite and >= 0 (NaN/Inf make every loss NaN; a negative weight rewards
+    the opposite of what the term measures), tv_exponent finite and > 0.
+
+    Raises:
+        ValueError: naming the option.
+    """
+    import math
+
+    for key in ("content_weight", "style_weight", "tv_weight"):
+        value = getattr(cfg, key)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{key.replace('_', '-')} must be a finite number >= 0, got {value!r}")
+    if not (math.isfinite(cfg.tv_exponent) and cfg.tv_exponent > 0):
+        raise ValueError(f"tv-exponent must be a finite number > 0, got {cfg.tv_exponent!r}")
 
 
 def signatures(module: StyleModule) -> dict:
@@ -98,12 +139,15 @@ def export_style(cfg: StyleConfig, models_dir, name: str = C.STYLE.name, version
         the version folder.
 
     Raises:
+        ValueError: a non-finite or negative loss weight (check_weights).
         genserve.data.DataError: backbone weights cannot be obtained.
         genserve.export.writer.ExportError: the version exists or the name is invalid.
     """
+    check_weights(cfg)
     module = StyleModule(cfg, extractor)
     config = json.loads(cfg.to_json())
     config["gram_channels"] = module.gram_channels()
+    config["min_side"] = module._min_side
     config["preprocessing"] = "keras vgg caffe: RGB->BGR, minus ImageNet BGR mean, inside the graph"
     return save_version(module, models_dir, name, signatures(module), default=C.STYLE_STEP.name,
                         version=version, warmup=warmup_requests(module) if warmup else None,

@@ -4,10 +4,13 @@
 
 Signatures (genserve/contract.py, TEXT): `next_char` (the book's model, default), `step` (one LSTM
 step with (h, c) over the wire), `prime` (seed ids -> state after the seed), `info` (vocabulary,
-maxlen, units), `generate` (seed ids, temperature, length, seed -> the generated ids: a whole
+maxlen, units, layers), `generate` (seed ids, temperature, length, seed -> the generated ids: a whole
 sampling round in one call, its PRNG a counter-based hash, see `counter_uniform`). Every signature runs the LSTM through its cell in a `tf.while_loop`/single call, never
 through `keras.layers.LSTM`, so the graph holds no cuDNN-only kernel (CudnnRNN*) and loads on CPU and
-GPU alike; tests assert that.
+GPU alike; tests assert that. Any depth exports: with L stacked LSTMs the state tensors h and c are
+(B, L * units), layer 0's units first (a 1-layer export keeps the book's (B, units)). Every signature
+that takes character ids checks them in the graph (0 <= id < V), so a bad id is INVALID_ARGUMENT on
+any server, TF Serving included.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from genserve import contract
-from genserve.training.text import BEST_FILE, CONFIG_FILE, VOCAB_FILE, load_checkpoint
+from genserve.training.text import BEST_FILE, CONFIG_FILE, VOCAB_FILE, load_checkpoint, lstm_name
 
 DEFAULT_NAME = contract.TEXT.name
 
@@ -82,17 +85,40 @@ def build_module(model, cfg, vocab):
     from genserve.export.writer import input_signature
 
     encoder = model.get_layer("onehot" if cfg.encoding == "onehot" else "embedding")
-    lstm = model.get_layer("lstm")
+    cells = [model.get_layer(lstm_name(i)).cell for i in range(cfg.layers)]
     dense = model.get_layer("logits")
-    units = int(cfg.units)
+    units, layers = int(cfg.units), int(cfg.layers)
+    vocab_size = len(vocab.chars)
     vocabulary = [ch.encode("utf-8") for ch in vocab.chars]
     maxlen = int(cfg.maxlen)
 
     class TextModule(tf.Module):
         def __init__(self):
             super().__init__(name="text")
-            self.encoder, self.cell, self.dense = encoder, lstm.cell, dense
+            self.encoder, self.cells, self.dense = encoder, list(cells), dense
             self.vocabulary = tf.constant(vocabulary, dtype=tf.string)  # (V,)
+
+        def _checked(self, ids, signature):
+            """ids (any shape) passed through only if every id is in [0, V): INVALID_ARGUMENT otherwise."""
+            checks = [
+                tf.debugging.assert_non_negative(ids, message=f"{signature}: character ids must be >= 0"),
+                tf.debugging.assert_less(ids, tf.constant(vocab_size, tf.int32), message=(
+                    f"{signature}: character ids must be < the vocabulary size {vocab_size}")),
+            ]
+            with tf.control_dependencies(checks):
+                return tf.identity(ids)
+
+        def _cell_step(self, x, h, c):
+            """x (B, E), h/c (B, layers*units) -> top output (B, units), h, c: one step through the stack."""
+            hs, cs = tf.split(h, layers, axis=1), tf.split(c, layers, axis=1)  # layers x (B, units)
+            new_h, new_c = [], []
+            for cell, h_l, c_l in zip(self.cells, hs, cs):
+                x, (h_l, c_l) = cell(x, [h_l, c_l], training=False)
+                new_h.append(h_l)
+                new_c.append(c_l)
+            if layers == 1:
+                return x, new_h[0], new_c[0]
+            return x, tf.concat(new_h, axis=1), tf.concat(new_c, axis=1)
 
         def _logits(self, h):  # h: (B, units)
             return tf.cast(self.dense(h), tf.float32)  # (B, V)
@@ -102,37 +128,41 @@ def build_module(model, cfg, vocab):
             return logits, tf.nn.softmax(logits, axis=-1)
 
         def _run(self, ids, h, c):
-            """ids (B, T) from state (h, c) (B, units) -> final (h, c); the generic LSTM cell."""
+            """ids (B, T) from state (h, c) (B, layers*units) -> top output (B, units), final (h, c);
+            the generic LSTM cells."""
             x = self.encoder(ids)  # (B, T, E)
             xs = tf.transpose(x, [1, 0, 2])  # (T, B, E)
+            top = h[:, (layers - 1) * units:]  # (B, units): the top layer's output before any step
 
-            def body(t, h, c):
-                _, (h, c) = self.cell(xs[t], [h, c], training=False)
-                return t + 1, h, c
+            def body(t, top, h, c):
+                top, h, c = self._cell_step(xs[t], h, c)
+                return t + 1, top, h, c
 
-            _, h, c = tf.while_loop(lambda t, h, c: t < tf.shape(xs)[0], body, (tf.constant(0), h, c))
-            return h, c
+            _, top, h, c = tf.while_loop(lambda t, *_: t < tf.shape(xs)[0], body, (tf.constant(0), top, h, c))
+            return top, h, c
 
         def _zeros(self, ids):
-            return tf.zeros(tf.stack([tf.shape(ids)[0], units]), tf.float32)  # (B, units)
+            return tf.zeros(tf.stack([tf.shape(ids)[0], layers * units]), tf.float32)  # (B, layers*units)
 
         @tf.function(input_signature=input_signature(contract.TEXT_NEXT_CHAR))
         def next_char(self, ids):
-            h, c = self._run(ids, self._zeros(ids), self._zeros(ids))
-            logits, probabilities = self._head(h)
+            ids = self._checked(ids, "next_char")
+            top, _, _ = self._run(ids, self._zeros(ids), self._zeros(ids))
+            logits, probabilities = self._head(top)
             return {"logits": logits, "probabilities": probabilities}
 
         @tf.function(input_signature=input_signature(contract.TEXT_STEP))
         def step(self, ids, h, c):
-            x = self.encoder(ids[:, None])[:, 0]  # (B, E)
-            out, (h, c) = self.cell(x, [h, c], training=False)
+            x = self.encoder(self._checked(ids, "step")[:, None])[:, 0]  # (B, E)
+            out, h, c = self._cell_step(x, h, c)
             logits, probabilities = self._head(out)
             return {"logits": logits, "probabilities": probabilities, "h": h, "c": c}
 
         @tf.function(input_signature=input_signature(contract.TEXT_PRIME))
         def prime(self, ids):
-            h, c = self._run(ids, self._zeros(ids), self._zeros(ids))
-            logits, probabilities = self._head(h)
+            ids = self._checked(ids, "prime")
+            top, h, c = self._run(ids, self._zeros(ids), self._zeros(ids))
+            logits, probabilities = self._head(top)
             return {"logits": logits, "probabilities": probabilities, "h": h, "c": c}
 
         @tf.function(input_signature=input_signature(contract.TEXT_INFO))
@@ -142,6 +172,7 @@ def build_module(model, cfg, vocab):
                 "vocabulary": tf.tile(self.vocabulary[None, :], tf.stack([b, 1])),  # (B, V)
                 "maxlen": tf.fill(tf.reshape(b, [1]), tf.constant(maxlen, tf.int32)),  # (B,)
                 "units": tf.fill(tf.reshape(b, [1]), tf.constant(units, tf.int32)),  # (B,)
+                "layers": tf.fill(tf.reshape(b, [1]), tf.constant(layers, tf.int32)),  # (B,)
             }
 
         @tf.function(input_signature=input_signature(contract.TEXT_GENERATE))
@@ -162,9 +193,9 @@ def build_module(model, cfg, vocab):
                                     ["generate: temperature must be finite and >= 0, got", temperature]),
             ]
             with tf.control_dependencies(checks):
-                n, ids, temperature = tf.identity(n), tf.identity(ids), tf.identity(temperature)
+                n, ids, temperature = tf.identity(n), self._checked(ids, "generate"), tf.identity(temperature)
 
-            h, c = self._run(ids, self._zeros(ids), self._zeros(ids))  # (B, units): after the seed
+            top, h, c = self._run(ids, self._zeros(ids), self._zeros(ids))  # after the seed
             t = temperature[:, None]  # (B, 1)
             greedy = t <= 0.0  # T = 0: argmax, no noise
             vocab_size = tf.shape(self.vocabulary)[0]
@@ -177,12 +208,12 @@ def build_module(model, cfg, vocab):
                 scaled = logits / tf.where(greedy, 1.0, t) + tf.where(greedy, 0.0, gumbel)  # (B, V)
                 nxt = tf.argmax(scaled, axis=-1, output_type=tf.int32)  # (B,)
                 x = self.encoder(nxt[:, None])[:, 0]  # (B, E)
-                h_out, (h, c) = self.cell(x, [h, c], training=False)
+                h_out, h, c = self._cell_step(x, h, c)
                 return i + 1, h, c, self._logits(h_out), out.write(i, nxt)
 
             out = tf.TensorArray(tf.int32, size=n, element_shape=tf.TensorShape([None]))
             _, _, _, _, out = tf.while_loop(lambda i, *_: i < n, body,
-                                            (tf.constant(0), h, c, self._logits(h), out))
+                                            (tf.constant(0), h, c, self._logits(top), out))
             return {"ids": tf.transpose(out.stack(), [1, 0])}  # (n, B) -> (B, n)
 
     module = TextModule()
@@ -198,7 +229,7 @@ def build_module(model, cfg, vocab):
 
 def warmup_requests(cfg) -> list[tuple[str, dict[str, np.ndarray]]]:
     """One small request per signature, replayed by the server at load time."""
-    zeros = np.zeros((1, cfg.units), np.float32)
+    zeros = np.zeros((1, cfg.layers * cfg.units), np.float32)
     return [
         (contract.TEXT_INFO.name, {"ids": np.zeros((1,), np.int32)}),
         (contract.TEXT_PRIME.name, {"ids": np.zeros((1, cfg.maxlen), np.int32)}),
@@ -261,4 +292,5 @@ def cudnn_ops(export_dir: str | Path) -> list[str]:
 def describe_export(export_dir: str | Path) -> str:
     """config.json of an export (assets.extra) as a one-line summary."""
     cfg = json.loads((Path(export_dir) / "assets.extra" / CONFIG_FILE).read_text())
-    return f"maxlen {cfg['maxlen']}, units {cfg['units']}, encoding {cfg['encoding']}"
+    return (f"maxlen {cfg['maxlen']}, units {cfg['units']}, layers {cfg.get('layers', 1)}, "
+            f"encoding {cfg['encoding']}")

@@ -9,6 +9,7 @@ Giving each exported version a different bias makes it obvious which version ans
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,12 @@ class ToyConfig:
 
     weight: float = 2.0
     bias: float = 1.0
+
+    def __post_init__(self) -> None:
+        for key in ("weight", "bias"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f"toy {key} must be a finite number, got {value!r}")
 
 
 def build_toy(cfg: ToyConfig = ToyConfig()):

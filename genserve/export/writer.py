@@ -17,6 +17,7 @@ and model server config (https://www.tensorflow.org/tfx/serving/serving_config).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -30,9 +31,11 @@ from genserve.data import atomic_write_bytes
 from genserve.layout import (
     ASSETS_EXTRA,
     BATCHING_PARAMS_FILE,
+    MAX_VERSION,
     MAX_WARMUP_RECORDS,
     TMP_RE,
     WARMUP_FILE,
+    parse_version,
 )
 from genserve.serving.config import (
     DOCKER_PREFIX,
@@ -107,10 +110,63 @@ def clean_stale_temps(model_dir: Path) -> list[Path]:
 
 
 def next_version(model_dir: Path) -> int:
-    """1 + the largest integer folder name under `model_dir` (complete or not), or 1 for none."""
+    """1 + the largest version folder under `model_dir` (complete or not), or 1 for none.
+
+    Only canonical int64 folder names count (genserve.layout.parse_version: "12", never "0012" or
+    "²"), so a stray folder cannot push the numbering past what a server can hold.
+
+    Raises:
+        ExportError: the largest version is already MAX_VERSION (2**63-1).
+    """
     model_dir = Path(model_dir)
-    taken = [int(p.name) for p in model_dir.iterdir() if p.name.isdigit()] if model_dir.is_dir() else []
-    return max(taken, default=0) + 1
+    names = [p.name for p in model_dir.iterdir()] if model_dir.is_dir() else []
+    taken = [v for v in map(parse_version, names) if v is not None]
+    latest = max(taken, default=0)
+    if latest >= MAX_VERSION:
+        raise ExportError(f"{model_dir} already holds version {latest}, the largest int64; "
+                          "give an explicit free --version")
+    return latest + 1
+
+
+def check_model_name(name: str) -> str:
+    """A served model name that fits the models-directory layout (genserve.layout): letters, digits,
+    '_', '.', '-', starting with a letter or digit, at most 255 characters, and not a file name the
+    layout itself uses (models.config, in any case).
+
+    Raises:
+        ExportError: saying why.
+    """
+    if not isinstance(name, str) or not _NAME_RE.match(name) or len(name) > 255:
+        raise ExportError(f"model name {name!r} must be letters, digits, '_', '.', '-' "
+                          "and start with a letter or digit (at most 255 characters)")
+    if name.lower() == MODELS_CONFIG.lower():
+        raise ExportError(f"model name {name!r} is the models directory's config file; choose another name")
+    return name
+
+
+def check_models_dir(models_dir) -> Path:
+    """A models directory an export can go into: a folder (or nothing yet) whose models.config, if
+    any, is a readable ModelServerConfig.
+
+    Raises:
+        ExportError: naming the file and what is wrong with it.
+    """
+    from genserve.serving.config import ConfigError
+
+    models_dir = Path(models_dir)
+    if models_dir.exists() and not models_dir.is_dir():
+        raise ExportError(f"models directory {models_dir} is a file, not a folder")
+    config = models_dir / MODELS_CONFIG
+    if config.exists() and not config.is_file():
+        raise ExportError(f"{config} is not a file; remove it")
+    try:
+        read_models_config(models_dir)
+    except ConfigError as e:
+        raise ExportError(f"{config} is not a valid models.config; fix or delete it "
+                          f"({' '.join(str(e).split())[:300]})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ExportError(f"{config} cannot be read ({e}); fix or delete it") from None
+    return models_dir
 
 
 def _input_specs(fn) -> dict:
@@ -233,7 +289,7 @@ def save_version(module, models_dir, name: str, signatures: dict, default: str,
             TF Serving reads with --enable_per_model_batching_parameters (Dockerfile.serving sets it).
             Give it only to models whose signatures have fixed non-batch dimensions: TF Serving's
             batcher fails a whole batch whose requests differ past dim 0 (BATCHABLE_FIXED_SHAPE).
-            The embedded server does not batch and ignores the file.
+            `genserve serve` batches those models the same way (genserve/serving/batching.py).
     Returns:
         The final version folder `<models_dir>/<name>/<version>`.
     Raises:
@@ -241,17 +297,17 @@ def save_version(module, models_dir, name: str, signatures: dict, default: str,
     """
     import tensorflow as tf
 
-    if not _NAME_RE.match(name):
-        raise ExportError(f"model name {name!r} must be letters, digits, '_', '.', '-' "
-                          "and start with a letter or digit")
+    check_model_name(name)
+    check_models_dir(models_dir)
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)
+                                or not 1 <= version <= MAX_VERSION):
+        raise ExportError(f"version must be an integer from 1 to {MAX_VERSION} (int64), got {version!r}")
     _check_signatures(signatures, default)
     if warmup:
         _check_warmup(name, signatures, default, warmup)
     for rel in assets or {}:
         if Path(rel).is_absolute() or ".." in Path(rel).parts or not rel:
             raise ExportError(f"asset path {rel!r} must be relative, inside assets.extra/")
-    if version is not None and (not isinstance(version, int) or version < 1):
-        raise ExportError(f"version must be a positive integer, got {version!r}")
 
     model_dir = Path(models_dir) / name
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -370,7 +426,32 @@ def set_version_labels(models_dir, name: str, labels: dict[str, int]) -> Path:
                               f"(on disk: {sorted(on_disk)})")
         else:
             merged[label] = version
-    entries = [ModelEntry(e.name, e.base_path, merged) if e.name == name else e for e in entries]
+    entries = [dataclasses.replace(e, version_labels=merged) if e.name == name else e for e in entries]
+    path = models_dir / MODELS_CONFIG
+    atomic_write_bytes(path, render_models_config(entries).encode())
+    return path
+
+
+def set_version_policy(models_dir, name: str, policy: tuple) -> Path:
+    """Set model `name`'s model_version_policy in models.config: ("latest", n), ("all",) or
+    ("specific", (v, ...)). TF Serving serves only the latest version unless told otherwise.
+
+    Raises:
+        ExportError: the model is not in models.config or the policy is malformed.
+    """
+    models_dir = Path(models_dir)
+    write_models_config(models_dir)
+    entries = read_models_config(models_dir) or []
+    if name not in {e.name for e in entries}:
+        raise ExportError(f"model {name!r} is not in {models_dir / MODELS_CONFIG}")
+    ok = (policy == ("all",) or (len(policy) == 2 and policy[0] == "latest" and int(policy[1]) >= 1)
+          or (len(policy) == 2 and policy[0] == "specific" and policy[1]
+              and all(int(v) >= 1 for v in policy[1])))
+    if not ok:
+        raise ExportError(f"bad version policy {policy!r}: use ('latest', n), ('all',) or ('specific', (v, ...))")
+    if policy[0] == "specific":
+        policy = ("specific", tuple(sorted(set(int(v) for v in policy[1]))))
+    entries = [dataclasses.replace(e, version_policy=tuple(policy)) if e.name == name else e for e in entries]
     path = models_dir / MODELS_CONFIG
     atomic_write_bytes(path, render_models_config(entries).encode())
     return path

@@ -28,6 +28,12 @@ def truncate(text: str, limit: int = MAX_DETAILS) -> str:
     return text[:limit] + f"... [{len(text) - limit} more characters]"
 
 
+def clip(text, limit: int = 80) -> str:
+    """A user-supplied string cut for use inside a message, as is (TF Serving's own formats)."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def short(value, limit: int = 80) -> str:
     """repr() of a user-supplied value (a name, a label) cut for use inside a message."""
     text = repr(value)

@@ -33,9 +33,25 @@ class Limits:
     Args:
         max_request_elements: most elements over all inputs of one request (a [5e8, 1] tensor with no
             values is 29 bytes on the wire but 2 GB once decoded).
+        max_output_bytes: most bytes of outputs a request may ask for, where the signature fixes the
+            output size per batch row (e.g. VAE `decode`: 28*28*4 bytes a row). This also bounds the
+            batch size of such signatures: VAE decode of z float32[200000, 2] (1.6 MB on the wire)
+            crashes TensorFlow's conv kernels inside the process, taking every model down.
     """
 
     max_request_elements: int = 1 << 27  # 512 MiB of float32
+    max_output_bytes: int = 1 << 28  # 256 MiB
+
+    def max_rows(self, sig) -> int | None:
+        """The most batch rows `sig` accepts under the output budget (None: not bounded that way)."""
+        per_row = 0
+        for spec in sig.outputs.values():
+            if spec.shape is None or len(spec.shape) == 0 or any(d is None for d in spec.shape[1:]):
+                continue
+            if spec.shape[0] is not None:
+                continue  # not batched
+            per_row += math.prod(spec.shape[1:]) * _itemsize(spec.dtype)
+        return None if per_row == 0 else max(1, self.max_output_bytes // per_row)
 
     def check_elements(self, shapes: dict) -> None:
         total = sum(math.prod(s) for s in shapes.values() if s is not None)
@@ -49,6 +65,13 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def _itemsize(dtype: int) -> int:
+    from genserve.clients.codec import _NUMERIC
+
+    numeric = _NUMERIC.get(dtype)
+    return numeric[0].itemsize if numeric else 8
 
 
 def _proto_shape(proto) -> tuple | None:
@@ -84,6 +107,14 @@ def decode_inputs(sig, inputs, limits: Limits = DEFAULT_LIMITS) -> dict:
         spec_inputs[key].check_shape(proto.dtype, shape)
         shapes[key] = shape
     limits.check_elements(shapes)
+    max_rows = limits.max_rows(sig)
+    if max_rows is not None:
+        rows = max((s[0] for s in shapes.values() if s), default=0)
+        if rows > max_rows:
+            raise ServingError("RESOURCE_EXHAUSTED",
+                               f"batch of {rows:,} rows: signature {sig.name!r} accepts at most {max_rows:,} "
+                               f"rows per request here (output budget {limits.max_output_bytes:,} bytes, "
+                               "--max-output-mb); split the request")
     arrays = {}
     for key, proto in inputs.items():
         try:
@@ -92,6 +123,44 @@ def decode_inputs(sig, inputs, limits: Limits = DEFAULT_LIMITS) -> dict:
             raise ServingError("INVALID_ARGUMENT",
                                f"input '{key}': cannot decode the TensorProto: {e}") from None
     return arrays
+
+
+class ConcurrencyLimiter:
+    """At most `max_concurrent` executions at once and `max_queue` waiting; a full queue answers
+    UNAVAILABLE at once (TF Serving's batch queues do the same when full), a wait that outlives the
+    request's deadline DEADLINE_EXCEEDED. One per served model, so a flood on one model leaves the
+    others their share of the server's threads."""
+
+    def __init__(self, max_concurrent: int, max_queue: int):
+        import threading
+
+        if max_concurrent < 1 or max_queue < 0:
+            raise ValueError("max_concurrent must be >= 1 and max_queue >= 0")
+        self.max_concurrent = max_concurrent
+        self.max_queue = max_queue
+        self._slots = threading.Semaphore(max_concurrent)
+        self._lock = threading.Lock()
+        self._waiting = 0
+
+    def run(self, what: str, timeout_s: float | None, fn):
+        if not self._slots.acquire(blocking=False):
+            with self._lock:
+                if self._waiting >= self.max_queue:
+                    raise ServingError("UNAVAILABLE",
+                                       f"{what}: server busy ({self.max_concurrent} executions running, "
+                                       f"{self._waiting} queued); retry later")
+                self._waiting += 1
+            try:
+                got = self._slots.acquire(timeout=timeout_s if timeout_s is not None else -1)
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+            if not got:
+                raise ServingError("DEADLINE_EXCEEDED", f"{what}: deadline passed while queued")
+        try:
+            return fn()
+        finally:
+            self._slots.release()
 
 
 def output_keys(sig, output_filter) -> tuple:

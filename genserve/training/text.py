@@ -5,11 +5,19 @@ with its faults fixed: windows are cut by `tf.data` from an int32 id array (no o
 last 10 % of the corpus is a contiguous validation split (overlapping windows would leak a random
 split), the loss is reported in nats/char and bits/char, the gradient norm is clipped (the book's
 loss blows up near epoch 57), the best-by-val model is kept, and training resumes after interruption.
+Beyond the book: stacked LSTMs (`layers`), dropout, Adam, a learning-rate schedule (cosine or
+reduce-on-plateau, optional linear warmup), early stopping (`patience`) and `targets="all"`: the
+loss at every position of each window (the next character after each prefix) instead of only the
+last, 60 targets per window instead of 1 (with `step=maxlen` an epoch is one pass over the corpus);
+validation stays the book's measure (the last position of the held-out windows, `val_step` apart).
 
     genserve train text --corpus shakespeare --max-chars 200000 --epochs 1 --workdir work/text
+    genserve train text --layers 2 --units 256 --dropout 0.2 --optimizer adam --learning-rate 0.002 \
+        --schedule cosine --patience 3 --workdir work/text-big
 
 Workdir layout: `best.keras` (best validation loss), `last.keras` + `state.json` (for --resume),
-`config.json`, `vocabulary.json`, `history.csv`.
+`config.json`, `vocabulary.json`, `history.csv`. Every file is written to a temporary sibling and
+renamed, so a crash never leaves half a checkpoint; an unreadable one is a `CheckpointError` naming it.
 """
 
 from __future__ import annotations
@@ -18,12 +26,15 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from genserve.data import atomic_write_bytes
 from genserve.data.text import Vocabulary, load_corpus
 
 CONFIG_FILE = "config.json"
@@ -32,6 +43,13 @@ BEST_FILE = "best.keras"
 LAST_FILE = "last.keras"
 STATE_FILE = "state.json"
 HISTORY_FILE = "history.csv"
+HISTORY_HEADER = "epoch,loss_nats,val_loss_nats,val_bits,learning_rate,seconds"
+SCHEDULES = ("constant", "cosine", "plateau")
+OPTIMIZERS = ("rmsprop", "adam")
+
+
+class CheckpointError(ValueError):
+    """A workdir file (checkpoint, state, config) exists but cannot be read; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -42,18 +60,65 @@ class TextConfig:
     lower: bool = True  # the book lower-cases the corpus
     max_chars: int | None = None  # keep only the first max_chars characters of the corpus
     maxlen: int = 60  # window length
-    step: int = 3  # stride between windows
-    units: int = 128  # LSTM units
+    step: int = 3  # stride between training windows
+    val_step: int | None = None  # stride between validation windows (None: step); the book's measure: 3
+    targets: str = "last"  # "last": one target per window (the book); "all": every position's next char
+    units: int = 128  # LSTM units (per layer)
+    layers: int = 1  # stacked LSTM layers (the book: 1)
+    dropout: float = 0.0  # dropout after each LSTM layer while training (the book: none)
     # "onehot" (the book's input, built inside the model from the ids; never a materialised array) or
     # "embedding"; one-hot was faster in 3 of 4 one-epoch runs (benchmarks/text_generation.py, docs/text.md)
     encoding: str = "onehot"
     embedding_dim: int = 32  # only for encoding="embedding"
+    optimizer: str = "rmsprop"  # the book's; or "adam"
     learning_rate: float = 0.01  # RMSprop, as in the book
+    schedule: str = "constant"  # "constant" (the book), "cosine" (to min_lr_fraction over `epochs`), "plateau"
+    warmup_epochs: int = 0  # linear warmup from lr / (warmup_epochs + 1) over the first epochs
+    min_lr_fraction: float = 0.02  # floor of cosine/plateau as a fraction of learning_rate
     clipnorm: float = 1.0  # gradient-norm clipping; the book has none and diverges near epoch 57
     batch_size: int = 128
     epochs: int = 60  # the book loops 60 times over one epoch each
     val_fraction: float = 0.1  # contiguous tail of the corpus
+    patience: int | None = None  # stop after this many epochs without a better val loss (None: never)
     seed: int = 1337
+
+    def __post_init__(self):
+        checks = [
+            (self.layers >= 1, f"layers must be >= 1, got {self.layers}"),
+            (self.targets in ("last", "all"), f"targets must be 'last' or 'all', got {self.targets!r}"),
+            (self.units >= 1, f"units must be >= 1, got {self.units}"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
+            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
+            (0.0 <= self.min_lr_fraction <= 1.0, f"min_lr_fraction must be in [0, 1], got {self.min_lr_fraction}"),
+            (self.patience is None or self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def state_size(self) -> int:
+        """Width of the h (and c) tensor the step signature carries: layers * units."""
+        return self.layers * self.units
+
+    def epoch_learning_rate(self, epoch: int) -> float:
+        """The scheduled learning rate of 0-based `epoch` (warmup, then constant or cosine).
+
+        Cosine: lr * (f + (1 - f) * (1 + cos(pi * k / K)) / 2) over the K = epochs - warmup epochs
+        after warmup (Loshchilov & Hutter 2017, "SGDR", eq. 5, one cycle, no restarts), f = min_lr_fraction.
+        "plateau" starts from the constant rate; the callback lowers it (see `train`).
+        """
+        if epoch < self.warmup_epochs:
+            return self.learning_rate * (epoch + 1) / (self.warmup_epochs + 1)
+        if self.schedule != "cosine":
+            return self.learning_rate
+        span = max(self.epochs - self.warmup_epochs - 1, 1)
+        k = min(epoch - self.warmup_epochs, span)
+        f = self.min_lr_fraction
+        return self.learning_rate * (f + (1.0 - f) * 0.5 * (1.0 + math.cos(math.pi * k / span)))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -81,33 +146,48 @@ def split_ids(ids: np.ndarray, cfg: TextConfig) -> tuple[np.ndarray, np.ndarray]
     return train, val
 
 
-def make_dataset(ids: np.ndarray, cfg: TextConfig, shuffle: bool):
+def make_dataset(ids: np.ndarray, cfg: TextConfig, shuffle: bool, step: int | None = None,
+                 targets: str = "last", batch_size: int | None = None):
     """Windows (x, y) = (ids[s:s+maxlen], ids[s+maxlen]) for s = 0, step, 2*step, ... as a tf.data pipeline.
 
     Only the int32 id array lives in memory; each batch is gathered on the fly.
 
+    Args:
+        ids: (L,) int32 character ids.
+        cfg: the config (maxlen, step, batch_size, seed).
+        shuffle: reshuffle the windows every epoch.
+        step: stride between windows (default cfg.step).
+        targets: "last": y is the character after the window; "all": y = ids[s+1:s+maxlen+1].
+        batch_size: default cfg.batch_size.
+
     Returns:
-        A `tf.data.Dataset` of (x (B, maxlen) int32, y (B,) int32).
+        A `tf.data.Dataset` of (x (B, maxlen) int32, y (B,) or (B, maxlen) int32).
     """
     import tensorflow as tf
 
-    starts = np.arange(0, len(ids) - cfg.maxlen, cfg.step, dtype=np.int64)  # (N,)
+    starts = np.arange(0, len(ids) - cfg.maxlen, step or cfg.step, dtype=np.int64)  # (N,)
     table = tf.constant(ids, dtype=tf.int32)  # (L,)
     offsets = tf.range(cfg.maxlen + 1, dtype=tf.int64)  # (maxlen + 1,)
     ds = tf.data.Dataset.from_tensor_slices(starts)
     if shuffle:
         ds = ds.shuffle(len(starts), seed=cfg.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(cfg.batch_size)
+    ds = ds.batch(batch_size or cfg.batch_size)
 
     def gather(s):  # s: (B,)
         window = tf.gather(table, s[:, None] + offsets[None, :])  # (B, maxlen + 1)
-        return window[:, :-1], window[:, -1]
+        return window[:, :-1], (window[:, 1:] if targets == "all" else window[:, -1])
 
     return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def lstm_name(layer: int) -> str:
+    """Keras name of the 0-based LSTM `layer`: "lstm" (the book's only one), then "lstm_2", "lstm_3", ..."""
+    return "lstm" if layer == 0 else f"lstm_{layer + 1}"
+
+
 def build_model(cfg: TextConfig, vocab_size: int):
-    """ids (B, T) -> next-character logits (B, V): one-hot or Embedding, LSTM(units), Dense(V).
+    """ids (B, T) -> next-character logits (B, V): one-hot or Embedding, `layers` x LSTM(units)
+    (each followed by Dropout when dropout > 0), Dense(V).
 
     The book ends in a softmax; genserve keeps logits (the loss uses from_logits=True and sampling
     with a temperature works in logit space).
@@ -121,13 +201,17 @@ def build_model(cfg: TextConfig, vocab_size: int):
         x = keras.layers.Embedding(vocab_size, cfg.embedding_dim, name="embedding")(ids)  # (B, T, E)
     else:
         raise ValueError(f"encoding must be 'onehot' or 'embedding', got {cfg.encoding!r}")
-    h = keras.layers.LSTM(cfg.units, name="lstm")(x)  # (B, units)
-    logits = keras.layers.Dense(vocab_size, name="logits")(h)  # (B, V)
+    for layer in range(cfg.layers):
+        sequences = layer < cfg.layers - 1 or cfg.targets == "all"
+        x = keras.layers.LSTM(cfg.units, return_sequences=sequences, name=lstm_name(layer))(x)  # (B, [T,] units)
+        if cfg.dropout > 0:
+            x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{layer + 1}")(x)
+    logits = keras.layers.Dense(vocab_size, name="logits")(x)  # (B, V), or (B, T, V) for targets="all"
     model = keras.Model(ids, logits, name="char_lstm")
-    model.compile(
-        optimizer=keras.optimizers.RMSprop(learning_rate=cfg.learning_rate, clipnorm=cfg.clipnorm),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    lr = cfg.epoch_learning_rate(0)
+    optimizer = (keras.optimizers.RMSprop(learning_rate=lr, clipnorm=cfg.clipnorm) if cfg.optimizer == "rmsprop"
+                 else keras.optimizers.Adam(learning_rate=lr, clipnorm=cfg.clipnorm))
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
 
@@ -153,58 +237,155 @@ def onehot_layer():
     return OneHot
 
 
+def _fix_hint(which: str) -> str:
+    if which == LAST_FILE:
+        return f"delete it (and {STATE_FILE}) or train without --resume"
+    if which == BEST_FILE:
+        return f"retrain, or copy {LAST_FILE} over it if that one is readable"
+    return "retrain into a fresh workdir"
+
+
+def read_workdir_file(workdir: Path, name: str, which: str = BEST_FILE) -> str:
+    """The text of a small workdir file (config.json, vocabulary.json, state.json).
+
+    Raises:
+        FileNotFoundError: missing; CheckpointError: unreadable or not JSON (one line naming the fix).
+    """
+    path = Path(workdir) / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train first with `genserve train text --workdir {workdir}`")
+    try:
+        data = path.read_text(encoding="utf-8")
+        json.loads(data)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{name} in {workdir} is unreadable ({type(e).__name__}); "
+                              f"{_fix_hint(which)}") from None
+    return data
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Check a .keras file is a complete zip archive whose members match their CRCs.
+
+    Raises:
+        CheckpointError: truncated or corrupt, with what to do about it.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as e:
+        bad, names = f"({type(e).__name__})", set()
+    if bad is not None or "config.json" not in names:
+        raise CheckpointError(f"checkpoint {path.name} in {path.parent} is unreadable (truncated?); "
+                              f"{_fix_hint(path.name)}")
+
+
 def load_checkpoint(workdir: Path, which: str = BEST_FILE):
     """(model, config, vocabulary) rebuilt from a workdir; `which` is best.keras or last.keras.
 
     Raises:
         FileNotFoundError: when the workdir holds no such checkpoint.
+        CheckpointError: when the checkpoint, config.json or vocabulary.json is unreadable.
     """
     import keras
 
     workdir = Path(workdir)
     path = workdir / which
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"{path} not found: train first with `genserve train text --workdir {workdir}`")
-    cfg = TextConfig.from_json((workdir / CONFIG_FILE).read_text())
-    vocab = Vocabulary.from_json((workdir / VOCAB_FILE).read_text(encoding="utf-8"))
+    verify_checkpoint(path)
+    cfg = TextConfig.from_json(read_workdir_file(workdir, CONFIG_FILE, which))
+    vocab = Vocabulary.from_json(read_workdir_file(workdir, VOCAB_FILE, which))
     onehot_layer()  # registers the custom layer
-    model = keras.models.load_model(path)
+    try:
+        model = keras.models.load_model(path)
+    except Exception as e:  # noqa: BLE001 - any failure to rebuild means the same thing to the user
+        raise CheckpointError(f"checkpoint {which} in {workdir} cannot be loaded ({type(e).__name__}); "
+                              f"{_fix_hint(which)}") from None
     return model, cfg, vocab
 
 
-def _epoch_callback(workdir: Path, log):
+def last_position_model(model):
+    """For a targets="all" model ((B, T, V) logits): a view sharing its layers that returns the last
+    position's logits (B, V), compiled with the same loss, to measure the book's validation loss."""
+    import keras
+
+    view = keras.Model(model.input, model.output[:, -1, :], name="char_lstm_last")
+    view.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return view
+
+
+def save_model_atomic(model, path: Path) -> None:
+    """model.save through a temporary sibling (Keras needs the .keras suffix) and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(Path(path), text.encode("utf-8"))
+
+
+def _epoch_callback(workdir: Path, cfg: TextConfig, log, val_ds=None):
     import keras
 
     class EpochEnd(keras.callbacks.Callback):
-        """One summary line per epoch in nats/char and bits/char; best.keras, last.keras, state.json."""
+        """Per epoch: the scheduled learning rate; one summary line in nats/char and bits/char;
+        best.keras, last.keras, state.json, history.csv (all atomic); early stopping after
+        `patience` epochs without improvement; reduce-on-plateau for schedule "plateau"."""
 
-        def __init__(self, best: float):
+        def __init__(self, best: float, since_best: int, lr: float | None):
             super().__init__()
-            self.best = best
+            self.best, self.since_best, self.lr = best, since_best, lr
+            self.stopped = False
             self.t0 = time.perf_counter()
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
+            if cfg.schedule == "plateau" and epoch >= cfg.warmup_epochs:
+                lr = self.lr if self.lr is not None else cfg.learning_rate
+            else:
+                lr = cfg.epoch_learning_rate(epoch)
+            self.lr = lr
+            self.model.optimizer.learning_rate.assign(lr)
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
+            if val_ds is not None:  # targets="all": the book's measure, the last position of each window
+                logs["val_loss"] = float(last_position_model(self.model).evaluate(val_ds, verbose=0))
             loss, val = float(logs["loss"]), float(logs["val_loss"])
             seconds = time.perf_counter() - self.t0
             improved = val < self.best and math.isfinite(val)
             if improved:
-                self.best = val
-                self.model.save(workdir / BEST_FILE)
-            self.model.save(workdir / LAST_FILE)
-            state = {"epoch": epoch + 1, "best_val_loss": self.best}
-            (workdir / STATE_FILE).write_text(json.dumps(state))
-            new = not (workdir / HISTORY_FILE).exists()
-            with open(workdir / HISTORY_FILE, "a") as f:
-                if new:
-                    f.write("epoch,loss_nats,val_loss_nats,val_bits,seconds\n")
-                f.write(f"{epoch + 1},{loss:.5f},{val:.5f},{val / math.log(2):.5f},{seconds:.2f}\n")
+                self.best, self.since_best = val, 0
+                save_model_atomic(self.model, workdir / BEST_FILE)
+            else:
+                self.since_best += 1
+            lr_used = self.lr
+            if cfg.schedule == "plateau" and not improved and epoch + 1 >= cfg.warmup_epochs:
+                # halve after each epoch without improvement (Keras ReduceLROnPlateau, patience 0)
+                self.lr = max(self.lr * 0.5, cfg.learning_rate * cfg.min_lr_fraction)
+            save_model_atomic(self.model, workdir / LAST_FILE)
+            history = workdir / HISTORY_FILE
+            rows = history.read_text().splitlines() if history.exists() else [HISTORY_HEADER]
+            rows.append(f"{epoch + 1},{loss:.5f},{val:.5f},{val / math.log(2):.5f},{lr_used:.6g},{seconds:.2f}")
+            _write_text(history, "\n".join(rows) + "\n")
+            state = {"epoch": epoch + 1, "best_val_loss": self.best, "epochs_since_best": self.since_best,
+                     "learning_rate": self.lr}
+            _write_text(workdir / STATE_FILE, json.dumps(state))  # last: it names what is complete
             log(f"epoch {epoch + 1}/{self.params['epochs']}: loss {loss:.4f} nats/char, "
-                f"val {val:.4f} nats/char = {val / math.log(2):.4f} bits/char, {seconds:.1f} s"
+                f"val {val:.4f} nats/char = {val / math.log(2):.4f} bits/char, lr {lr_used:.3g}, {seconds:.1f} s"
                 + (" (best, saved)" if improved else ""))
+            if cfg.patience is not None and self.since_best >= cfg.patience:
+                self.stopped = True
+                self.model.stop_training = True
+                log(f"early stop: no better val loss for {self.since_best} epochs (patience {cfg.patience}); "
+                    f"best {self.best:.4f} nats/char kept in {BEST_FILE}")
 
     return EpochEnd
 
@@ -214,7 +395,8 @@ def train(cfg: TextConfig, workdir: str | Path, resume: bool = False, verbose: i
     """Train (or resume) the char-LSTM into `workdir`.
 
     Args:
-        cfg: the configuration; on resume only its `epochs` is used, the rest comes from config.json.
+        cfg: the configuration; on resume only its `epochs` (and `patience`, when set) are used, the
+            rest comes from config.json.
         workdir: checkpoint folder (created).
         resume: continue from last.keras and state.json.
         verbose: Keras progress bar (1) or none (0).
@@ -223,22 +405,34 @@ def train(cfg: TextConfig, workdir: str | Path, resume: bool = False, verbose: i
 
     Returns:
         {"epochs": completed epochs, "best_val_loss": nats/char, "best_val_bits": bits/char,
-         "seconds_per_epoch": [...], "vocab_size": V}.
+         "seconds_per_epoch": [...], "vocab_size": V, "early_stopped": bool}.
 
     Raises:
-        ValueError / genserve.data.DataError: unusable corpus or config; FileNotFoundError on a
-        resume without a checkpoint.
+        ValueError / genserve.data.DataError: unusable corpus, config or workdir (a file);
+        FileNotFoundError on a resume without a checkpoint; CheckpointError (a ValueError) when a
+        resume finds an unreadable last.keras, state.json or config.json.
     """
     import keras
 
     workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"workdir {workdir} is a file, not a folder")
     workdir.mkdir(parents=True, exist_ok=True)
+    lr = None
     if resume:
+        state_text = read_workdir_file(workdir, STATE_FILE, LAST_FILE)
         model, saved, vocab = load_checkpoint(workdir, LAST_FILE)
-        cfg = dataclasses.replace(saved, epochs=cfg.epochs)  # everything else as first trained
-        (workdir / CONFIG_FILE).write_text(cfg.to_json())
-        state = json.loads((workdir / STATE_FILE).read_text())
+        cfg = dataclasses.replace(saved, epochs=cfg.epochs,  # the rest as first trained
+                                  patience=saved.patience if cfg.patience is None else cfg.patience)
+        _write_text(workdir / CONFIG_FILE, cfg.to_json())
+        state = json.loads(state_text)
         initial_epoch, best = int(state["epoch"]), float(state["best_val_loss"])
+        since_best, lr = int(state.get("epochs_since_best", 0)), state.get("learning_rate")
+        history = workdir / HISTORY_FILE
+        if history.exists():  # rows of an epoch cut short after its history write are dropped
+            rows = history.read_text().splitlines()
+            kept = rows[:1] + [r for r in rows[1:] if int(r.split(",")[0]) <= initial_epoch]
+            _write_text(history, "\n".join(kept) + "\n")
         if text is None:
             text = load_corpus(cfg.corpus, lower=cfg.lower, max_chars=cfg.max_chars)
     else:
@@ -249,20 +443,23 @@ def train(cfg: TextConfig, workdir: str | Path, resume: bool = False, verbose: i
         vocab = Vocabulary.from_text(text)
         keras.utils.set_random_seed(cfg.seed)
         model = build_model(cfg, len(vocab))
-        initial_epoch, best = 0, math.inf
+        initial_epoch, best, since_best = 0, math.inf, 0
         for stale in (HISTORY_FILE, STATE_FILE, BEST_FILE, LAST_FILE):
             (workdir / stale).unlink(missing_ok=True)
-        (workdir / CONFIG_FILE).write_text(cfg.to_json())
-        (workdir / VOCAB_FILE).write_text(vocab.to_json(), encoding="utf-8")
+        _write_text(workdir / CONFIG_FILE, cfg.to_json())
+        _write_text(workdir / VOCAB_FILE, vocab.to_json())
     ids = vocab.encode(text)  # (L,) int32
     train_ids, val_ids = split_ids(ids, cfg)
-    train_ds = make_dataset(train_ids, cfg, shuffle=True)
-    val_ds = make_dataset(val_ids, cfg, shuffle=False)
+    train_ds = make_dataset(train_ids, cfg, shuffle=True, targets=cfg.targets)
+    val_ds = make_dataset(val_ids, cfg, shuffle=False, step=cfg.val_step,
+                          batch_size=max(cfg.batch_size, 256) if cfg.targets == "all" else None)
     if initial_epoch >= cfg.epochs:
         log(f"already trained for {initial_epoch} of {cfg.epochs} epochs; nothing to do")
-    callback = _epoch_callback(workdir, log)(best)
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
+    own_val = cfg.targets == "all"  # fit cannot validate a (B, T, V) model on last-position targets
+    callback = _epoch_callback(workdir, cfg, log, val_ds if own_val else None)(best, since_best, lr)
+    model.fit(train_ds, validation_data=None if own_val else val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
               verbose=verbose, shuffle=False, callbacks=[callback, keras.callbacks.TerminateOnNaN()])
     rows = (workdir / HISTORY_FILE).read_text().splitlines()[1:] if (workdir / HISTORY_FILE).exists() else []
     return {"epochs": len(rows), "best_val_loss": callback.best, "best_val_bits": callback.best / math.log(2),
-            "seconds_per_epoch": [float(r.split(",")[-1]) for r in rows], "vocab_size": len(vocab)}
+            "seconds_per_epoch": [float(r.split(",")[-1]) for r in rows], "vocab_size": len(vocab),
+            "early_stopped": callback.stopped}

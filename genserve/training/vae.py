@@ -11,7 +11,9 @@ The book's architecture is the default config. Two losses:
     python -c "from genserve.training.vae import VAEConfig, train; train(VAEConfig(epochs=1), 'runs/vae')"
 
 Checkpoints in <workdir>/: config.json, best encoder/decoder weights (by validation loss),
-last.weights.h5 (model + optimizer, for --resume) and state.json (epoch, best, history).
+last.weights.h5 (model + optimizer, for --resume) and state.json (epoch, best, history). Each is written
+to a temporary sibling and renamed, so a crash never leaves half a file under the real name; a file
+that is unreadable anyway (truncated by a full disk, copied half) is named in a CheckpointError.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -36,6 +39,10 @@ STATE_FILE = "state.json"
 LAST_WEIGHTS = "last.weights.h5"
 BEST_ENCODER = "best_encoder.weights.h5"
 BEST_DECODER = "best_decoder.weights.h5"
+
+
+class CheckpointError(ValueError):
+    """A workdir file exists but cannot be read; the message names it and says what to do."""
 
 
 @dataclass(frozen=True)
@@ -260,9 +267,9 @@ class _Checkpointer(keras.callbacks.Callback):
         improved = val < self.state["best_val_loss"]
         if improved:
             self.state.update(best_val_loss=val, best_epoch=epoch + 1)
-            self.model.encoder.save_weights(self.workdir / BEST_ENCODER)
-            self.model.decoder.save_weights(self.workdir / BEST_DECODER)
-        self.model.save_weights(self.workdir / LAST_WEIGHTS)  # model + optimizer state
+            _save_weights(self.model.encoder, self.workdir / BEST_ENCODER)
+            _save_weights(self.model.decoder, self.workdir / BEST_DECODER)
+        _save_weights(self.model, self.workdir / LAST_WEIGHTS)  # model + optimizer state
         self.state["epoch"] = epoch + 1
         self.state["history"].append({"epoch": epoch + 1, **logs})
         _write_json(self.workdir / STATE_FILE, self.state)
@@ -309,17 +316,17 @@ def train(cfg: VAEConfig, workdir: str | Path, resume: bool = False, data=None,
     if resume:
         if not (workdir / LAST_WEIGHTS).exists() or not (workdir / STATE_FILE).exists():
             raise FileNotFoundError(f"nothing to resume in {workdir} (no {LAST_WEIGHTS}/{STATE_FILE})")
-        saved = VAEConfig.from_json((workdir / CONFIG_FILE).read_text())
+        saved = read_config(workdir, hint="delete it or train without --resume")
         shape_fields = ("latent_dim", "conv_filters", "conv_strides", "dense_units")
         if any(getattr(saved, f) != getattr(cfg, f) for f in shape_fields):
             raise ValueError(f"{workdir} holds a model with a different shape; train into a new workdir")
-        state = json.loads((workdir / STATE_FILE).read_text())
-    (workdir / CONFIG_FILE).write_text(cfg.to_json())
+        state = _read_state(workdir / STATE_FILE)
+    _write_text(workdir / CONFIG_FILE, cfg.to_json())
 
-    x_train, x_test = data if data is not None else load_images(cfg)[:2]
     model = new_model(cfg)
-    if resume:
-        model.load_weights(workdir / LAST_WEIGHTS)
+    if resume:  # verified before the data is loaded: a damaged checkpoint fails fast
+        _load_weights(model, workdir / LAST_WEIGHTS, "delete it or train without --resume")
+    x_train, x_test = data if data is not None else load_images(cfg)[:2]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 0
     if state["epoch"] < cfg.epochs:
@@ -341,20 +348,21 @@ def load_trained(workdir: str | Path, which: str = "best") -> tuple[VAEConfig, k
     workdir = Path(workdir)
     if not (workdir / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{workdir / CONFIG_FILE} not found: train with `genserve train vae` first")
-    cfg = VAEConfig.from_json((workdir / CONFIG_FILE).read_text())
+    hint = "delete it and train again"
+    cfg = read_config(workdir, hint)
     if which == "best":
         for name in (BEST_ENCODER, BEST_DECODER):
             if not (workdir / name).exists():
                 raise FileNotFoundError(f"{workdir / name} not found: no finished epoch yet")
         encoder, decoder = build_encoder(cfg), build_decoder(cfg)
-        encoder.load_weights(workdir / BEST_ENCODER)
-        decoder.load_weights(workdir / BEST_DECODER)
+        _load_weights(encoder, workdir / BEST_ENCODER, hint + " (or use --which last)")
+        _load_weights(decoder, workdir / BEST_DECODER, hint + " (or use --which last)")
         return cfg, encoder, decoder
     if which == "last":
         if not (workdir / LAST_WEIGHTS).exists():
             raise FileNotFoundError(f"{workdir / LAST_WEIGHTS} not found: no finished epoch yet")
         model = new_model(cfg)
-        model.load_weights(workdir / LAST_WEIGHTS)
+        _load_weights(model, workdir / LAST_WEIGHTS, hint + " (or use --which best)")
         return cfg, model.encoder, model.decoder
     raise ValueError(f"which must be 'best' or 'last', got {which!r}")
 
@@ -389,7 +397,74 @@ def evaluate(cfg: VAEConfig, encoder: keras.Model, decoder: keras.Model, images:
     return out
 
 
+def _tmp_sibling(path: Path) -> Path:
+    """A hidden temporary name beside `path` keeping its suffix (Keras insists on `.weights.h5`)."""
+    stem = path.name.removesuffix(".weights.h5")
+    suffix = path.name[len(stem):]
+    return path.with_name(f".{stem}.tmp-{os.getpid()}{suffix}")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary sibling, flushed to disk, then rename over `path`."""
+    tmp = _tmp_sibling(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    tmp.replace(path)
+    _write_text(path, json.dumps(obj, indent=2))
+
+
+def _save_weights(model, path: Path) -> None:
+    """model.save_weights through a temporary sibling renamed into place."""
+    tmp = _tmp_sibling(path)
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_weights(model, path: Path, hint: str) -> None:
+    """model.load_weights, turning any failure into one CheckpointError that names the file."""
+    try:
+        model.load_weights(path)
+    except Exception as e:  # h5py/Keras raise OSError, ValueError, KeyError... for a damaged file
+        reason = " ".join(str(e).split())[:160]
+        raise CheckpointError(f"{path} is unreadable (truncated?); {hint} [{type(e).__name__}: "
+                              f"{reason}]") from None
+
+
+def read_config(workdir: Path, hint: str = "delete it and train again") -> VAEConfig:
+    """The VAEConfig saved in `workdir`.
+
+    Raises:
+        FileNotFoundError: no config.json.
+        CheckpointError: config.json is damaged or not a VAE config.
+    """
+    path = Path(workdir) / CONFIG_FILE
+    try:
+        return VAEConfig.from_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError,
+            AttributeError) as e:
+        raise CheckpointError(f"{path} is unreadable (truncated?); {hint} "
+                              f"[{type(e).__name__}: {' '.join(str(e).split())[:160]}]") from None
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or not {"epoch", "best_val_loss", "best_epoch", "history"} <= set(state):
+            raise ValueError("missing keys")
+        return state
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path} is unreadable (truncated?); delete it or train without --resume "
+                              f"[{type(e).__name__}: {' '.join(str(e).split())[:160]}]") from None

@@ -1,0 +1,101 @@
+"""The built-in kinds of batch items, each ONE `register_kind` entry (imported by genserve.batch.schema).
+
+    python -c "from genserve.batch.schema import KINDS; print(sorted(KINDS))"
+
+A new family adds its kind here (or from its own module) with its fields, default model, group key,
+rows per item and runner; nothing else in genserve/batch changes.
+"""
+
+from __future__ import annotations
+
+from genserve import contract
+from genserve.batch.schema import (MAX_GRID, Field, Kind, existing_file, integer, number, number_list,
+                                   one_of, points, register_kind, text)
+
+
+def _text_check(p: dict) -> None:
+    if p["temperature"] is not None and p["temperatures"] is not None:
+        raise ValueError("temperatures: give temperature or temperatures, not both")
+    if p["top_k"] is not None and p["length"] > 5000:
+        raise ValueError("length: client-side sampling (top_k) makes one request per character; "
+                         "at most 5000")
+
+
+def text_temperatures(p: dict) -> list[float]:
+    """The item's temperatures (default: the book's four)."""
+    if p["temperatures"] is not None:
+        return list(p["temperatures"])
+    if p["temperature"] is not None:
+        return [p["temperature"]]
+    return [0.2, 0.5, 1.0, 1.2]
+
+
+register_kind(Kind(
+    name="text", model=contract.TEXT.name, runner="genserve.batch.kinds:run_text", max_rows=512,
+    fields=(
+        Field("seed_text", text(), default="to be, or not to be, that is the question:\n"
+                                           "whether 'tis nobler in the mind"),
+        Field("temperature", number(0.0)),
+        Field("temperatures", number_list(0.0)),
+        Field("length", integer(1, contract.TEXT_GENERATE_MAX_LENGTH), default=400),
+        Field("samples", integer(1, 1024), default=1),
+        Field("top_k", integer(1)),
+        Field("seed", integer(0, 2 ** 63 - 1)),
+        Field("replace_unknown", text(single_char=True)),
+    ),
+    check=_text_check,
+    # Server-side items of one length share `generate` requests; top_k items share prime/step ones.
+    group=lambda p: ("text", p["model"], "client" if p["top_k"] is not None else "server", p["length"]),
+    rows=lambda p: len(text_temperatures(p)) * p["samples"],
+))
+
+
+def _grid_check(p: dict) -> None:
+    low, high = p["range"]
+    if p["spacing"] == "quantile" and not (0 < low < 1 and 0 < high < 1):
+        raise ValueError(f"range: quantiles must lie strictly inside (0, 1), got {low}..{high} "
+                         "(use \"spacing\": \"linear\" for z values)")
+
+
+_VAE_GROUP = lambda p: ("vae", p["model"])  # noqa: E731 - decode and grid items share decode requests
+register_kind(Kind(
+    name="decode", model=contract.VAE.name, runner="genserve.batch.images:run_vae", max_rows=256,
+    fields=(Field("points", points, required=True), Field("scale", integer(1, 16), default=1)),
+    group=_VAE_GROUP, rows=lambda p: len(p["points"]),
+))
+register_kind(Kind(
+    name="grid", model=contract.VAE.name, runner="genserve.batch.images:run_vae", max_rows=256,
+    fields=(
+        Field("n", integer(1, MAX_GRID), default=15),
+        Field("range", number_list(None, 2, 2), default=[0.05, 0.95]),
+        Field("spacing", one_of("quantile", "linear"), default="quantile"),
+        Field("scale", integer(1, 16), default=1),
+    ),
+    check=_grid_check, group=_VAE_GROUP, rows=lambda p: p["n"] * p["n"],
+))
+register_kind(Kind(
+    name="stylize", model=contract.STYLE.name, runner="genserve.batch.images:run_style", max_rows=8,
+    fields=(
+        Field("content", existing_file, required=True, path=True),
+        Field("style", existing_file, required=True, path=True),
+        Field("height", integer(32, 4096), default=400),
+        Field("iterations", integer(1, 1000), default=20),
+        Field("evals_per_iteration", integer(1, 1000), default=20),
+    ),
+    # Items sharing a style image (and height) share `targets` requests.
+    group=lambda p: ("style", p["model"], p["style"], p["height"]),
+    rows=lambda p: 1,
+))
+
+# The GAN family (genserve/clients/gan.py): grids of generated digits, all items' seeds in ONE `sample`
+# request. Registered only when the contract has the GAN (added with that family).
+if hasattr(contract, "GAN"):
+    register_kind(Kind(
+        name="gan_grid", model=contract.GAN.name, runner="genserve.batch.images:run_gan", max_rows=256,
+        fields=(
+            Field("n", integer(1, MAX_GRID), default=10),
+            Field("seed", integer(0, 2 ** 62)),
+            Field("scale", integer(1, 16), default=1),
+        ),
+        group=lambda p: ("gan", p["model"]), rows=lambda p: p["n"] * p["n"],
+    ))

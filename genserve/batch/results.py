@@ -1,0 +1,202 @@
+"""The output folder of a batch job: item files written atomically, `results.jsonl`, resume, progress.
+
+    DIR/results.jsonl        one JSON record per finished item, appended as lines (flush + fsync per chunk)
+    DIR/<id>.txt|.png ...    the item's outputs, each written to a temporary sibling and renamed
+
+A record: {"id", "kind", "line", "status": "ok"|"error", "outputs": [paths relative to DIR],
+"model", "version", "timings": {...}, "fingerprint", "error"?, ...kind-specific fields}. The last record
+of an id wins. Rerunning a job skips every item whose last record is `ok`, whose fingerprint (a hash of
+the item's normalised fields) is unchanged and whose output files exist; a torn last line left by a kill
+is ignored (and cut off before anything is appended), and leftover temporary files are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+RESULTS_FILE = "results.jsonl"
+TMP_MARK = ".tmp-batch-"  # temporary siblings: .<name>.tmp-batch-<pid>-<thread>
+
+
+def atomic_write(path: Path, data: bytes, fsync: bool = False) -> None:
+    """Write `data` to `path` through a temporary sibling and rename it into place.
+
+    A killed process leaves the old file or the new one, never half of one. The runners do not fsync
+    each file (2,000 fsyncs cost ~5 s here): they call `os.sync()` once per chunk, before the chunk's
+    records are appended (and fsync'd), so a record never reaches the disk before its files.
+    """
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def png_bytes(pixels) -> bytes:
+    """An 8-bit grey (H, W) or RGB (H, W, 3) uint8 array as PNG bytes (Pillow)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def check_out_dir(out: Path) -> Path:
+    """Create DIR (parents too) and make sure it is a writable folder.
+
+    Raises:
+        ValueError: DIR is a file or not writable.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot create it ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} is not writable")
+    return out
+
+
+def clean_temporaries(out: Path) -> int:
+    """Remove temporary siblings a killed run left behind; returns how many."""
+    removed = 0
+    for path in Path(out).glob(f".*{TMP_MARK}*"):
+        try:
+            path.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def read_records(path: Path) -> tuple[dict[str, dict], int]:
+    """The last record of every id in results.jsonl, and the byte length of its intact prefix.
+
+    A last line without its newline, or any line that is not a JSON object with an id, is ignored
+    (a kill can tear the last line); everything after the last intact line is cut before appending.
+    """
+    records: dict[str, dict] = {}
+    if not path.exists():
+        return records, 0
+    data = path.read_bytes()
+    good = 0
+    position = 0
+    for raw in data.splitlines(keepends=True):
+        position += len(raw)
+        if not raw.endswith(b"\n"):
+            break  # torn tail
+        good = position  # a complete line stays, even if it is not a record
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("id"), str):
+            records[record["id"]] = record
+    return records, good
+
+
+class Results:
+    """DIR/results.jsonl: the records so far, and appends that survive a kill.
+
+    Args:
+        out: the output folder (created).
+    """
+
+    def __init__(self, out: Path):
+        self.out = check_out_dir(Path(out))
+        self.path = self.out / RESULTS_FILE
+        self.removed_temporaries = clean_temporaries(self.out)
+        self.records, intact = read_records(self.path)
+        if self.path.exists() and self.path.stat().st_size != intact:
+            with open(self.path, "r+b") as f:  # cut a torn last line before appending to it
+                f.truncate(intact)
+                os.fsync(f.fileno())
+        self._lock = threading.Lock()
+        self._file = None
+
+    def is_done(self, item) -> bool:
+        """True when the item's last record is ok, for the same fingerprint, with its files present."""
+        record = self.records.get(item.id)
+        return (record is not None and record.get("status") == "ok"
+                and record.get("fingerprint") == item.fingerprint
+                and all((self.out / p).is_file() for p in record.get("outputs", ())))
+
+    def append(self, *records: dict) -> None:
+        """Append records, one line each, flushed and fsync'd (once for the lot) before returning.
+
+        The engines append a chunk's records together: one fsync per chunk instead of per item (2,000
+        fsyncs cost 5.4 s here); a kill leaves whole lines and at most one torn last line.
+        """
+        data = b"".join((json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+                        for r in records)
+        with self._lock:
+            if self._file is None:
+                self._file = open(self.path, "ab")
+            self._file.write(data)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            for record in records:
+                self.records[record["id"]] = record
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+class Progress:
+    """A one-line progress bar on stderr: done/total, items/s, ETA; redrawn at most every 0.2 s on a
+    terminal, one full line every 10 s (and at the end) otherwise."""
+
+    def __init__(self, total: int, label: str = "batch", stream=None, enabled: bool = True):
+        self.total, self.label, self.done, self.failed = total, label, 0, 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled and total > 0
+        self.started = time.perf_counter()
+        self._last = 0.0
+        self._last_line = self.started
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._lock = threading.Lock()
+
+    def update(self, n: int = 1, failed: int = 0) -> None:
+        with self._lock:
+            self.done += n
+            self.failed += failed
+            now = time.perf_counter()
+            if now - self._last >= 0.2 or self.done >= self.total:
+                self._last = now
+                self._draw(now)
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = max((now or time.perf_counter()) - self.started, 1e-9)
+        rate = self.done / elapsed
+        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta = "--:--" if left == float("inf") else f"{int(left) // 60}:{int(left) % 60:02d}"
+        width = 24
+        filled = int(width * self.done / max(self.total, 1))
+        failed = f", {self.failed} failed" if self.failed else ""
+        return (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} items"
+                f"{failed}  {rate:.1f} items/s  ETA {eta}")
+
+    def _draw(self, now: float) -> None:
+        if not self.enabled:
+            return
+        finished = self.done >= self.total
+        if self._tty:
+            self.stream.write("\r" + self.line(now) + ("\n" if finished else ""))
+        elif finished or now - self._last_line >= 10.0:  # a log file: a full line every 10 s
+            self._last_line = now
+            self.stream.write(self.line(now) + "\n")
+        self.stream.flush()

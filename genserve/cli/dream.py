@@ -1,0 +1,140 @@
+"""CLI commands of the dream family: `export dream` and `dream`.
+
+    genserve export dream --backbone vgg16-offline --models-dir models
+    genserve dream examples/images/chelsea-cat.jpg -o out/cat_dream.png --target 127.0.0.1:8500 --width 300
+
+There is no `train dream`: the model is a frozen convnet. `dream` talks to a server over gRPC and never
+imports TensorFlow; `export dream` imports it inside the command body.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from genserve.cli.common import (DEFAULT_TARGET, ClientVersionOpt, ExportVersionOpt, TargetOpt,
+                                 check_directory, check_number, check_output_path, fail)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class Backbone(str, Enum):
+    vgg16_offline = "vgg16-offline"
+    inception_v3_imagenet = "inception-v3-imagenet"
+    random_small = "random-small"
+
+
+def register(app, train_app, export_app, eval_app, plot_app) -> None:
+    """Add the dream family's commands to the `genserve` app."""
+    export_app.command("dream")(export_dream)
+    app.command("dream")(dream)
+
+
+def export_dream(
+    models_dir: Annotated[Path, typer.Option(help="Serving root (<models_dir>/<name>/<version>/).")] = Path("models"),
+    backbone: Annotated[Backbone, typer.Option(help="vgg16-offline: ImageNet VGG16 from a pinned PyPI wheel (works offline); inception-v3-imagenet: the book's InceptionV3 via Keras's download; random-small: tiny random net for tests.")] = Backbone.vgg16_offline,
+    name: Annotated[str, typer.Option(help="Served model name.")] = "dream",
+    version: ExportVersionOpt = None,
+    layer: Annotated[Optional[list[str]], typer.Option("--layer", help="LAYER=COEFF, repeatable; default: the backbone's mix (docs/dream.md).")] = None,
+    border: Annotated[int, typer.Option(min=0, help="Activation pixels ignored at each edge (the book: 2).")] = 2,
+    seed: Annotated[int, typer.Option(help="Initialisation seed of random-small.")] = 0,
+) -> None:
+    """Export the DeepDream model (ascend + gradient signatures) built on a convnet backbone."""
+    check_directory(models_dir, "--models-dir")
+    from genserve.export.writer import ExportError, check_model_name, check_models_dir
+
+    try:
+        check_model_name(name)
+        check_models_dir(models_dir)
+    except ExportError as e:
+        raise fail(str(e)) from None
+    layers = []
+    for item in layer or ():
+        name_, _, coeff = item.partition("=")
+        try:
+            layers.append((name_.strip(), float(coeff)))
+        except ValueError:
+            raise fail(f"--layer {item!r}: expected LAYER=COEFF, e.g. block4_conv3=0.004") from None
+        if not name_.strip():
+            raise fail(f"--layer {item!r}: expected LAYER=COEFF, e.g. block4_conv3=0.004")
+    from genserve.data import DataError
+    from genserve.export.dream import DreamConfig
+    from genserve.export.dream import export_dream as run_export
+
+    try:
+        cfg = DreamConfig(backbone=backbone.value, layers=tuple(layers), border=border, seed=seed)
+        path = run_export(cfg, models_dir, name=name, version=version)
+    except (DataError, ExportError, ValueError) as e:
+        raise fail(str(e)) from None
+    mix = ", ".join(f"{n} {c:g}" for n, c in cfg.layers)
+    typer.echo(f"backbone {cfg.backbone}, layers {mix}, border {cfg.border}")
+    typer.echo(f"exported {path}")
+
+
+def dream(
+    image: Annotated[Path, typer.Argument(help="Input photo (any format Pillow reads).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Result image (PNG or JPEG).")],
+    target: TargetOpt = DEFAULT_TARGET,
+    model: Annotated[str, typer.Option(help="Served model name.")] = "dream",
+    version: ClientVersionOpt = None,
+    octaves: Annotated[int, typer.Option(help="Octaves, each --scale times larger than the last (the book: 3).")] = 3,
+    scale: Annotated[float, typer.Option(help="Size ratio between octaves (the book: 1.4).")] = 1.4,
+    iterations: Annotated[int, typer.Option(help="Ascent steps per octave (the book: 20).")] = 20,
+    step: Annotated[float, typer.Option(help="Step size: pixels move 127.5*step*g/mean|g| per step (the book: 0.01).")] = 0.01,
+    max_loss: Annotated[float, typer.Option(help="Stop an octave once its loss exceeds this (the book: 15; inf: never).")] = 15.0,
+    width: Annotated[Optional[int], typer.Option(help="Resize the input to this width first (aspect kept).")] = None,
+    tile_size: Annotated[int, typer.Option(min=0, help="Octaves larger than this go through tiled `gradient` requests with random shifts; smaller ones are one `ascend` request (0: never tile).")] = 512,
+    seed: Annotated[int, typer.Option(help="Seed of the tiles' random shifts.")] = 0,
+    timeout: Annotated[float, typer.Option(help="Deadline per request, seconds.")] = 300.0,
+) -> None:
+    """DeepDream: the book's octave schedule here, gradient ascent on a served dream model."""
+    import numpy as np
+
+    from genserve.clients.core import Client, GenserveError
+    from genserve.clients.dream import DreamSchedule, ImageError, RemoteDream, load_image, save_image
+    from genserve.clients.dream import dream as run_dream
+
+    schedule = DreamSchedule(octaves=octaves, scale=scale, iterations=iterations, step=step, max_loss=max_loss)
+    try:
+        schedule.check()
+    except ValueError as e:
+        raise fail(f"--{str(e).replace('_', '-')}") from None
+    if width is not None and width < 1:
+        raise fail(f"--width must be >= 1, got {width}")
+    check_number(timeout, "--timeout", 0.0, strictly_above=True)
+    if 0 < tile_size < 32:
+        raise fail(f"--tile-size must be 0 (never tile) or at least 32 px, got {tile_size}")
+    check_output_path(output, IMAGE_SUFFIXES, "--output")  # before any image is read or request sent
+    try:
+        picture = load_image(image, width=width)  # (H, W, 3)
+    except ImageError as e:
+        raise fail(str(e)) from None
+    started = time.perf_counter()
+    try:
+        with Client(target, timeout=timeout) as client:
+            remote = RemoteDream(client, model=model, version=version)
+
+            def on_octave(octave: int, x, losses) -> None:
+                stopped = bool(len(losses)) and losses[-1] > max_loss  # the last loss ended the octave
+                steps = len(losses) - int(stopped)
+                span = f"loss {losses[0]:.3g} -> {losses[-1]:.3g}" if len(losses) else "no steps"
+                typer.echo(f"octave {octave}/{octaves}: {x.shape[1]}x{x.shape[0]} px, {steps} steps, {span}"
+                           + (f" (stopped: > max_loss {max_loss:g})" if stopped else ""))
+
+            ascend_fn = remote.ascend_fn(tile_size=tile_size, rng=np.random.default_rng(seed))
+            result = run_dream(ascend_fn, picture, schedule, callback=on_octave)
+    except GenserveError as e:
+        raise fail(f"{target}: {e.code.name}: {e.details}") from None
+    except ValueError as e:
+        raise fail(str(e)) from None
+    save_image(result.image, output)
+    elapsed = time.perf_counter() - started
+    limit = "no max_loss" if math.isinf(max_loss) else f"max_loss {max_loss:g}"
+    typer.echo(f"{picture.shape[1]}x{picture.shape[0]} px, {octaves} octaves x {iterations} steps, {limit}: "
+               f"{remote.requests} requests to {model} version {remote.version} in {elapsed:.1f} s; "
+               f"wrote {output}")

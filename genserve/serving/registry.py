@@ -1,0 +1,380 @@
+"""Which model versions are served: discovery, version policy, loading, polling, reload. No gRPC.
+
+    python -c "from genserve.serving.registry import ModelRegistry; r = ModelRegistry('out/models'); r.refresh(strict=True); print(r.loaded_versions())"
+
+What TF Serving does, and genserve with it (model_servers/server_core.cc, core/aspired_versions_manager.cc,
+sources/storage_path/file_system_storage_path_source.cc):
+- the models come from `models.config` (a ModelServerConfig `model_config_list`), else from the folders
+  of the models directory; each model's `model_version_policy` picks the versions served among the
+  canonical integer folders on disk — by default the latest one only;
+- a new version is loaded (and its warmup replayed) BEFORE the old one is unloaded, and the swap is
+  atomic: requests in flight finish on the version they started with;
+- a request for a version that is not loaded answers NOT_FOUND (nothing is loaded on demand), an
+  unknown label INVALID_ARGUMENT;
+- a version whose load failed is reported by GetModelStatus as END with the error, and is retried on
+  later polls (with backoff), so a version caught mid-copy is served once the copy is complete;
+- base paths must stay inside the models directory unless the operator allows external ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from genserve.layout import DOCKER_PREFIX
+from genserve.serving.config import (
+    MODELS_CONFIG,
+    ConfigError,
+    ModelEntry,
+    discover,
+    list_versions,
+    parse_models_config,
+    resolve_entries,
+)
+from genserve.serving.errors import ServingError, clip, short
+
+log = logging.getLogger("genserve.serving")
+
+RETRY_INITIAL_SECONDS = 1.0  # a failed version is retried after 1, 2, 4 ... seconds, at most 60
+RETRY_MAX_SECONDS = 60.0
+
+
+@dataclass
+class LoadedVersion:
+    """One loaded SavedModel version (a graph Session and its signatures)."""
+
+    name: str
+    version: int
+    path: Path
+    model: object  # loader.GraphModel
+    signature_def_any: object  # google.protobuf.Any holding a tensorflow.serving.SignatureDefMap
+    load_seconds: float = 0.0  # restore + warmup, as TF Serving's load_latency counts it
+    warmup_requests: int = 0
+    warmup_seconds: float | None = None  # the warmup replay alone (None: no warmup file)
+    extras: dict = field(default_factory=dict)  # front-end attachments (batching queues, limiter)
+
+    def signature(self, name: str | None):
+        return self.model.signature(name, f"model {short(self.name)} version {self.version}")
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """GetModelStatus' view of one version: state is AVAILABLE, LOADING, UNLOADING or END."""
+
+    version: int
+    state: str
+    error_code: str = "OK"
+    error_message: str = ""
+
+
+@dataclass
+class _Failure:
+    message: str
+    attempts: int
+    retry_at: float
+
+
+@dataclass
+class _Model:
+    entry: ModelEntry
+    local: Path
+    versions: dict = field(default_factory=dict)  # version -> LoadedVersion (swapped, never mutated)
+    failed: dict = field(default_factory=dict)  # version -> _Failure
+    ended: dict = field(default_factory=dict)  # version -> reason (unloaded versions, for status)
+    load_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def latest(self) -> int | None:
+        return max(self.versions) if self.versions else None
+
+
+def signature_def_any(meta_graph):
+    """The MetaGraph's SignatureDefs packed the way TF Serving's GetModelMetadata packs them."""
+    from google.protobuf import any_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    from genserve.serving.loader import INIT_OP_SIGNATURE
+
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, sig_def in meta_graph.signature_def.items():
+        if key != INIT_OP_SIGNATURE:
+            sig_map.signature_def[key].CopyFrom(sig_def)
+    packed = any_pb2.Any()
+    packed.Pack(sig_map)  # type_url type.googleapis.com/tensorflow.serving.SignatureDefMap
+    return packed
+
+
+def load_version(name: str, version: int, path: Path, session_config=None) -> LoadedVersion:
+    """Load one version on TF Serving's path and replay its warmup requests.
+
+    Raises:
+        RuntimeError: the SavedModel does not load, a used variable is not restored, or warmup failed.
+    """
+    from genserve.serving.execute import replay_warmup
+    from genserve.serving.loader import load_saved_model
+
+    start = time.perf_counter()
+    model = load_saved_model(path, config=session_config)
+    try:
+        missing = model.unrestored_variables()
+        if missing:
+            raise RuntimeError(f"variables not restored by the SavedModel's restore op: "
+                               f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        warm_start = time.perf_counter()
+        warmed = replay_warmup(model, name, version)
+        warm_seconds = time.perf_counter() - warm_start if warmed else None
+    except BaseException:
+        model.close()
+        raise
+    return LoadedVersion(name, version, Path(path), model, signature_def_any(model.meta_graph),
+                         time.perf_counter() - start, warmed, warm_seconds)
+
+
+class ModelRegistry:
+    """The served models of one models directory (see the module docstring).
+
+    Args:
+        models_dir: the models directory (TF Serving layout).
+        base_path_prefix: the Docker prefix of base_path in models.config, mapped to `models_dir`.
+        allow_external_base_paths: serve base paths outside `models_dir`.
+        session_config: a ConfigProto for every version's Session (default loader.session_config()).
+        on_load: `on_load(loaded)` after a version loads (metrics); `on_unload(loaded)` likewise.
+    """
+
+    def __init__(self, models_dir, base_path_prefix: str = DOCKER_PREFIX,
+                 allow_external_base_paths: bool = False, session_config=None,
+                 on_load=None, on_unload=None):
+        self.models_dir = Path(models_dir)
+        self.base_path_prefix = base_path_prefix
+        self.allow_external_base_paths = allow_external_base_paths
+        self.session_config = session_config
+        self.on_load = on_load
+        self.on_unload = on_unload
+        self._models: dict[str, _Model] = {}
+        self._lock = threading.Lock()  # one refresh at a time
+        self._config_entries: list[ModelEntry] | None = None  # set by reload_config (overrides disk)
+        self._file_text: str | None = None  # models.config as last read (None: absent)
+        self._file_entries: list[ModelEntry] | None = None
+        self._file_read = False
+
+    # -- configuration ----------------------------------------------------------------------------
+    def _discover(self, reread_config: bool = True) -> dict:
+        """name -> (entry, local folder). models.config is re-read when `reread_config`; a reload
+        request's config stays in force until the file's content changes."""
+        if not self.models_dir.is_dir():
+            raise FileNotFoundError(f"models directory {self.models_dir} does not exist"
+                                    + (" (it is a file)" if self.models_dir.exists() else ""))
+        if reread_config or not self._file_read:
+            try:
+                text = (self.models_dir / MODELS_CONFIG).read_text()
+            except FileNotFoundError:
+                text = None
+            if not self._file_read or text != self._file_text:
+                entries = None if text is None else parse_models_config(
+                    text, source=str(self.models_dir / MODELS_CONFIG))
+                if self._file_read and self._config_entries is not None:
+                    log.info("%s changed: it replaces the config of the last reload request", MODELS_CONFIG)
+                    self._config_entries = None
+                self._file_text, self._file_entries, self._file_read = text, entries, True
+        entries = self._config_entries if self._config_entries is not None else self._file_entries
+        if entries is None:  # no models.config: every folder with a version
+            return discover(self.models_dir, self.base_path_prefix, self.allow_external_base_paths)
+        return resolve_entries(entries, self.models_dir, self.base_path_prefix,
+                               self.allow_external_base_paths)
+
+    def reload_config(self, entries: list[ModelEntry]) -> None:
+        """Serve exactly `entries` from now on (HandleReloadConfigRequest); returns once every listed
+        model's versions are loaded or have failed.
+
+        Raises:
+            ConfigError: a base path leaves the models directory, or a name is listed twice.
+        A listed model whose versions all fail to load stays configured (GetModelStatus shows why);
+        TF Serving's ServerCore::ReloadConfig also keeps the new config and returns the error.
+        """
+        names = [e.name for e in entries]
+        if len(set(names)) != len(names):
+            raise ConfigError("a model is listed twice in the config")
+        resolve_entries(entries, self.models_dir, self.base_path_prefix, self.allow_external_base_paths)
+        previous = self._config_entries
+        self._config_entries = list(entries)
+        try:
+            self.refresh(strict=True, reread_config=False)  # a models.config change noticed later wins
+        except BaseException:
+            self._config_entries = previous
+            raise
+
+    # -- polling ----------------------------------------------------------------------------------
+    def refresh(self, strict: bool = False, reread_config: bool = True) -> None:
+        """One poll: re-read the config, load what the version policies want, unload the rest.
+
+        Args:
+            strict: raise on a missing directory or bad models.config (start-up); when polling, such
+                errors are logged and the models already loaded keep being served.
+            reread_config: read models.config again (else use the last one read).
+        """
+        with self._lock:
+            try:
+                found = self._discover(reread_config)
+            except (FileNotFoundError, ConfigError, OSError) as e:
+                if strict:
+                    raise
+                log.error("poll: %s; keeping the models already loaded", e)
+                return
+            models = {}
+            for name, (entry, local) in found.items():
+                model = self._models.get(name)
+                if model is None or model.local != local:
+                    model = _Model(entry, local)
+                else:
+                    model.entry = entry
+                models[name] = model
+            for name in set(self._models) - set(models):
+                log.info("model %s is no longer configured; unloaded", name)
+                for loaded in self._models[name].versions.values():
+                    self._unloaded(loaded)
+            self._models = models  # atomic swap of the registry
+            for model in models.values():
+                self._refresh_model(model)
+
+    def _refresh_model(self, model: _Model) -> None:
+        on_disk = list_versions(model.local)
+        wanted = model.entry.served_versions(on_disk)
+        now = time.monotonic()
+        with model.load_lock:
+            versions = dict(model.versions)
+            for version in sorted(wanted, reverse=True):  # newest first
+                if version in versions:
+                    continue
+                failure = model.failed.get(version)
+                if failure is not None and now < failure.retry_at:
+                    continue
+                loaded = self._load(model, version, failure)
+                if loaded is not None:
+                    versions[version] = loaded
+                    model.versions = dict(versions)  # serve it as soon as it is ready
+            if wanted and not any(v in versions for v in wanted) and not versions:
+                # Nothing servable (e.g. the newest version is broken at start-up, where TF Serving
+                # would refuse to start): serve the newest older version that loads, and say so.
+                for version in sorted(set(on_disk) - set(wanted), reverse=True):
+                    failure = model.failed.get(version)
+                    if failure is not None and now < failure.retry_at:
+                        continue
+                    loaded = self._load(model, version, failure)
+                    if loaded is not None:
+                        log.warning("model %s: no version its policy (%s) wants could be loaded; "
+                                    "serving version %d meanwhile", model.entry.name,
+                                    model.entry.describe_policy(), version)
+                        versions[version] = loaded
+                        break
+            # Unload only after the wanted ones are in (TF Serving's availability-preserving policy);
+            # if no wanted version loaded, keep serving what was there.
+            if any(v in versions for v in wanted):
+                for version in [v for v in versions if v not in wanted]:
+                    loaded = versions.pop(version)
+                    model.ended[version] = "unloaded (no longer wanted by the version policy)"
+                    log.info("model %s version %d unloaded", model.entry.name, version)
+                    self._unloaded(loaded)
+            for version in [v for v in model.failed if v not in on_disk]:
+                del model.failed[version]  # gone from disk: nothing to retry
+            model.versions = versions  # atomic swap
+
+    def _load(self, model: _Model, version: int, failure: _Failure | None) -> LoadedVersion | None:
+        path = model.local / str(version)
+        try:
+            loaded = load_version(model.entry.name, version, path, self.session_config)
+            try:
+                if self.on_load is not None:  # e.g. a bad batching_params.pbtxt fails the load
+                    self.on_load(loaded)
+            except BaseException:
+                loaded.model.close()
+                raise
+        except Exception as e:
+            attempts = failure.attempts + 1 if failure else 1
+            delay = min(RETRY_MAX_SECONDS, RETRY_INITIAL_SECONDS * 2 ** (attempts - 1))
+            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            model.failed[version] = _Failure(message, attempts, time.monotonic() + delay)
+            log.error("model %s version %d at %s failed to load (attempt %d, retry in %.0f s): %s",
+                      model.entry.name, version, path, attempts, delay, message)
+            return None
+        model.failed.pop(version, None)
+        model.ended.pop(version, None)
+        log.info("loaded model %s version %d from %s (signatures: %s; %d warmup requests) in %.2f s",
+                 model.entry.name, version, path, ", ".join(sorted(loaded.model.signatures)),
+                 loaded.warmup_requests, loaded.load_seconds)
+        return loaded
+
+    def _unloaded(self, loaded: LoadedVersion) -> None:
+        if self.on_unload is not None:
+            self.on_unload(loaded)
+        # The Session is closed by garbage collection once no request holds the version any more.
+
+    # -- queries ----------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def loaded_versions(self) -> dict[str, list[int]]:
+        """model name -> loaded versions (ascending)."""
+        return {name: sorted(m.versions) for name, m in self._models.items()}
+
+    def _model(self, name: str) -> _Model:
+        model = self._models.get(name)
+        if model is None:
+            served = ", ".join(sorted(self._models)) or "none"
+            raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({clip(name)}) "
+                                            f"(no model named {short(name)}; served: {served})")
+        return model
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> LoadedVersion:
+        """The loaded version a request asks for: the latest, a number, or a label.
+
+        Raises:
+            ServingError: NOT_FOUND for an unknown model or a version not loaded, INVALID_ARGUMENT for
+                an unknown label.
+        """
+        model = self._model(name)
+        versions = model.versions
+        if label is not None:
+            version = model.entry.version_labels.get(label)
+            if version is None or version not in versions:
+                raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {clip(label)}")
+        elif version is None:
+            latest = model.latest
+            if latest is None:
+                raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({clip(name)}) "
+                                                "(no version loaded)")
+            return versions[latest]
+        loaded = versions.get(version)
+        if loaded is None:
+            raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({clip(name)}, {version})")
+        return loaded
+
+    def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
+        """GetModelStatus: every version known for `name` (or just `version`), ascending.
+
+        Raises:
+            ServingError: NOT_FOUND for an unknown model, or a version never seen.
+        """
+        model = self._model(name)
+        states = {v: VersionStatus(v, "AVAILABLE") for v in model.versions}
+        for v, failure in model.failed.items():
+            states.setdefault(v, VersionStatus(v, "END", "UNKNOWN", failure.message))
+        for v, reason in model.ended.items():
+            states.setdefault(v, VersionStatus(v, "END"))
+        if version is not None:
+            if version not in states:
+                raise ServingError("NOT_FOUND", f"Could not find version {version} of model {short(name)}")
+            return [states[version]]
+        if not states:
+            raise ServingError("NOT_FOUND", f"Could not find any versions of model {short(name)}")
+        return [states[v] for v in sorted(states)]
+
+    def entries(self) -> list[ModelEntry]:
+        return [m.entry for m in self._models.values()]
+
+    def replace_entry(self, name: str, **changes) -> None:
+        model = self._model(name)
+        model.entry = dataclasses.replace(model.entry, **changes)

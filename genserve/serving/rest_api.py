@@ -1,0 +1,300 @@
+"""The REST front end: TF Serving's RESTful API (and the Prometheus page) beside the gRPC server.
+
+    genserve serve --models-dir out/models --port 8500 --rest-port 8501
+    curl -s localhost:8501/v1/models/toy
+    curl -s -d '{"instances": [[1.0], [2.0]]}' localhost:8501/v1/models/toy:predict
+
+Endpoints (tensorflow_serving/g3doc/api_rest.md; model_servers/http_rest_api_handler.cc,
+http_rest_api_util.cc, http_server.cc):
+
+    POST /v1/models/{name}[/versions/{N}|/labels/{L}]:predict     row ("instances") or columnar ("inputs")
+    POST /v1/models/{name}[/versions/{N}|/labels/{L}]:classify    501 UNIMPLEMENTED (no Example signatures)
+    POST /v1/models/{name}[/versions/{N}|/labels/{L}]:regress     501 UNIMPLEMENTED
+    GET  /v1/models/{name}[/versions/{N}|/labels/{L}]             GetModelStatusResponse as JSON
+    GET  /v1/models/{name}[/versions/{N}|/labels/{L}]/metadata    GetModelMetadataResponse as JSON
+    GET  <prometheus path>                                        metrics (with a MonitoringConfig)
+
+Like TF Serving, every path under /v1/ (case-insensitive) goes to one handler: a method or path it does
+not know answers 400 `{"error": "Malformed request: PUT /v1/..."}`, errors answer `{"error": ...}` with
+the HTTP status of their canonical code (errors.HTTP_STATUS), and paths outside /v1/ answer 404.
+The server is aiohttp on its own event loop in a thread; the blocking part of each request (JSON
+decoding, ModelServer.predict, JSON encoding) runs on a thread pool. Request bodies are bounded by the
+server's message limit (--max-message-mb; 413 beyond it). REST requests carry no deadline: they run
+under the server's --max-request-seconds, as TF Serving's run under --rest_api_timeout_in_ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from concurrent import futures
+from urllib.parse import unquote
+
+from genserve.serving import json_tensor
+from genserve.serving.errors import ServingError, truncate
+
+log = logging.getLogger("genserve.serving")
+
+V1_PATH = re.compile(r"(?i)/v1/.*")  # kHTTPRestApiHandlerPathRegex
+PREDICTION_PATH = re.compile(  # kPredictionApiGegex
+    r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
+STATUS_PATH = re.compile(  # kModelStatusApiRegex
+    r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
+MAX_INT64 = 2**63 - 1
+
+
+def _path_parts(match) -> tuple[str, int | None, str | None]:
+    """(model name, version, label) of a path match, percent-decoded as TF Serving's DecodeArg does."""
+    name, version, label = match.group(1) or "", match.group(2), match.group(3)
+    if version is not None:
+        number = int(version)
+        if number > MAX_INT64:
+            raise ServingError("INVALID_ARGUMENT", f"Failed to convert version: {version} to numeric.")
+        version = number
+    return unquote(name), version, (unquote(label) if label is not None else None)
+
+
+class RestApi:
+    """The request logic, independent of the HTTP library: `process(method, path, body)`."""
+
+    def __init__(self, server):
+        self._server = server
+
+    def process(self, method: str, path: str, body: bytes) -> tuple[int, str, str, str, str]:
+        """One request under /v1/.
+
+        Returns:
+            (HTTP status, JSON body, model name, API, canonical code) - the last three label metrics.
+        """
+        name, api = "", ""
+        try:
+            status = ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {truncate(path, 200)}")
+            output = None
+            if method == "POST":
+                match = PREDICTION_PATH.fullmatch(path)
+                if match:
+                    name, version, label = _path_parts(match)
+                    api = match.group(4).lower()
+                    output = self._post(api, name, version, label, body)
+            elif method == "GET":
+                match = STATUS_PATH.fullmatch(path)
+                if match:
+                    name, version, label = _path_parts(match)
+                    if not name:
+                        raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
+                    output = (self._metadata(name, version, label) if match.group(4)
+                              else self._status(name, version, label))
+            if output is None:
+                raise status
+            return 200, output, name, api, "OK"
+        except ServingError as e:
+            return e.http_status, json_tensor.error_json(e.message), name, api, e.code
+        except Exception as e:  # a bug: answer 500, log one line, keep serving
+            log.error("REST %s %s failed: %s: %s", method, truncate(path, 200), type(e).__name__,
+                      truncate(str(e), 300))
+            log.debug("REST traceback", exc_info=True)
+            message = truncate(f"internal error: {type(e).__name__}: {e}")
+            return 500, json_tensor.error_json(message), name, api, "INTERNAL"
+
+    def _spec(self, request, name, version, label) -> None:
+        request.model_spec.name = name
+        if version is not None:
+            request.model_spec.version.value = version
+        if label is not None:
+            request.model_spec.version_label = label
+
+    def _post(self, api: str, name: str, version, label, body: bytes) -> str:
+        if api != "predict":
+            raise ServingError("UNIMPLEMENTED", f"the :{api} API is not implemented by genserve (it needs "
+                                                "tf.Example signatures); use :predict")
+        from genserve.clients.codec import fill_tensor_proto, from_tensor_proto
+        from tensorflow_serving.apis import predict_pb2
+
+        doc = json_tensor.parse_body(body)
+        request = predict_pb2.PredictRequest()
+        self._spec(request, name, version, label)
+        request.model_spec.signature_name = json_tensor.signature_name(doc)
+        sig = self._server.registry.resolve(name, version, label).signature(
+            request.model_spec.signature_name)
+        arrays, fmt = json_tensor.request_arrays(doc, {k: s.dtype for k, s in sig.inputs.items()})
+        for key, array in arrays.items():
+            fill_tensor_proto(request.inputs[key], array)
+        response = self._server.predict(request, predict_pb2.PredictResponse, None)
+        outputs = {key: from_tensor_proto(proto) for key, proto in response.outputs.items()}
+        return json_tensor.outputs_json(outputs, fmt)
+
+    def _status(self, name: str, version, label) -> str:
+        from google.protobuf import json_format
+
+        from genserve.serving.grpc_api import status_response
+
+        if label is not None:
+            version = self._server.registry.resolve(name, None, label).version
+        response = status_response(self._server.registry.status(name, version))
+        for item in response.model_version_status:
+            item.status.SetInParent()  # TF Serving always sets it ({"error_code": "OK", ...})
+        return json_format.MessageToJson(response, always_print_fields_with_no_presence=True, indent=1)
+
+    def _metadata(self, name: str, version, label) -> str:
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+
+        loaded = self._server.registry.resolve(name, version, label)
+        spec = model_pb2.ModelSpec(name=loaded.name)
+        spec.version.value = loaded.version
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        if not loaded.signature_def_any.Unpack(sig_map):
+            raise ServingError("INTERNAL", "Failed to unpack 'Any' object to 'SignatureDefMap'.")
+        options = dict(always_print_fields_with_no_presence=True, preserving_proto_field_name=True,
+                       indent=1)
+        return ('{\n"model_spec":' + json_format.MessageToJson(spec, **options) + ',\n"metadata": {'
+                '"signature_def": ' + json_format.MessageToJson(sig_map, **options) + "}\n}\n")
+
+
+class RestServer:
+    """aiohttp on its own event loop and thread, serving RestApi and (optionally) the metrics page.
+
+    Args:
+        server: the ModelServer (its registry, predict, observe and max_workers are used).
+        host, port: where to listen; port 0 picks a free one (see `.port` after start()).
+        max_body_bytes: the largest request body accepted (413 beyond).
+        metrics: a metrics.ServingMetrics to expose at `metrics_path` (None: no metrics page).
+    """
+
+    def __init__(self, server, host: str, port: int, max_body_bytes: int, metrics=None,
+                 metrics_path: str | None = None, max_workers: int = 32):
+        self._api = RestApi(server)
+        self._server = server
+        self.host = host
+        self.port = port
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        self.metrics_path = metrics_path if metrics is not None else None
+        self._executor = futures.ThreadPoolExecutor(max_workers=max_workers,
+                                                    thread_name_prefix="genserve-rest")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner = None
+        self._inflight = 0  # requests being handled (touched on the loop thread only)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> int:
+        """Bind and serve in a background thread. Returns the bound port.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        ready: futures.Future = futures.Future()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="genserve-rest-loop",
+                                        daemon=True)
+        self._thread.start()
+        try:
+            self.port = ready.result(timeout=60)
+        except OSError as e:
+            self._thread.join(timeout=10)
+            raise OSError(f"cannot listen on {self.host}:{self.port} for REST ({e.strerror or e})") from None
+        return self.port
+
+    def _run(self, ready: futures.Future) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
+        try:
+            port = loop.run_until_complete(self._setup())
+        except BaseException as e:
+            ready.set_exception(e)
+            loop.run_until_complete(self._cleanup())
+            loop.close()
+            return
+        ready.set_result(port)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._cleanup())
+            loop.close()
+
+    async def _setup(self) -> int:
+        from aiohttp import web
+
+        app = web.Application(client_max_size=self.max_body_bytes)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # shutdown_timeout: what is left in flight after stop()'s own grace wait is cancelled at once.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_port=False)
+        await site.start()
+        return self._runner.addresses[0][1]
+
+    async def _cleanup(self, grace: float = 0.0) -> None:
+        if self._runner is None:
+            return
+        for site in list(self._runner.sites):
+            await site.stop()  # no new connections
+        deadline = time.monotonic() + grace
+        while self._inflight and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self._runner.cleanup()  # closes keep-alive connections, cancels what is left
+        self._runner = None
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        """Stop accepting, give requests in flight `grace` seconds, then close."""
+        grace = 0.0 if grace is None else grace
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self._cleanup(grace), loop).result(timeout=grace + 10)
+            except (futures.TimeoutError, RuntimeError) as e:
+                log.warning("REST shutdown: %s", e)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._thread = None
+
+    # -- requests ---------------------------------------------------------------------------------
+    async def _handle(self, request):
+        from aiohttp import web
+
+        path = request.rel_url.raw_path
+        if self.metrics_path is not None and request.path == self.metrics_path:
+            from genserve.serving.metrics import CONTENT_TYPE
+
+            page = await asyncio.get_running_loop().run_in_executor(self._executor, self.metrics.exposition)
+            return web.Response(body=page, headers={"Content-Type": CONTENT_TYPE})
+        if not V1_PATH.fullmatch(path):
+            return web.Response(status=404, text=f"404: Not Found: {truncate(path, 200)}")
+        self._inflight += 1
+        try:
+            return await self._handle_v1(request, path)
+        finally:
+            self._inflight -= 1
+
+    async def _handle_v1(self, request, path: str):
+        from aiohttp import web
+
+        start = time.perf_counter()
+        if request.method == "OPTIONS":  # CORS preflight, as TF Serving answers it
+            if re.search(r"https?://", request.headers.get("Origin", "")):
+                return web.Response(status=200, content_type="application/json")
+            error = ServingError("FAILED_PRECONDITION", "Origin header is missing in CORS preflight")
+            return self._json(error.http_status, json_tensor.error_json(error.message))
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            message = (f"request body is larger than this server's limit of {self.max_body_bytes:,} bytes "
+                       "(--max-message-mb)")
+            self._server.observe("REST", "", "", "RESOURCE_EXHAUSTED", time.perf_counter() - start)
+            return self._json(413, json_tensor.error_json(message))
+        status, text, model, api, code = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._api.process, request.method, path, body)
+        self._server.observe("REST", api, model, code, time.perf_counter() - start)
+        return self._json(status, text)
+
+    @staticmethod
+    def _json(status: int, text: str):
+        from aiohttp import web
+
+        return web.Response(status=status, text=text, content_type="application/json")
+

@@ -1,0 +1,272 @@
+"""`genserve batch run` end to end: tiny text + VAE exports, a real embedded server on port 0.
+
+    .venv/bin/python -m pytest tests/test_batch_engine.py -q
+
+Covers: the results layout and records, grouping (requests counted by the backend), an error item
+that does not stop the job (exit 1), resume after a simulated kill, --force, determinism across
+concurrency and request sizes, --models-dir equal to --target, the same text as
+`genserve generate --server-side`, a pinned version that disappears, and no TensorFlow import
+with --target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("tensorflow")
+
+TEXT = "a rose by any other name would smell as sweet; so romeo would, were he not romeo call'd.\n" * 30
+SEED = "a rose by any other"  # 19 chars > maxlen 12: every seed is cut to the same 12
+
+
+def _run(*args):
+    from genserve.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    """Tiny text (maxlen 12, 16 units) and VAE exports with random weights: no training needed."""
+    from genserve.data.text import Vocabulary
+    from genserve.export.text import export_text
+    from genserve.export.vae import export_vae
+    from genserve.training import text as text_training
+    from genserve.training import vae as vae_training
+
+    root = tmp_path_factory.mktemp("batch")
+    models, text_work, vae_work = root / "models", root / "text", root / "vae"
+    text_work.mkdir()
+    vae_work.mkdir()
+    cfg = dataclasses.replace(text_training.TextConfig(), maxlen=12, units=16)
+    vocab = Vocabulary.from_text(TEXT)
+    (text_work / text_training.CONFIG_FILE).write_text(cfg.to_json())
+    (text_work / text_training.VOCAB_FILE).write_text(vocab.to_json())
+    text_training.save_model_atomic(text_training.build_model(cfg, len(vocab)), text_work / text_training.BEST_FILE)
+    export_text(text_work, models)
+    vcfg = vae_training.VAEConfig(conv_filters=(4, 8, 8, 8), dense_units=8)
+    vae = vae_training.new_model(vcfg)
+    (vae_work / vae_training.CONFIG_FILE).write_text(vcfg.to_json())
+    vae.encoder.save_weights(vae_work / vae_training.BEST_ENCODER)
+    vae.decoder.save_weights(vae_work / vae_training.BEST_DECODER)
+    export_vae(vae_work, models)
+    return models
+
+
+@pytest.fixture(scope="module")
+def target(models_dir):
+    from genserve.serving.server import serve
+
+    with serve(models_dir, poll_seconds=0) as address:
+        yield address
+
+
+def job_lines() -> list[dict]:
+    lines = [{"id": f"t{i}", "kind": "text", "seed_text": SEED, "length": 24, "temperatures": [0.2, 1.0],
+              "seed": i} for i in range(5)]
+    lines += [{"id": "t-one", "kind": "text", "seed_text": SEED, "length": 24, "temperature": 0.5, "seed": 9},
+              {"id": "t-topk", "kind": "text", "seed_text": SEED, "length": 10, "temperature": 1.0,
+               "top_k": 3, "samples": 2, "seed": 4},
+              {"id": "bad-chars", "kind": "text", "seed_text": "ZZZ#", "length": 24},
+              {"id": "g1", "kind": "grid", "n": 3},
+              {"id": "g2", "kind": "grid", "n": 4, "range": [-1, 1], "spacing": "linear", "scale": 2},
+              {"id": "d1", "kind": "decode", "points": [[0, 0], [1, -1], [0.5, 0.5]]},
+              {"id": "d-wrong", "kind": "decode", "points": [[0, 0, 0]]}]
+    return lines
+
+
+@pytest.fixture()
+def job(tmp_path) -> Path:
+    path = tmp_path / "job.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in job_lines()))
+    return path
+
+
+def records(out: Path) -> dict[str, dict]:
+    found = {}
+    for line in (out / "results.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        found[record["id"]] = record
+    return found
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "results.jsonl"}
+
+
+def run_local(job, out, backend=None, **kw):
+    from genserve.batch.local import JobOptions, run_job
+
+    opts = JobOptions(out=out, progress=False, **kw)
+    return run_job(job, opts, backend=backend)
+
+
+def test_cli_job_writes_files_and_records_and_exit_code_1(target, job, tmp_path):
+    out = tmp_path / "out"
+    result = _run("batch", "run", job, "--out", out, "--target", target, "--quiet")
+    assert result.exit_code == 1, result.output  # two items fail, the rest go on
+    assert "12 item(s): 10 ok, 2 failed" in result.stdout
+    got = records(out)
+    assert set(got) == {line["id"] for line in job_lines()}
+    assert got["bad-chars"]["status"] == "error" and "'Z'" in got["bad-chars"]["error"]
+    assert got["d-wrong"]["status"] == "error" and "2-d latent space" in got["d-wrong"]["error"]
+    ok = got["t0"]
+    assert ok["status"] == "ok" and ok["model"] == "text" and ok["version"] == 1
+    assert ok["outputs"] == ["t0-t0.2-s0.txt", "t0-t1-s0.txt"] and ok["line"] == 1
+    assert {"seconds", "started"} <= set(ok["timings"])
+    assert all(len((out / p).read_text()) == 24 for p in ok["outputs"])
+    assert got["t-one"]["outputs"] == ["t-one.txt"]
+    from PIL import Image
+
+    with Image.open(out / "g1.png") as im:
+        assert im.size == (3 * 28, 3 * 28)
+    with Image.open(out / "g2.png") as im:
+        assert im.size == (4 * 28 * 2, 4 * 28 * 2)
+    with Image.open(out / "d1.png") as im:
+        assert im.size == (3 * 28, 28)
+    assert got["g1"]["version"] == 1 and got["g1"]["model"] == "vae"
+
+
+def test_grouping_one_generate_request_and_one_decode_request(target, job, tmp_path):
+    from genserve.batch.backends import RemoteBackend
+
+    backend = RemoteBackend(target)
+    try:
+        summary = run_local(job, tmp_path / "out", backend=backend, concurrency=1)
+    finally:
+        backend.close()
+    assert (summary.ok, summary.failed) == (10, 2)
+    calls = dict(backend.calls)
+    assert calls[("text", "generate")] == 1  # 6 server-side items, 11 streams, one request
+    assert calls[("vae", "decode")] == 1  # 2 grids + 1 decode item: 9 + 16 + 3 points, one request
+    assert calls[("text", "prime")] == 1 and calls[("text", "step")] == 9  # top_k: client-side, 10 chars
+    assert calls[("text", "info")] == 1
+
+
+def test_text_item_equals_genserve_generate_server_side(target, job, tmp_path):
+    from genserve.clients.core import Client
+    from genserve.clients.text import TextModel, generate
+
+    out = tmp_path / "out"
+    run_local(job, out, target=target)
+    with Client(target) as client:
+        want = generate(TextModel(client), SEED, length=24, temperatures=[0.2, 1.0], seed=3, server_side=True)
+        topk = generate(TextModel(client), SEED, length=10, temperatures=[1.0], samples=2, seed=4, top_k=3)
+    assert [(out / p).read_text() for p in records(out)["t3"]["outputs"]] == [s["text"] for s in want["samples"]]
+    assert [(out / p).read_text() for p in records(out)["t-topk"]["outputs"]] == [s["text"] for s in topk["samples"]]
+
+
+def test_same_outputs_whatever_the_concurrency_and_request_size(target, job, tmp_path):
+    run_local(job, tmp_path / "a", target=target, concurrency=1)
+    run_local(job, tmp_path / "b", target=target, concurrency=4, max_rows=3)
+    assert outputs(tmp_path / "a") == outputs(tmp_path / "b")
+    assert len(outputs(tmp_path / "a")) == 5 * 2 + 1 + 2 + 3
+
+
+def test_resume_after_a_kill_skips_ok_items_and_gives_identical_outputs(target, job, tmp_path):
+    out = tmp_path / "out"
+    run_local(job, out, target=target)
+    before = outputs(out)
+    lines = (out / "results.jsonl").read_bytes().splitlines(keepends=True)
+    # A kill: only the first 4 records made it, the 5th is torn; one output was being written.
+    (out / "results.jsonl").write_bytes(b"".join(lines[:4]) + lines[4][:17])
+    (out / ".g1.png.tmp-batch-123-456").write_bytes(b"half a png")
+    kept = {json.loads(line)["id"] for line in lines[:4]}
+    from genserve.batch.backends import RemoteBackend
+
+    backend = RemoteBackend(target)
+    try:
+        summary = run_local(job, out, backend=backend)
+    finally:
+        backend.close()
+    assert summary.skipped == len([k for k in kept if records(out)[k]["status"] == "ok"])
+    assert summary.ok + summary.failed + summary.skipped == 12
+    assert outputs(out) == before  # no temporary left, same bytes
+    got = records(out)
+    assert set(got) == {line["id"] for line in job_lines()}
+    assert all(json.loads(line) for line in (out / "results.jsonl").read_text().splitlines())
+    again = run_local(job, out, target=target)  # everything ok is skipped; the 2 errors are retried
+    assert (again.skipped, again.failed, again.ok) == (10, 2, 0)
+
+
+def test_force_redoes_ok_items(target, job, tmp_path):
+    out = tmp_path / "out"
+    run_local(job, out, target=target)
+    n = len((out / "results.jsonl").read_text().splitlines())
+    summary = run_local(job, out, target=target, force=True)
+    assert (summary.skipped, summary.ok) == (0, 10)
+    assert len((out / "results.jsonl").read_text().splitlines()) == n + 12
+
+
+def test_changed_item_is_redone_not_skipped(target, tmp_path):
+    job = tmp_path / "job.jsonl"
+    job.write_text(json.dumps({"id": "g", "kind": "grid", "n": 2}) + "\n")
+    out = tmp_path / "out"
+    assert run_local(job, out, target=target).ok == 1
+    job.write_text(json.dumps({"id": "g", "kind": "grid", "n": 3}) + "\n")
+    summary = run_local(job, out, target=target)
+    assert (summary.skipped, summary.ok) == (0, 1)
+
+
+def test_models_dir_engine_gives_the_same_outputs(models_dir, target, job, tmp_path):
+    run_local(job, tmp_path / "remote", target=target)
+    result = _run("batch", "run", job, "--out", tmp_path / "local", "--models-dir", models_dir, "--quiet")
+    assert result.exit_code == 1, result.output
+    assert outputs(tmp_path / "remote") == outputs(tmp_path / "local")
+    assert records(tmp_path / "local")["t0"]["version"] == 1
+
+
+def test_pinned_version_that_disappears_fails_items_clearly(target, tmp_path):
+    from genserve.batch.backends import RemoteBackend
+
+    job = tmp_path / "job.jsonl"
+    job.write_text(json.dumps({"id": "g", "kind": "grid", "n": 2}) + "\n"
+                   + json.dumps({"id": "x", "kind": "grid", "model": "no-such-model"}) + "\n")
+    backend = RemoteBackend(target, versions={"vae": 7})  # as if version 7 had been unloaded mid-job
+    try:
+        summary = run_local(job, tmp_path / "out", backend=backend)
+    finally:
+        backend.close()
+    assert summary.failed == 2
+    got = records(tmp_path / "out")
+    assert "version 7 (pinned for this job)" in got["g"]["error"]
+    assert "'no-such-model'" in got["x"]["error"] and "NOT_FOUND" in got["x"]["error"]
+
+
+def test_target_mode_imports_no_tensorflow(target, job, tmp_path):
+    code = ("import sys\nfrom genserve.cli import app\n"
+            "try:\n    app(sys.argv[1:], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\nprint('NO-TF')\n")
+    done = subprocess.run([sys.executable, "-c", code, "batch", "run", str(job), "--out", str(tmp_path / "o"),
+                           "--target", target, "--quiet"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "GENSERVE_TARGET": ""})
+    assert "NO-TF" in done.stdout, done.stdout + done.stderr
+    assert len(records(tmp_path / "o")) == 12
+
+
+@pytest.mark.slow  # ~30 s on 2 cores (ray.init ~10 s, an actor pool ~15 s); run with -m slow
+def test_ray_engine_gives_the_same_outputs_as_the_local_engine(target, job, tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 'genserve[batch]')")
+    from genserve.batch.local import JobOptions
+    from genserve.batch.ray_engine import run_job_ray
+
+    run_local(job, tmp_path / "local", target=target)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the 2 CI cores
+    try:
+        summary = run_job_ray(job, JobOptions(out=tmp_path / "ray", target=target, concurrency=2,
+                                              progress=False), actor_cpus=0.5)
+        assert (summary.ok, summary.failed, summary.skipped) == (10, 2, 0)
+        assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+        assert records(tmp_path / "ray")["t0"]["version"] == 1
+        again = run_job_ray(job, JobOptions(out=tmp_path / "ray", target=target, progress=False))
+        assert (again.skipped, again.failed) == (10, 2)  # resume works the same way
+    finally:
+        ray.shutdown()

@@ -1,0 +1,115 @@
+"""DCGAN training smoke on synthetic 28x28 data: checkpoint, sample grid, resume, corrupt checkpoint,
+and the classifier-based evaluation with a tiny classifier.
+
+    .venv/bin/python -m pytest -q tests/test_gan_training.py
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("tensorflow")
+
+from genserve.data import mnist  # noqa: E402
+from genserve.training import gan  # noqa: E402
+from genserve.training import mnist_classifier as mc  # noqa: E402
+
+TINY = dataclasses.replace(gan.GANConfig(), dataset="synthetic", epochs=1, batch_size=32, latent_dim=8,
+                           gen_filters=(16, 8), disc_filters=(8, 16), grid=3)
+DATA = mnist.synthetic(96, 64, seed=0)
+
+
+def test_config_round_trip_and_validation():
+    assert gan.GANConfig.from_json(TINY.to_json()) == TINY
+    assert 100 <= gan.GANConfig().latent_dim <= 128
+    with pytest.raises(ValueError, match="label_noise"):
+        gan.GANConfig(label_noise=0.7)
+    with pytest.raises(ValueError, match="gen_filters"):
+        gan.GANConfig(gen_filters=(8,))
+
+
+def test_shapes_and_the_stateless_draw():
+    cfg = gan.GANConfig(latent_dim=8, gen_filters=(8, 4), disc_filters=(4,))
+    g, d = gan.build_generator(cfg), gan.build_discriminator(cfg)
+    images = np.asarray(g(np.zeros((3, 8), np.float32)))
+    assert images.shape == (3, 28, 28, 1) and 0 <= images.min() and images.max() <= 1
+    assert tuple(d(images).shape) == (3, 1)
+    z = np.asarray(gan.latent_from_seeds(np.array([1, 2, 1], np.int64), 8))
+    assert z.shape == (3, 8)
+    np.testing.assert_array_equal(z[0], z[2])
+    assert not np.allclose(z[0], z[1])
+
+
+def test_bce_with_logits_matches_hand_computation():
+    logits = np.array([[2.0], [-1.0]], np.float32)
+    targets = np.array([[1.0], [0.25]], np.float32)
+    s = 1 / (1 + np.exp(-logits))
+    expected = -np.mean(targets * np.log(s) + (1 - targets) * np.log(1 - s))
+    assert float(gan.bce_with_logits(targets, logits)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_train_resume_and_corrupt_checkpoint(tmp_path):
+    work = tmp_path / "work"
+    state = gan.train(TINY, work, data=DATA.x_train[..., None], verbose=0)
+    assert state["epoch"] == 1 and set(state["history"][0]) >= {"d_loss", "g_loss", "d_real", "d_fake"}
+    assert json.loads((work / "state.json").read_text())["checkpoint"]["file"] == "ckpt-0001.weights.h5"
+    assert gan.GANConfig.from_json((work / "config.json").read_text()) == TINY
+    with Image.open(work / "samples" / "epoch_0001.png") as im:
+        assert im.size == (3 * 28, 3 * 28)
+    assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+    # resume: the generator continues from the checkpoint, one more epoch, the old checkpoint is gone
+    _, before = gan.load_generator(work)
+    z = np.random.default_rng(0).standard_normal((2, TINY.latent_dim)).astype(np.float32)
+    state = gan.train(dataclasses.replace(TINY, epochs=2), work, resume=True, data=DATA.x_train[..., None],
+                      verbose=0)
+    assert state["epoch"] == 2 and [h["epoch"] for h in state["history"]] == [1, 2]
+    assert sorted(p.name for p in work.glob("ckpt-*")) == ["ckpt-0002.weights.h5"]
+    _, after = gan.load_generator(work)
+    assert not np.allclose(np.asarray(before(z)), np.asarray(after(z)))
+    assert (work / "samples" / "epoch_0002.png").exists()
+
+    with pytest.raises(ValueError, match="different shape"):
+        gan.train(dataclasses.replace(TINY, latent_dim=9, epochs=3), work, resume=True,
+                  data=DATA.x_train[..., None], verbose=0)
+
+    # a corrupt checkpoint is refused with a clear message, on resume and on load
+    ckpt = work / "ckpt-0002.weights.h5"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(gan.CheckpointError, match="corrupt.*sha256"):
+        gan.train(dataclasses.replace(TINY, epochs=3), work, resume=True, data=DATA.x_train[..., None], verbose=0)
+    with pytest.raises(gan.CheckpointError, match="corrupt"):
+        gan.load_generator(work)
+    ckpt.unlink()
+    with pytest.raises(gan.CheckpointError, match="missing"):
+        gan.load_generator(work)
+    with pytest.raises(gan.CheckpointError, match="nothing to resume"):
+        gan.train(TINY, tmp_path / "empty", resume=True, data=DATA.x_train[..., None], verbose=0)
+
+
+def test_classifier_cache_and_evaluation(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENSERVE_CACHE", str(tmp_path / "cache"))
+    cfg = mc.ClassifierConfig(filters=(4, 8), convs_per_block=1, feature_units=16, epochs=1, batch_size=64)
+    model, info = mc.load_or_train("synthetic", data=DATA, cfg=cfg)
+    path = tmp_path / "cache" / "synthetic_classifier.keras"
+    assert info["path"] == str(path) and path.exists() and not info["cached"]
+    assert 0.0 <= info["test_accuracy"] <= 1.0
+    again, info2 = mc.load_or_train("synthetic", cfg=cfg)  # from the cache: no data needed
+    assert info2["cached"] and info2["test_accuracy"] == info["test_accuracy"]
+    probs, feats = mc.classifier_outputs(again, DATA.x_test)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert feats.shape == (64, 16)
+    np.testing.assert_allclose(mc.classifier_outputs(model, DATA.x_test)[0], probs, atol=1e-6)
+
+    work = tmp_path / "gan"
+    gan.train(TINY, work, data=DATA.x_train[..., None], verbose=0)
+    result = gan.evaluate(work, samples=32, classifier=again, test_images=DATA.x_test)
+    assert result["generated"] == 32 and result["reference"] == 32
+    assert 1.0 <= result["score"] <= 10.0 and 1.0 <= result["real_score"] <= 10.0
+    assert result["fid"] >= 0 and result["real_fid"] >= 0
+    assert mc.fid(feats, feats) == pytest.approx(0.0, abs=1e-6)

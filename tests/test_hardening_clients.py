@@ -1,0 +1,161 @@
+"""Issue 12, client side: retries across a server restart, version pinning, --target validation.
+
+    .venv/bin/python -m pytest -q tests/test_hardening_clients.py
+
+Real embedded servers on 127.0.0.1 (port 0, then restarted on the SAME port); no mocks of the wire.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from genserve.cli.common import parse_target
+from genserve.clients.core import Client, GenserveError, PinnedModel, RetryPolicy
+
+
+def _affine(client_or_pinned, **kwargs) -> float:
+    out = client_or_pinned.predict(inputs={"x": np.array([[1.0]], np.float32)}, signature="affine", **kwargs) \
+        if isinstance(client_or_pinned, PinnedModel) else \
+        client_or_pinned.predict("toy", {"x": np.array([[1.0]], np.float32)}, signature="affine", **kwargs)
+    return float(out["y"][0, 0])
+
+
+# --- 1. retries until the deadline, across a restart on the same port -------------------------------
+def test_call_survives_a_server_restart_on_the_same_port(toy_models_dir):
+    from genserve.serving.server import ModelServer
+
+    first = ModelServer(toy_models_dir, port=0, poll_seconds=0)
+    port = first.start()
+    restarted: list = []
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=15.0) as client:
+            assert _affine(client) == 2.0 + 2.0  # latest toy: y = 2x + 2
+            first.stop(grace=0)
+
+            def restart():
+                time.sleep(2.5)  # a restart takes seconds: longer than 5 fixed attempts used to last
+                server = ModelServer(toy_models_dir, port=port, poll_seconds=0)
+                server.start()
+                restarted.append(server)
+
+            thread = threading.Thread(target=restart)
+            thread.start()
+            start = time.monotonic()
+            y = _affine(client)  # issued while nothing listens: retried until the server is back
+            elapsed = time.monotonic() - start
+            thread.join()
+        assert y == 4.0 and 2.0 < elapsed < 12.0
+    finally:
+        first.stop(grace=0)
+        for server in restarted:
+            server.stop(grace=0)
+
+
+def test_short_deadline_gives_one_clear_line():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    with Client(f"127.0.0.1:{port}", timeout=0.6) as client:
+        start = time.monotonic()
+        with pytest.raises(GenserveError) as info:
+            client.status("toy")
+        elapsed = time.monotonic() - start
+    error = info.value
+    assert error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert "\n" not in str(error) and "attempt(s)" in error.details and "deadline 0.6 s" in error.details
+    assert elapsed < 1.5
+    with Client(f"127.0.0.1:{port}", timeout=5.0, retry=RetryPolicy.disabled()) as client:
+        start = time.monotonic()
+        with pytest.raises(GenserveError) as info:
+            client.status("toy")
+    assert "1 attempt(s)" in info.value.details and time.monotonic() - start < 1.0
+
+
+def test_backoff_grows_is_capped_and_jittered():
+    policy = RetryPolicy(initial_backoff=0.1, multiplier=2.0, max_backoff=1.0, jitter=0.2)
+    waits = [policy.backoff(k) for k in range(1, 12)]
+    assert 0.1 <= waits[0] <= 0.12 and 0.2 <= waits[1] <= 0.24
+    assert all(1.0 <= w <= 1.2 for w in waits[5:])
+    assert len({round(w, 6) for w in waits[5:]}) > 1  # jitter spreads clients out
+    assert RetryPolicy().max_attempts is None  # no fixed count: the deadline decides
+    with pytest.raises(ValueError):
+        RetryPolicy(max_attempts=0)
+
+
+# --- 2. version pinning -------------------------------------------------------------------------------
+def test_pinned_model_keeps_its_version_while_a_new_one_loads(toy_models_dir, tmp_path):
+    from genserve.export.toy import ToyConfig, export_toy
+    from genserve.serving.server import serve
+
+    models = tmp_path / "models"
+    shutil.copytree(toy_models_dir, models)
+    with serve(models, poll_seconds=0.2) as target, Client(target, timeout=20) as client:
+        pinned = client.pinned("toy")
+        assert pinned.version == 2 and "affine" in pinned.signatures
+        assert client.resolve_version("toy") == 2
+        export_toy(models, ToyConfig(bias=30.0), version=3)
+        deadline = time.monotonic() + 15
+        while client.resolve_version("toy") != 3:
+            assert time.monotonic() < deadline, "version 3 never loaded"
+            time.sleep(0.1)
+        assert _affine(client) == 32.0  # unpinned: the new latest
+        assert _affine(pinned) == 4.0  # pinned: still version 2
+        gone = PinnedModel(client, "toy", 77)
+        with pytest.raises(GenserveError) as info:
+            _affine(gone)
+    assert info.value.code == grpc.StatusCode.NOT_FOUND
+    assert "version 77 is no longer served" in info.value.details and "rerun" in info.value.details
+
+
+def test_vae_and_style_clients_pin_through_core(toy_models_dir):
+    """VAEModel/RemoteStyle resolve the version once via Client.pinned (checked on the toy's metadata:
+    the wrong-model error comes from the pinned signatures, and the version is filled in)."""
+    from genserve.clients.style import RemoteStyle
+    from genserve.clients.vae import VAEModel
+    from genserve.serving.server import serve
+
+    with serve(toy_models_dir, poll_seconds=0) as target, Client(target, timeout=20) as client:
+        vae = VAEModel(client, model="toy")
+        with pytest.raises(ValueError, match="is it a VAE"):
+            vae.latent_dim
+        assert vae.version == 2
+        style = RemoteStyle(client, model="toy", version=1)
+        with pytest.raises(ValueError, match="is it a style export"):
+            style.layers()
+        assert style.version == 1 and style.pinned().version == 1
+
+
+# --- 3. --target -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", ["127.0.0.1:84036", "127.0.0.1:0", ":8500", "localhost", "a b:1",
+                                 "host:port", "127.0.0.1:-5"])
+def test_parse_target_rejects(bad):
+    with pytest.raises(ValueError):
+        parse_target(bad)
+
+
+def test_parse_target_accepts():
+    for good in ("127.0.0.1:8500", "localhost:1", "[::1]:65535", "my-host.example.com:8500",
+                 "dns:///serving:8500", "unix:/tmp/genserve.sock"):
+        assert parse_target(good) == good
+
+
+@pytest.mark.parametrize("command", [["grid"], ["encode"], ["stylize", "a.png", "b.png", "-o", "x.png"],
+                                     ["generate"]])
+def test_every_client_command_rejects_a_bad_target_in_one_line(command, tmp_path):
+    from genserve.cli import app
+
+    result = CliRunner().invoke(app, [*command, "--target", "127.0.0.1:84036"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: --target") and result.stderr.count("\n") == 1
+    assert "65535" in result.stderr
+    result = CliRunner().invoke(app, ["grid"], env={"GENSERVE_TARGET": "nohost"})
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "host:port" in result.stderr

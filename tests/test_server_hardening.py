@@ -1,0 +1,220 @@
+"""Hostile requests against `genserve serve` running as a subprocess: each case once took the server
+down, stalled it or leaked details; each must now answer a clear status while the server keeps serving.
+
+    .venv/bin/python -m pytest tests/test_server_hardening.py -q
+
+Cases (issue 12): a 1.6 MB VAE decode request that crashed TensorFlow's conv kernels; a 29-byte toy
+request declaring [5e8, 1] elements; abandoned long `generate` requests holding every worker; a
+megabyte-long model name; garbage bytes (logged in one line, not a traceback); version folders named
+`0012` and `²`; SIGTERM with work in flight (a bounded drain).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+
+from genserve.clients.core import Client, GenserveError  # noqa: E402
+
+TIMEOUT = 30
+TEXT = "she sells sea shells by the sea shore; the shells she sells are surely sea shells.\n" * 30
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """toy, an untrained VAE and a tiny text model, plus version folders that are not versions."""
+    from genserve.export.text import export_text
+    from genserve.export.toy import export_toy
+    from genserve.export.vae import build_module
+    from genserve.export.writer import save_version
+    from genserve.training.text import TextConfig, train
+    from genserve.training.vae import VAEConfig, build_decoder, build_encoder
+
+    root = tmp_path_factory.mktemp("hostile-models")
+    export_toy(root)
+    cfg = VAEConfig()
+    module, sigs = build_module(build_encoder(cfg), build_decoder(cfg), cfg.latent_dim)
+    save_version(module, root, "vae", sigs, default="decode")
+    work = tmp_path_factory.mktemp("text-work")
+    train(dataclasses.replace(TextConfig(), maxlen=20, units=16, batch_size=32, epochs=1), work,
+          verbose=0, log=lambda line: None, text=TEXT)
+    export_text(work, root)
+    for odd in ("0012", "²", "12a"):  # not canonical version numbers: never served, never a crash
+        (root / "toy" / odd).mkdir()
+        (root / "toy" / odd / "saved_model.pb").write_bytes(b"junk")
+    return root
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen, target: str, log: Path):
+        self.proc, self.target, self.log = proc, target, log
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def toy_ok(self, timeout: float = TIMEOUT) -> bool:
+        with Client(self.target, timeout=timeout) as client:
+            return float(client.predict("toy", {"x": np.array([[1.0]], np.float32)})["y"][0, 0]) == 3.0
+
+
+@pytest.fixture(scope="module")
+def served(models, tmp_path_factory):
+    log = tmp_path_factory.mktemp("log") / "server.log"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with open(log, "w") as err:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("genserve")), "serve", "--models-dir",
+                                 str(models), "--port", "0", "--poll-seconds", "0",
+                                 "--max-concurrent", "2", "--max-queue", "2", "--drain-seconds", "2"],
+                                stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    line = proc.stdout.readline()
+    match = re.search(r" on 127\.0\.0\.1:(\d+)", line)
+    assert match, (line, log.read_text()[-2000:])
+    served = Served(proc, f"127.0.0.1:{match.group(1)}", log)
+    yield served
+    if served.alive():
+        proc.kill()
+        proc.wait(30)
+
+
+@pytest.fixture
+def stub(served):
+    with grpc.insecure_channel(served.target, options=[("grpc.max_send_message_length", 64 << 20)]) as ch:
+        yield prediction_service_pb2_grpc.PredictionServiceStub(ch), ch
+
+
+def _request(model: str, signature: str = "") -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    return request
+
+
+def test_odd_version_folders_are_ignored(served):
+    with Client(served.target, timeout=TIMEOUT) as client:
+        assert client.status("toy") == [(1, "AVAILABLE")]
+    assert served.toy_ok()
+
+
+def test_huge_vae_batch_is_refused_before_it_runs(served, stub):
+    stub, _ = stub
+    request = _request("vae", "decode")
+    request.inputs["z"].CopyFrom(tf.make_tensor_proto(np.zeros((200_000, 2), np.float32)))  # 1.6 MB
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Predict(request, timeout=TIMEOUT)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "200,000 rows" in err.value.details() and "at most" in err.value.details()
+    assert served.alive() and served.toy_ok()
+
+
+def test_declared_shape_without_values_is_refused(served, stub):
+    stub, _ = stub
+    request = _request("toy")
+    x = request.inputs["x"]
+    x.dtype = tf.float32.as_datatype_enum
+    x.tensor_shape.dim.add().size = 500_000_000
+    x.tensor_shape.dim.add().size = 1  # 29 bytes on the wire, 2 GB decoded
+    assert request.ByteSize() < 64
+    start = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Predict(request, timeout=TIMEOUT)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "500,000,000 input elements" in err.value.details()
+    assert time.monotonic() - start < 5
+    assert served.alive() and served.toy_ok()
+
+
+def test_abandoned_long_generations_do_not_stall_other_models(served):
+    """Eight generate requests far beyond their 1 s deadline: the deadline goes into Session.run and the
+    text model's own queue is bounded, so the toy model answers at once and the threads come back."""
+    ids = np.zeros((128, 20), np.int32)
+    inputs = {"ids": ids, "temperature": np.ones(128, np.float32),
+              "length": np.full(128, 20_000, np.int32), "seed": np.arange(128, dtype=np.int64)}
+    codes = []
+
+    def abandon():
+        with Client(served.target, timeout=1.0) as client:
+            try:
+                client.predict("text", inputs, signature="generate")
+            except GenserveError as e:
+                codes.append(e.code)
+
+    threads = [threading.Thread(target=abandon) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    start = time.monotonic()
+    assert served.toy_ok(timeout=10)
+    assert time.monotonic() - start < 5, "toy waited behind the abandoned generations"
+    for t in threads:
+        t.join(30)
+    assert len(codes) == 8 and set(codes) <= {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE}
+    # the runs stop at their deadline: a new generate gets a slot again within seconds
+    with Client(served.target, timeout=20) as client:
+        small = {k: v[:2] for k, v in inputs.items()}
+        small["length"] = np.full(2, 5, np.int32)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert client.predict("text", small, signature="generate")["ids"].shape == (2, 5)
+                break
+            except GenserveError as e:
+                assert e.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline, e
+
+
+def test_megabyte_long_names_get_a_short_clear_error(served, stub):
+    stub, _ = stub
+    request = _request("m" * 1_000_000)
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.ones((1, 1), np.float32)))
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Predict(request, timeout=TIMEOUT)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND  # not "Stream removed"
+    assert len(err.value.details()) < 2000 and "Servable not found" in err.value.details()
+    assert served.alive()
+
+
+def test_garbage_bytes_are_logged_in_one_line(served, stub):
+    _, channel = stub
+    raw = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+    for _ in range(3):
+        with pytest.raises(grpc.RpcError):
+            raw(b"\xff\xff\xff\xff not a protobuf", timeout=TIMEOUT)
+    assert served.toy_ok()
+    text = served.log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+
+
+def test_sigterm_drains_within_its_bound(served):
+    """Last (it stops the server): SIGTERM while a long generation runs; exit within the drain bound."""
+    def long_run():
+        with Client(served.target, timeout=60) as client:
+            try:
+                client.predict("text", {"ids": np.zeros((64, 20), np.int32),
+                                        "temperature": np.ones(64, np.float32),
+                                        "length": np.full(64, 20_000, np.int32),
+                                        "seed": np.arange(64, dtype=np.int64)}, signature="generate")
+            except GenserveError:
+                pass
+
+    thread = threading.Thread(target=long_run, daemon=True)
+    thread.start()
+    time.sleep(1.0)
+    start = time.monotonic()
+    served.proc.send_signal(signal.SIGTERM)
+    served.proc.wait(30)
+    assert time.monotonic() - start < 15  # --drain-seconds 2, plus start-up of the shutdown
+    assert served.proc.returncode == 0
