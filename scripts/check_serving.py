@@ -105,8 +105,6 @@ def prepare(root: Path) -> None:
     """Export every family into root/models and record inputs + expected outputs in root/cases.npz."""
     import tensorflow as tf
 
-    from genserve.export.style import StyleModule  # noqa: F401 (imports TF-side modules early)
-
     root.mkdir(parents=True, exist_ok=True)
     cases = {}
     index = {}

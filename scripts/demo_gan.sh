@@ -8,7 +8,7 @@
 #
 #   MODELS_DIR=out/models OUT_DIR=out WORK_DIR=out/work GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_gan.sh
 #
-# Knobs: GAN_TRAIN_LIMIT (60000), GAN_EPOCHS (1), GAN_DATASET (default: VAE_DATASET, else mnist), GAN_EVAL (0; 1 also runs
+# Knobs: GAN_TRAIN_LIMIT (60000), GAN_EPOCHS (2), GAN_DATASET (default: VAE_DATASET, else mnist), GAN_EVAL (0; 1 also runs
 # `genserve eval gan`, which trains the evaluation classifier once, ~1-3 minutes, if it is not cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +23,9 @@ DATASET=${GAN_DATASET:-${VAE_DATASET:-mnist}}  # the MNIST families share a data
 mkdir -p "$OUT_DIR" "$WORK"
 
 start=$(date +%s)
-echo "train: first ${GAN_TRAIN_LIMIT:-60000} $DATASET images, ${GAN_EPOCHS:-1} epoch(s) -> $WORK"
+echo "train: first ${GAN_TRAIN_LIMIT:-60000} $DATASET images, ${GAN_EPOCHS:-2} epoch(s) -> $WORK"
 "$GENSERVE" train gan --dataset "$DATASET" --train-limit "${GAN_TRAIN_LIMIT:-60000}" \
-  --epochs "${GAN_EPOCHS:-1}" --workdir "$WORK" --quiet
+  --epochs "${GAN_EPOCHS:-2}" --workdir "$WORK" --quiet
 echo "trained in $(( $(date +%s) - start )) s"
 
 exported=$("$GENSERVE" export gan --workdir "$WORK" --models-dir "$MODELS_DIR" | tail -n 1)

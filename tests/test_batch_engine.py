@@ -252,7 +252,7 @@ def test_target_mode_imports_no_tensorflow(target, job, tmp_path):
     assert len(records(tmp_path / "o")) == 12
 
 
-@pytest.mark.slow  # ~30 s on 2 cores (ray.init ~10 s, an actor pool ~15 s); run with -m slow
+# ~30 s on 2 cores (ray.init ~10 s, an actor pool ~15 s); Ray is in the `dev` extra, so CI runs it.
 def test_ray_engine_gives_the_same_outputs_as_the_local_engine(target, job, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 'genserve[batch]')")
     from genserve.batch.local import JobOptions

@@ -83,7 +83,9 @@ def test_grouping_and_chunking():
     assert len(chunks) == 6
     small = plan.make_plan(items, max_rows=5)
     assert [len(c.items) for c in small if c.key == ("text", "text", "server", 100)] == [2, 2, 2]
-    assert [c.rows for c in small if c.key == ("vae", "vae")] == [225, 1]  # one item alone may exceed
+    assert [c.rows for c in small if c.key == ("vae", "vae")] == [226]  # chunks of 4,096 rows, sent 5 at a time
+    big = [json.dumps({"id": f"g{i}", "kind": "grid", "n": 64}) for i in range(3)]  # 4,096 rows each
+    assert [c.rows for c in plan.make_plan(schema.parse_job(big))] == [4096] * 3
     spread = plan.make_plan(items[:6], min_chunks=3)
     assert [len(c.items) for c in spread] == [2, 2, 2]
     assert "8 item(s)" not in plan.describe(chunks) and "13 item(s) in 6 group(s)" in plan.describe(chunks)

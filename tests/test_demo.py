@@ -25,15 +25,20 @@ def test_demo_script_runs_every_family_with_tiny_settings(tmp_path):
                GENSERVE_CACHE=str(tmp_path / "cache"),  # proves nothing is fetched: an empty cache
                TEXT_CORPUS=str(corpus), TEXT_MAX_CHARS="30000", TEXT_EPOCHS="1", TEXT_LENGTH="20",
                VAE_DATASET="synthetic", VAE_TRAIN_LIMIT="256", VAE_EPOCHS="1",
-               STYLE_BACKBONE="random-small", STYLE_HEIGHT="32", STYLE_ITERATIONS="1", STYLE_EVALS="3")
+               STYLE_BACKBONE="random-small", STYLE_HEIGHT="32", STYLE_ITERATIONS="1", STYLE_EVALS="3",
+               DREAM_BACKBONE="random-small", DREAM_WIDTH="96", DREAM_OCTAVES="2", DREAM_ITERATIONS="3",
+               GAN_DATASET="synthetic", GAN_TRAIN_LIMIT="256", GAN_EPOCHS="1")
     result = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh")], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "answers are correct" in result.stdout  # Google's stubs against the embedded server
     for name in ("text_generation.txt", "text_temperatures.png", "vae_grid.png", "vae_scatter.png",
-                 "style_cat_great_wave.png", "style_cat_great_wave_side_by_side.png"):
+                 "style_cat_great_wave.png", "style_cat_great_wave_side_by_side.png", "dream_cat.png",
+                 "gan_grid.png", "gan_interpolation.png", "batch/results.jsonl"):
         assert (out / name).stat().st_size > 0, name
     generated = json.loads((out / "text_generation.json").read_text(encoding="utf-8"))
     assert len(generated["samples"]) == 4  # the book's four temperatures
     assert all(len(row["text"]) == 20 for row in generated["samples"])
     assert "1 request" in result.stdout  # the latent grid is one Predict
+    batch = [json.loads(line) for line in (out / "batch" / "results.jsonl").read_text().splitlines()]
+    assert batch and all(record["status"] == "ok" for record in batch), batch[:3]

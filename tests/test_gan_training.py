@@ -91,6 +91,13 @@ def test_train_resume_and_corrupt_checkpoint(tmp_path):
     with pytest.raises(gan.CheckpointError, match="nothing to resume"):
         gan.train(TINY, tmp_path / "empty", resume=True, data=DATA.x_train[..., None], verbose=0)
 
+    # a fresh run (no --resume) replaces what is there: its own checkpoint and grids only
+    (work / "ckpt-0009.weights.h5").write_bytes(b"stale")
+    state = gan.train(TINY, work, data=DATA.x_train[..., None], verbose=0)
+    assert state["epoch"] == 1 and sorted(p.name for p in work.glob("ckpt-*")) == ["ckpt-0001.weights.h5"]
+    assert sorted(p.name for p in (work / "samples").iterdir()) == ["epoch_0001.png"]
+    gan.load_generator(work)
+
 
 def test_classifier_cache_and_evaluation(tmp_path, monkeypatch):
     monkeypatch.setenv("GENSERVE_CACHE", str(tmp_path / "cache"))

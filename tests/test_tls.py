@@ -212,3 +212,30 @@ def test_ssl_config_file_errors(certs, tmp_path):
     result = _cli("serve", "--models-dir", tmp_path, "--ssl-config-file", tmp_path / "garbled.config")
     assert result.exit_code == 1 and result.output.startswith("error: --ssl-config-file: "), result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_rest_port_serves_https_with_the_same_certificate(certs, toy_models_dir):
+    """The REST port takes the gRPC certificate: HTTPS with the right CA works, plain HTTP and an
+    unknown CA do not; with client_verify, a client certificate is required there too."""
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    config = make_ssl_config(_pem(certs, "server.key"), _pem(certs, "server.pem"),
+                             custom_ca=_pem(certs, "ca.pem"), client_verify=True)
+    with ModelServer(toy_models_dir, poll_seconds=0, ssl_config=config, rest_port=0) as server:
+        url = f"https://localhost:{server.rest_port}/v1/models/toy/versions/1:predict"
+        body = json.dumps({"signature_name": "affine", "instances": [[1.0]]}).encode()
+        context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        context.load_cert_chain(str(certs / "client.pem"), str(certs / "client.key"))
+        with urllib.request.urlopen(urllib.request.Request(url, body), context=context, timeout=10) as r:
+            assert json.loads(r.read())["predictions"] == [{"wx": [2.0], "y": [3.0]}]  # y = 2x + 1
+        no_client_cert = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(urllib.request.Request(url, body), context=no_client_cert, timeout=10).read()
+        wrong_ca = ssl.create_default_context(cafile=str(certs / "other.pem"))
+        with pytest.raises((ssl.SSLError, urllib.error.URLError)):
+            urllib.request.urlopen(urllib.request.Request(url, body), context=wrong_ca, timeout=10)
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(url.replace("https", "http"), body, timeout=10).read()

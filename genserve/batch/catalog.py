@@ -59,12 +59,12 @@ def _grid_check(p: dict) -> None:
 
 _VAE_GROUP = lambda p: ("vae", p["model"])  # noqa: E731 - decode and grid items share decode requests
 register_kind(Kind(
-    name="decode", model=contract.VAE.name, runner="genserve.batch.images:run_vae", max_rows=256,
+    name="decode", model=contract.VAE.name, runner="genserve.batch.images:run_vae", max_rows=256, chunk_rows=4096,
     fields=(Field("points", points, required=True), Field("scale", integer(1, 16), default=1)),
     group=_VAE_GROUP, rows=lambda p: len(p["points"]),
 ))
 register_kind(Kind(
-    name="grid", model=contract.VAE.name, runner="genserve.batch.images:run_vae", max_rows=256,
+    name="grid", model=contract.VAE.name, runner="genserve.batch.images:run_vae", max_rows=256, chunk_rows=4096,
     fields=(
         Field("n", integer(1, MAX_GRID), default=15),
         Field("range", number_list(None, 2, 2), default=[0.05, 0.95]),
@@ -91,7 +91,7 @@ register_kind(Kind(
 # request. Registered only when the contract has the GAN (added with that family).
 if hasattr(contract, "GAN"):
     register_kind(Kind(
-        name="gan_grid", model=contract.GAN.name, runner="genserve.batch.images:run_gan", max_rows=256,
+        name="gan_grid", model=contract.GAN.name, runner="genserve.batch.images:run_gan", max_rows=256, chunk_rows=4096,
         fields=(
             Field("n", integer(1, MAX_GRID), default=10),
             Field("seed", integer(0, 2 ** 62)),

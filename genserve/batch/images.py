@@ -22,7 +22,7 @@ def _grey_png(picture: np.ndarray, scale: int) -> bytes:
     pixels = np.clip(np.rint(np.asarray(picture, np.float32) * 255), 0, 255).astype(np.uint8)  # (H, W)
     if scale > 1:
         pixels = np.repeat(np.repeat(pixels, scale, axis=0), scale, axis=1)
-    return png_bytes(pixels)
+    return png_bytes(pixels, compress_level=1)
 
 
 def run_vae(backend, items, out, max_rows: int = 256) -> list[dict]:

@@ -1,11 +1,12 @@
-"""Grouping: compatible items share requests; big groups are cut into chunks of at most `max_rows` rows.
+"""Grouping: compatible items share requests; big groups are cut into chunks of whole items.
 
     python -c "from genserve.batch import schema, plan; \\
 print(plan.describe(plan.make_plan(schema.validate_job('job.jsonl'))))"
 
 A chunk is the unit of work both engines hand out (a thread of the local engine, an actor call of the
-Ray engine): items of one group whose request rows add up to at most `max_rows` (an item that alone
-exceeds it gets a chunk of its own, and its runner splits its rows over several requests). Chunks hold
+Ray engine): items of one group whose request rows add up to at most the kind's `chunk_rows` (or
+`max_rows`, when larger; an item that alone exceeds it gets a chunk of its own). The runner sends a
+chunk's rows in requests of at most `max_rows` rows. Chunks hold
 whole items, so a chunk's runner can write the items' files and records by itself. Every item carries
 its own seed, so what an item produces never depends on which chunk it lands in.
 """
@@ -52,12 +53,18 @@ def max_rows_for(item: Item, max_rows: int | None) -> int:
     return max_rows if max_rows is not None else KINDS[item.kind].max_rows
 
 
+def chunk_rows_for(item: Item, max_rows: int | None) -> int:
+    """The row cap of a chunk holding `item`: its kind's chunk_rows, at least the request size."""
+    kind = KINDS[item.kind]
+    return max(kind.chunk_rows or 0, max_rows_for(item, max_rows))
+
+
 def make_plan(items: list[Item], max_rows: int | None = None, min_chunks: int = 1) -> list[Chunk]:
     """Cut every group into chunks of whole items.
 
     Args:
         items: validated items (those to run).
-        max_rows: rows per chunk (default: each kind's max_rows).
+        max_rows: rows per request (default: each kind's max_rows); chunks hold at least that many.
         min_chunks: cut a group into at least this many chunks when it has enough items (use the
             concurrency, so a small group still keeps every worker busy).
 
@@ -66,7 +73,7 @@ def make_plan(items: list[Item], max_rows: int | None = None, min_chunks: int = 
     """
     chunks: list[Chunk] = []
     for (runner, key), members in group_items(items).items():
-        cap = max(1, min(max_rows_for(i, max_rows) for i in members))
+        cap = max(1, min(chunk_rows_for(i, max_rows) for i in members))
         total = sum(item_rows(i) for i in members)
         if min_chunks > 1 and len(members) > 1:
             cap = max(1, min(cap, math.ceil(total / min(min_chunks, len(members)))))

@@ -39,14 +39,14 @@ def atomic_write(path: Path, data: bytes, fsync: bool = False) -> None:
     os.replace(tmp, path)
 
 
-def png_bytes(pixels) -> bytes:
-    """An 8-bit grey (H, W) or RGB (H, W, 3) uint8 array as PNG bytes (Pillow)."""
+def png_bytes(pixels, compress_level: int = 6) -> bytes:
+    """An 8-bit grey (H, W) or RGB (H, W, 3) uint8 array as PNG bytes (Pillow; zlib level 0-9)."""
     import io
 
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 

@@ -69,6 +69,8 @@ class Kind:
         rows: item params -> request rows the item adds to a shared request (for chunking).
         check: optional cross-field check of the normalised params (raises ValueError "field: why").
         max_rows: default cap of rows per request for this kind's runner.
+        chunk_rows: rows per chunk (the unit a worker takes; several requests of max_rows each);
+            None = max_rows.
     """
 
     name: str
@@ -79,6 +81,7 @@ class Kind:
     rows: Callable[[dict], int]
     check: Callable[[dict], None] | None = None
     max_rows: int = 1024
+    chunk_rows: int | None = None
 
 
 KINDS: dict[str, Kind] = {}

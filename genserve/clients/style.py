@@ -35,15 +35,6 @@ class ImageError(ValueError):
     """An input image cannot be used; the message says which file and why."""
 
 
-@dataclass(frozen=True)
-class StylizeConfig:
-    """The seed's optimisation settings (Deep Learning with Python, 8.3)."""
-
-    height: int = 400  # content image height; width keeps the aspect ratio (the seed kept the width)
-    iterations: int = 20  # outer L-BFGS-B restarts; an image is saved after each
-    evals_per_iteration: int = 20  # scipy's maxfun per restart
-
-
 @dataclass
 class StyleResult:
     """What `stylize` returns."""

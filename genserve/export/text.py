@@ -15,7 +15,6 @@ any server, TF Serving included.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -288,9 +287,3 @@ def cudnn_ops(export_dir: str | Path) -> list[str]:
         found.extend(n.op for n in nodes if n.op.startswith("Cudnn"))
     return sorted(set(found))
 
-
-def describe_export(export_dir: str | Path) -> str:
-    """config.json of an export (assets.extra) as a one-line summary."""
-    cfg = json.loads((Path(export_dir) / "assets.extra" / CONFIG_FILE).read_text())
-    return (f"maxlen {cfg['maxlen']}, units {cfg['units']}, layers {cfg.get('layers', 1)}, "
-            f"encoding {cfg['encoding']}")

@@ -165,12 +165,13 @@ class RestServer:
     """
 
     def __init__(self, server, host: str, port: int, max_body_bytes: int, metrics=None,
-                 metrics_path: str | None = None, max_workers: int = 32):
+                 metrics_path: str | None = None, max_workers: int = 32, ssl_context=None):
         self._api = RestApi(server)
         self._server = server
         self.host = host
         self.port = port
         self.max_body_bytes = max_body_bytes
+        self.ssl_context = ssl_context  # HTTPS when set (tls.server_ssl_context)
         self.metrics = metrics
         self.metrics_path = metrics_path if metrics is not None else None
         self._executor = futures.ThreadPoolExecutor(max_workers=max_workers,
@@ -224,7 +225,7 @@ class RestServer:
         # shutdown_timeout: what is left in flight after stop()'s own grace wait is cancelled at once.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_port=False)
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_port=False, ssl_context=self.ssl_context)
         await site.start()
         return self._runner.addresses[0][1]
 

@@ -90,7 +90,8 @@ class ModelServer:
         prometheus_path: serve Prometheus metrics at this path of the REST port (None: none; TF
             Serving's MonitoringConfig, see metrics.py).
         ssl_config: serve gRPC over TLS: an SSLConfig message or the path of its text file (TF
-            Serving's --ssl_config_file; see tls.py). None: plaintext. The REST port stays plaintext.
+            Serving's --ssl_config_file; see tls.py). None: plaintext. The REST port, if any, serves
+            HTTPS with the same certificate.
     """
 
     def __init__(self, models_dir, host: str = "127.0.0.1", port: int = 0,
@@ -357,8 +358,13 @@ class ModelServer:
     def _start_rest(self) -> None:
         from genserve.serving.rest_api import RestServer
 
+        context = None
+        if self.ssl_config is not None:  # the same certificate as gRPC
+            from genserve.serving.tls import server_ssl_context
+
+            context = server_ssl_context(self.ssl_config)
         self._rest = RestServer(self, self.host, self.rest_port, self.max_message_bytes, self.metrics,
-                                self.prometheus_path, self.max_workers)
+                                self.prometheus_path, self.max_workers, ssl_context=context)
         try:
             self.rest_port = self._rest.start()
         except BaseException:

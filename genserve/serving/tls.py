@@ -13,7 +13,8 @@ paths), exactly what `tensorflow_model_server --ssl_config_file` reads:
 
 As in TF Serving (model_servers/server.cc), custom_ca is the root set for client certificates and
 client_verify asks for and verifies one (REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY). The REST
-port is not covered, as in TF Serving, whose --ssl_config_file secures gRPC only.
+port gets the same certificate (and the same client verification) through `server_ssl_context` — TF
+Serving's --ssl_config_file secures gRPC only, so HTTPS on the REST port is genserve's addition.
 
 The installed tensorflow-serving-api wheel does not ship ssl_config_pb2, so the message is declared
 here (same package, name and field numbers) in a private descriptor pool.
@@ -97,11 +98,22 @@ def parse_ssl_config(text: str, source: str = "SSLConfig"):
 def _check_pems(config, source: str) -> None:
     """Load the key pair and CA with Python's ssl module, so a garbled PEM or a key that does not
     match the certificate is one clear line here rather than gRPC's 'Failed to bind' at start."""
+    server_ssl_context(config, source)
+
+
+def server_ssl_context(config, source: str = "SSLConfig"):
+    """An ssl.SSLContext serving `config`'s certificate (the REST port uses it): TLS 1.2 or newer,
+    client certificates required and checked against custom_ca when client_verify is set.
+
+    Raises:
+        TlsConfigError: the PEMs do not load.
+    """
     import os
     import ssl
     import tempfile
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     with tempfile.TemporaryDirectory(prefix="genserve-tls-") as folder:  # mode 0700
         cert, key = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
         for name, text in ((cert, config.server_cert), (key, config.server_key)):
@@ -118,6 +130,9 @@ def _check_pems(config, source: str) -> None:
         except (ssl.SSLError, ValueError) as e:
             raise TlsConfigError(f"{source}: custom_ca is not a PEM certificate "
                                  f"({getattr(e, 'reason', None) or e})") from None
+    if config.client_verify:
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def read_ssl_config(path):

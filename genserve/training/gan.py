@@ -307,7 +307,8 @@ def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.nd
 
     Args:
         cfg: the config; with `resume`, the saved model shape must match.
-        workdir: checkpoint folder (created).
+        workdir: checkpoint folder (created). Without `resume`, a previous run's state, checkpoints
+            and sample grids there are removed first.
         resume: continue from the verified last checkpoint up to `cfg.epochs` in total.
         data: optional uint8 images (N, 28, 28, 1); loaded from `cfg.dataset` if None.
         verbose: Keras progress bar (1) or none (0); default: a bar only on a terminal.
@@ -329,7 +330,10 @@ def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.nd
         if any(getattr(saved, f) != getattr(cfg, f) for f in SHAPE_FIELDS):
             raise ValueError(f"{workdir} holds a model with a different shape; train into a new workdir")
         _, model, state = load_checkpoint(workdir, cfg)
-    else:
+    else:  # a fresh run replaces what a previous one left
+        for stale in [workdir / STATE_FILE, *workdir.glob("ckpt-*.weights.h5"),
+                      *(workdir / SAMPLES_DIR).glob("epoch_*.png")]:
+            stale.unlink(missing_ok=True)
         model, state = new_model(cfg), {"epoch": 0, "checkpoint": None, "history": []}
     atomic_write_bytes(workdir / CONFIG_FILE, cfg.to_json().encode("utf-8"))
     images = data if data is not None else load_images(cfg)

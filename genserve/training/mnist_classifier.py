@@ -207,16 +207,18 @@ def sample_quality(model, generated: np.ndarray, real: np.ndarray, seed: int = 0
     """Score and FID of `generated` against `real` images, next to the same numbers for real data.
 
     `real` (e.g. the 10,000 test images) is shuffled and split in halves A and B. The generated set
-    (the first len(B) images) is compared with B, and so is A: both FIDs use sets of the same size,
-    so their small-sample bias is the same and "fid / real_fid" is a fair ratio.
+    (at most len(B) images) is compared with B, and so is the first part of A of the same size: both
+    FIDs use sets of the same sizes, so their small-sample bias is the same and "fid / real_fid" is a
+    fair ratio.
 
     Returns:
         {"score", "fid", "real_score", "real_fid", "fid_ratio", "generated", "reference"}.
     """
     idx = np.random.default_rng(seed).permutation(len(real))
     half = len(real) // 2
-    real_a, real_b = real[idx[:half]], real[idx[half:2 * half]]
-    fake = generated[:half]
+    n = min(len(generated), half)
+    real_a, real_b = real[idx[:n]], real[idx[half:2 * half]]  # A as large as the generated set
+    fake = generated[:n]
     p_fake, f_fake = classifier_outputs(model, fake)
     p_a, f_a = classifier_outputs(model, real_a)
     _, f_b = classifier_outputs(model, real_b)
