@@ -66,12 +66,12 @@ def _rounds(fns: dict, calls: int, rounds: int = 6) -> dict:
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
-def _start_server(models: Path) -> tuple[subprocess.Popen, str]:
+def _start_server(models: Path, extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen([str(Path(sys.executable).with_name("genserve")), "serve", "--models-dir",
                              str(models), "--port", str(port), "--poll-seconds", "0",
-                             "--disable-batching"],  # the toy export carries batching params: no 2 ms batch wait here
+                             "--disable-batching", *extra],  # the toy export carries batching params: no 2 ms batch wait here
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     target = f"127.0.0.1:{port}"
     from genserve.clients.core import Client
@@ -93,6 +93,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--skip-text", action="store_true", help="only the echo floor and the toy model")
+    parser.add_argument("--server-args", default="", help="extra `genserve serve` flags, e.g. "
+                        "'--tensorflow-intra-op-parallelism 1'")
     args = parser.parse_args()
 
     import grpc
@@ -116,7 +118,7 @@ def main() -> None:
         text_path = export_text(tmp / "text", models)
 
     echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
-    server, target = _start_server(models)
+    server, target = _start_server(models, args.server_args.split())
     try:
         echo_target = f"127.0.0.1:{echo.stdout.readline().strip()}"
         payload = os.urandom(1100)

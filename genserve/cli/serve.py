@@ -61,6 +61,12 @@ def serve(
     max_request_seconds: Annotated[float, typer.Option(
         help="Session.run timeout of a request that carries no deadline (0 = none); a request's own "
              "deadline is always passed into the run, as TF Serving does.", min=0)] = 300.0,
+    tensorflow_intra_op_parallelism: Annotated[int, typer.Option(
+        help="Threads TensorFlow uses inside one op (TF Serving's --tensorflow_intra_op_parallelism; "
+             "0 = TF picks).", min=0, max=1024)] = 0,
+    tensorflow_inter_op_parallelism: Annotated[int, typer.Option(
+        help="Threads TensorFlow runs independent ops on (TF Serving's "
+             "--tensorflow_inter_op_parallelism; 0 = TF picks).", min=0, max=1024)] = 0,
     drain_seconds: Annotated[float, typer.Option(
         help="On SIGTERM/Ctrl-C, seconds requests in flight get before the process exits.",
         min=0)] = 5.0,
@@ -123,6 +129,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from genserve.serving.execute import Limits
+    from genserve.serving.loader import session_config
     from genserve.serving.server import ModelServer
 
     server = ModelServer(models_dir, host=host, port=port, poll_seconds=poll_seconds,
@@ -131,6 +138,8 @@ def serve(
                          limits=Limits(max_request_elements, max_output_mb * 1024 * 1024),
                          max_concurrent=max_concurrent, max_queue=max_queue,
                          max_request_seconds=max_request_seconds, enable_batching=enable_batching,
+                         session_config=session_config(tensorflow_intra_op_parallelism,
+                                                       tensorflow_inter_op_parallelism),
                          config_poll_seconds=model_config_file_poll_seconds,
                          rest_port=rest_port or None, prometheus_path=prometheus_path,
                          ssl_config=ssl_config)
