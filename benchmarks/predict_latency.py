@@ -7,7 +7,11 @@ One run, side by side, every server in its own process (as a real deployment has
 2. genserve's text `step` (batch 1, book size: LSTM 128) round trip through `genserve serve`, and the
    same signature run in this process on TF Serving's path (graph Session, make_callable);
    goal (issue 8): step round trip <= 1.25 x (echo floor + in-process step);
-3. a 1-element float32 toy Predict: genserve's thin client vs Google's tensorflow_serving stub.
+3. a 1-element float32 toy Predict: genserve's thin client vs Google's tensorflow_serving stub;
+4. client-side text generation over the same server, 400 characters at the book's four temperatures:
+   the book's way (one `next_char` request on a 60-character window per character per temperature,
+   1,600 requests) vs genserve's (one `prime`, then one batched `step` per character for all four
+   temperatures); goal (issue 8): >= 10x.
 Medians over `--calls` calls after 30 warm-up calls; calls of the compared kinds are interleaved in
 rounds so a burst of load from other processes hits them alike.
 """
@@ -89,9 +93,44 @@ def _start_server(models: Path, extra: list[str] = ()) -> tuple[subprocess.Popen
     raise RuntimeError("server did not come up")
 
 
+def _generation(client, length: int) -> dict:
+    """Seconds for the book's window-per-character generation vs prime + batched steps (same server)."""
+    from genserve.clients.text import BOOK_TEMPERATURES, TextModel, generate, sample_next
+
+    model = TextModel(client)
+    info = model.info
+    seed_text = "to be, or not to be, that is the question: whether 'tis nobler in the mind to suffer"
+    seed_ids = model.encode(seed_text, replace_unknown=" ")[-info.maxlen:]  # (maxlen,)
+    temps = np.array(BOOK_TEMPERATURES)
+
+    def book():
+        rng = np.random.default_rng(0)
+        for t in temps:  # one request per character per temperature, the window re-run each time
+            window = seed_ids.copy()
+            for _ in range(length):
+                nxt = sample_next(model.next_char(window[None, :]), np.array([t]), rng)[0]
+                window = np.append(window[1:], nxt)
+
+    def ours():
+        generate(model, seed_text, length=length, temperatures=temps, seed=0, replace_unknown=" ")
+
+    out = {}
+    for name, fn in (("book", book), ("ours", ours)):
+        before = model.requests
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        out[name] = statistics.median(times)
+        out[f"{name}_requests"] = (model.requests - before) // 3
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--length", type=int, default=400, help="characters per temperature (generation)")
     parser.add_argument("--skip-text", action="store_true", help="only the echo floor and the toy model")
     parser.add_argument("--server-args", default="", help="extra `genserve serve` flags, e.g. "
                         "'--tensorflow-intra-op-parallelism 1'")
@@ -149,6 +188,8 @@ def main() -> None:
                 fns["step_grpc"] = lambda: client.predict("text", {"ids": ids, "h": h, "c": h},
                                                           signature="step")
             ms = _rounds(fns, args.calls)
+            if not args.skip_text:
+                gen = _generation(client, args.length)
     finally:
         server.terminate()
         echo.terminate()
@@ -162,6 +203,11 @@ def main() -> None:
         print(f"  text step in process (graph Session)          {ms['step_in_process']:7.3f} ms")
         print(f"  text step over gRPC (genserve serve)          {ms['step_grpc']:7.3f} ms")
         print(f"  ratio step / (echo + in-process step)         {ms['step_grpc'] / floor:7.2f}   (goal <= 1.25)")
+    if not args.skip_text:
+        print(f"client-side generation, {args.length} chars x 4 temperatures, median of 3:")
+        print(f"  the book's way, {gen['book_requests']:,} window requests      {gen['book']:7.3f} s")
+        print(f"  prime + batched steps, {gen['ours_requests']:,} requests        {gen['ours']:7.3f} s")
+        print(f"  ratio                                         {gen['book'] / gen['ours']:7.1f}x  (goal >= 10)")
     print(f"  toy Predict, genserve client (codec, no TF)   {ms['toy_genserve']:7.3f} ms")
     print(f"  toy Predict, Google stub (make_tensor_proto)  {ms['toy_google']:7.3f} ms")
     print(f"  ratio google/genserve                         {ms['toy_google'] / ms['toy_genserve']:7.2f}")

@@ -7,7 +7,7 @@
 TF Serving's image (Dockerfile.serving, tag from docker/TF_SERVING_VERSION) links the TensorFlow of
 its own release, older than the TensorFlow that writes genserve's exports. A SavedModel can use ops or
 op attributes an older runtime lacks; this script proves it does not. Step 1 runs in genserve's venv:
-it exports tiny versions of every family (toy, vae, text, style, and dream/gan when present) and records
+it exports tiny versions of every family (toy, vae, text, style, dream, gan) and records
 each signature's inputs and outputs on the graph-Session path. Step 2 runs in a side venv holding
 `tensorflow-cpu==<that release's TF version>` and nothing of genserve: it loads each export the way
 tensorflow_model_server does (graph Session, tag `serve`, SignatureDef tensor names), runs the same
@@ -60,6 +60,7 @@ def _families(models: Path, work: Path) -> dict:
         "next_char": {"ids": ids},
         "prime": {"ids": ids},
         "info": {"ids": np.zeros(2, np.int32)},
+        "step": {"ids": ids[:, -1], "h": np.zeros((2, 16), np.float32), "c": np.zeros((2, 16), np.float32)},
         "generate": {"ids": ids, "temperature": np.array([0.0, 1.0], np.float32),
                      "length": np.array([25, 25], np.int32), "seed": np.array([3, 4], np.int64)},
     })
@@ -69,16 +70,31 @@ def _families(models: Path, work: Path) -> dict:
     spath = export_style(scfg, models, extractor=module.extractor)
     content = rng.uniform(0, 255, (1, 32, 40, 3)).astype(np.float32)
     style = rng.uniform(0, 255, (1, 36, 36, 3)).astype(np.float32)
-    out["style"] = (spath, {"targets": {"content_image": content, "style_image": style}})
+    targets = _graph_run(spath, {"targets": {"content_image": content, "style_image": style}})["targets"]
+    image = rng.uniform(0, 255, (1, 32, 40, 3)).astype(np.float32)
+    out["style"] = (spath, {"targets": {"content_image": content, "style_image": style},
+                            "step": {"image": image, **targets}})
 
-    for family in ("dream", "gan"):  # families that may not exist in this checkout yet
-        try:
-            module = __import__(f"genserve.export.{family}", fromlist=["check_serving_example"])
-        except ModuleNotFoundError:
-            continue
-        example = getattr(module, "check_serving_example", None)
-        if example is not None:
-            out[family] = example(models, work / family)  # (path, {signature: inputs})
+    from genserve.data import mnist
+    from genserve.export.dream import DreamConfig, DreamModule, export_dream
+    from genserve.export.gan import export_gan
+    from genserve.training import gan as gan_training
+
+    dcfg = DreamConfig(backbone="random-small", seed=1)
+    dmodule = DreamModule(dcfg)
+    image = rng.uniform(0, 255, (1, 40, 48, 3)).astype(np.float32)
+    out["dream"] = (export_dream(dcfg, models, features=dmodule.features), {
+        "ascend": {"image": image, "step_size": np.array([0.01], np.float32),
+                   "iterations": np.array([3], np.int32), "max_loss": np.array([np.inf], np.float32)},
+        "gradient": {"image": image}})
+
+    gcfg = dataclasses.replace(gan_training.GANConfig(), dataset="synthetic", epochs=1, batch_size=32,
+                               latent_dim=16, gen_filters=(16, 8), disc_filters=(8, 16), grid=2)
+    gan_training.train(gcfg, work / "gan", data=mnist.synthetic(128, 8, seed=0).x_train[..., None],
+                       verbose=0)
+    out["gan"] = (export_gan(work / "gan", models), {
+        "generate": {"z": rng.normal(size=(3, 16)).astype(np.float32)},
+        "sample": {"seed": np.array([1, 2, 3], np.int64)}})
     return out
 
 
