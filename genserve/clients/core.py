@@ -555,3 +555,57 @@ class PinnedModel:
 
         call.__name__ = f"predict_{self.model}_v{self.version}_{signature or 'default'}"
         return call
+
+
+class LatentImageModel:
+    """A served model that maps latent vectors z (B, latent) to images (the VAE's `decode`, the GAN's
+    `generate`), pinned to one version for the whole job.
+
+    The version is read once (GetModelMetadata's model_spec.version) on first use and sent with every
+    later request; if that version stops being served, the calls fail with NOT_FOUND saying so.
+    Subclasses set `FAMILY` (for messages), `LATENT_SIGNATURE` (the signature whose input `z` fixes
+    the latent size) and `REQUIRED_SIGNATURES`.
+
+    Args:
+        client: an open Client.
+        model: the served model name.
+        version: a specific version, or None for the latest when the job starts.
+    """
+
+    FAMILY = "latent model"
+    LATENT_SIGNATURE = ""
+    REQUIRED_SIGNATURES: tuple = ()
+
+    def __init__(self, client, model: str, version: int | None = None):
+        self.client, self.model, self.version = client, model, version
+        self._latent_dim: int | None = None
+        self._pinned = None
+
+    def pinned(self) -> "PinnedModel":
+        """The PinnedModel this job talks to (resolved on first use)."""
+        if self._pinned is None:
+            self._pinned = self.client.pinned(self.model, version=self.version)
+            self.version = self._pinned.version
+        return self._pinned
+
+    @property
+    def latent_dim(self) -> int:
+        """The latent size, read once from GetModelMetadata (the shape of `z` in LATENT_SIGNATURE).
+
+        Raises:
+            GenserveError: the model is unknown or the server unreachable.
+            ValueError: the served model lacks the family's signatures or a fixed latent size.
+        """
+        if self._latent_dim is None:
+            signatures = self.pinned().signatures
+            sig = signatures.get(self.LATENT_SIGNATURE)
+            missing = [name for name in self.REQUIRED_SIGNATURES if name not in signatures]
+            if sig is None or "z" not in sig.inputs or missing:
+                wanted = "/".join(repr(n) for n in self.REQUIRED_SIGNATURES or (self.LATENT_SIGNATURE,))
+                raise ValueError(f"model {self.model!r} has no {wanted} signature(s) with input 'z' "
+                                 f"(signatures: {', '.join(sorted(signatures))}); is it a {self.FAMILY}?")
+            _, shape = sig.inputs["z"]
+            if shape is None or len(shape) != 2 or shape[1] is None:
+                raise ValueError(f"model {self.model!r} does not fix the latent size (z has shape {shape})")
+            self._latent_dim = int(shape[1])
+        return self._latent_dim

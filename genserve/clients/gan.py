@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from genserve import contract as C
+from genserve.clients.core import LatentImageModel
 
 SampleFn = Callable[[np.ndarray], np.ndarray]  # seeds int64 (B,) -> images (B, 28, 28, 1)
 SampleZFn = Callable[[np.ndarray], np.ndarray]  # seeds int64 (B,) -> z (B, latent)
@@ -151,7 +152,7 @@ def save_png(picture: np.ndarray, path: str | Path, scale: int = 1) -> Path:
     return path
 
 
-class GANModel:
+class GANModel(LatentImageModel):
     """A served GAN: `sample` / `generate` over a genserve.clients.core.Client.
 
     The version is read once (GetModelMetadata) on first use and sent with every later request, so
@@ -163,37 +164,12 @@ class GANModel:
         version: a specific version, or None for the latest when the job starts.
     """
 
+    FAMILY = "GAN"
+    LATENT_SIGNATURE = C.GAN_GENERATE.name
+    REQUIRED_SIGNATURES = (C.GAN_GENERATE.name, C.GAN_SAMPLE.name)
+
     def __init__(self, client, model: str = C.GAN.name, version: int | None = None):
-        self.client, self.model, self.version = client, model, version
-        self._latent_dim: int | None = None
-        self._pinned = None
-
-    def pinned(self):
-        """The genserve.clients.core.PinnedModel this job talks to (resolved on first use)."""
-        if self._pinned is None:
-            self._pinned = self.client.pinned(self.model, version=self.version)
-            self.version = self._pinned.version
-        return self._pinned
-
-    @property
-    def latent_dim(self) -> int:
-        """The latent size, read once from GetModelMetadata (the shape of `z` in `generate`).
-
-        Raises:
-            GenserveError: the model is unknown or the server unreachable.
-            ValueError: the served model has no `generate` signature with a fixed latent size.
-        """
-        if self._latent_dim is None:
-            signatures = self.pinned().signatures
-            sig = signatures.get(C.GAN_GENERATE.name)
-            if sig is None or "z" not in sig.inputs or C.GAN_SAMPLE.name not in signatures:
-                raise ValueError(f"model {self.model!r} has no {C.GAN_GENERATE.name!r}/{C.GAN_SAMPLE.name!r} "
-                                 f"signatures (signatures: {', '.join(sorted(signatures))}); is it a GAN?")
-            _, shape = sig.inputs["z"]
-            if shape is None or len(shape) != 2 or shape[1] is None:
-                raise ValueError(f"model {self.model!r} does not fix the latent size (z has shape {shape})")
-            self._latent_dim = int(shape[1])
-        return self._latent_dim
+        super().__init__(client, model, version)
 
     def _sample(self, seeds: np.ndarray) -> dict:
         seeds = np.asarray(seeds, dtype=np.int64)

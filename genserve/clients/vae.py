@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from genserve import contract as C
+from genserve.clients.core import LatentImageModel
 
 DecodeFn = Callable[[np.ndarray], np.ndarray]  # z (B, latent) float32 -> images (B, 28, 28, 1)
 EncodeFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # images -> (z_mean, z_log_var)
@@ -213,7 +214,7 @@ def scatter_plot(z_mean: np.ndarray, labels: np.ndarray, path: str | Path,
     return path
 
 
-class VAEModel:
+class VAEModel(LatentImageModel):
     """A served VAE: `decode` / `encode` over a genserve.clients.core.Client.
 
     The version is read once (GetModelMetadata's model_spec.version) on first use and sent with every
@@ -226,37 +227,12 @@ class VAEModel:
         version: a specific version, or None for the latest when the job starts.
     """
 
+    FAMILY = "VAE"
+    LATENT_SIGNATURE = C.VAE_DECODE.name
+    REQUIRED_SIGNATURES = (C.VAE_DECODE.name,)
+
     def __init__(self, client, model: str = C.VAE.name, version: int | None = None):
-        self.client, self.model, self.version = client, model, version
-        self._latent_dim: int | None = None
-        self._pinned = None
-
-    def pinned(self):
-        """The genserve.clients.core.PinnedModel this job talks to (resolved on first use)."""
-        if self._pinned is None:
-            self._pinned = self.client.pinned(self.model, version=self.version)
-            self.version = self._pinned.version
-        return self._pinned
-
-    @property
-    def latent_dim(self) -> int:
-        """The latent size, read once from GetModelMetadata (the shape of `z` in `decode`).
-
-        Raises:
-            GenserveError: the model is unknown or the server unreachable.
-            ValueError: the served model has no `decode` signature with a fixed latent size.
-        """
-        if self._latent_dim is None:
-            signatures = self.pinned().signatures
-            sig = signatures.get(C.VAE_DECODE.name)
-            if sig is None or "z" not in sig.inputs:
-                raise ValueError(f"model {self.model!r} has no {C.VAE_DECODE.name!r} signature with "
-                                 f"input 'z' (signatures: {', '.join(sorted(signatures))}); is it a VAE?")
-            _, shape = sig.inputs["z"]
-            if shape is None or len(shape) != 2 or shape[1] is None:
-                raise ValueError(f"model {self.model!r} does not fix the latent size (z has shape {shape})")
-            self._latent_dim = int(shape[1])
-        return self._latent_dim
+        super().__init__(client, model, version)
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         """z (B, latent) -> images float32 (B, 28, 28, 1), one Predict call.
