@@ -19,7 +19,8 @@ from genserve.cli.common import TlsGroup
 
 app = typer.Typer(
     name="genserve",
-    help="Generative models (text LSTM, VAE, style transfer) served over TF Serving's gRPC protocol.",
+    help="Generative models (text LSTM, VAE, style transfer, DeepDream, DCGAN) served over TF Serving's "
+         "gRPC and REST APIs.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
