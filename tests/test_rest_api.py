@@ -30,7 +30,8 @@ UNITS = 16
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory, toy_models_dir):
-    """toy (versions 1 and 2, labels stable/canary), a one-epoch VAE and char-LSTM, style random-small."""
+    """toy (versions 1 and 2, labels stable/canary), a one-epoch VAE and char-LSTM, style and dream on
+    random-small, a one-epoch tiny GAN: every family."""
     from genserve.data import mnist
     from genserve.export.style import export_style
     from genserve.export.text import export_text
@@ -53,6 +54,15 @@ def models_dir(tmp_path_factory, toy_models_dir):
     text_training.train(tiny, root / "text", verbose=0, log=lambda line: None, text=TEXT)
     export_text(root / "text", models)
     export_style(StyleConfig(backbone="random-small"), models)
+    from genserve.export.dream import DreamConfig, export_dream
+    from genserve.export.gan import export_gan
+    from genserve.training import gan as gan_training
+
+    export_dream(DreamConfig(backbone="random-small", seed=1), models)
+    gcfg = dataclasses.replace(gan_training.GANConfig(), dataset="synthetic", epochs=1, batch_size=32,
+                               latent_dim=16, gen_filters=(16, 8), disc_filters=(8, 16), grid=2)
+    gan_training.train(gcfg, root / "gan", data=mnist.synthetic(64, 8, seed=0).x_train[..., None], verbose=0)
+    export_gan(root / "gan", models)
     return models
 
 
@@ -130,6 +140,14 @@ CASES = {  # (model, signature, inputs)
     "style-targets": ("style", "targets", {
         "content_image": rng.uniform(0, 255, size=(1, 16, 16, 3)).astype(np.float32),
         "style_image": rng.uniform(0, 255, size=(1, 16, 16, 3)).astype(np.float32)}),
+    "dream-ascend": ("dream", "ascend", {
+        "image": rng.uniform(0, 255, size=(1, 32, 40, 3)).astype(np.float32),
+        "step_size": np.array([0.01], np.float32), "iterations": np.array([2], np.int32),
+        "max_loss": np.array([np.inf], np.float32)}),  # Infinity travels in REST JSON too
+    "dream-gradient": ("dream", "gradient", {
+        "image": rng.uniform(0, 255, size=(2, 32, 32, 3)).astype(np.float32)}),
+    "gan-generate": ("gan", "generate", {"z": rng.normal(size=(2, 16)).astype(np.float32)}),
+    "gan-sample": ("gan", "sample", {"seed": np.array([1, 2**40], np.int64)}),
 }
 
 
