@@ -84,10 +84,7 @@ def run_style(backend, items, out, max_rows: int = 8) -> list[dict]:
 
     chunk = ChunkWork(backend, items, out, max_rows)
     model = items[0].model
-    try:
-        backend.version(model)
-    except Exception as e:  # noqa: BLE001
-        chunk.fail_rest(items, e)
+    if not chunk.pinned(model):
         return chunk.result()
     by_size: dict[tuple, list] = {}
     for item in items:
@@ -140,10 +137,7 @@ def run_gan(backend, items, out, max_rows: int = 256) -> list[dict]:
 
     chunk = ChunkWork(backend, items, out, max_rows)
     model = items[0].model
-    try:
-        backend.version(model)
-    except Exception as e:  # noqa: BLE001
-        chunk.fail_rest(items, e)
+    if not chunk.pinned(model):
         return chunk.result()
     seeds = [grid_seeds(i.params["n"], i.params["seed"]) for i in items]  # each (n*n,) int64
     chunk.rows = sum(len(s) for s in seeds)

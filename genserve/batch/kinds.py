@@ -61,6 +61,16 @@ class ChunkWork:
         message = error if isinstance(error, str) else _message(error)
         self.records[item.id] = {**self._base(item), "status": "error", "outputs": [], "error": message}
 
+    def pinned(self, model: str) -> bool:
+        """Resolve the job's pinned version of `model` before any work; if that fails, every item of
+        the chunk gets the error record and False comes back (the runner then returns result())."""
+        try:
+            self.backend.version(model)
+        except Exception as e:  # noqa: BLE001 - recorded on every item
+            self.fail_rest(self.items, e)
+            return False
+        return True
+
     def fail_rest(self, items, error) -> None:
         for item in items:
             if item.id not in self.records:

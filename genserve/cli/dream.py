@@ -17,8 +17,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import (DEFAULT_TARGET, ClientVersionOpt, ExportVersionOpt, TargetOpt,
-                                 check_directory, check_number, check_output_path, fail)
+from genserve.cli.common import (ClientVersionOpt, DEFAULT_TARGET, ExportVersionOpt, TargetOpt,
+                                 check_export_destination, check_number, check_output_path, fail)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -45,14 +45,8 @@ def export_dream(
     seed: Annotated[int, typer.Option(help="Initialisation seed of random-small.")] = 0,
 ) -> None:
     """Export the DeepDream model (ascend + gradient signatures) built on a convnet backbone."""
-    check_directory(models_dir, "--models-dir")
-    from genserve.export.writer import ExportError, check_model_name, check_models_dir
-
-    try:
-        check_model_name(name)
-        check_models_dir(models_dir)
-    except ExportError as e:
-        raise fail(str(e)) from None
+    check_export_destination(models_dir, name)
+    from genserve.export.writer import ExportError
     layers = []
     for item in layer or ():
         name_, _, coeff = item.partition("=")

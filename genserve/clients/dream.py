@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from genserve import contract as C
-from genserve.clients.style import ImageError, to_uint8
+from genserve.clients.style import ImageError, open_rgb, to_uint8
 
 # (image (H, W, 3), iterations, step, max_loss) -> (image (H, W, 3), loss before each step run (n,))
 AscendFn = Callable[[np.ndarray, int, float, float], tuple[np.ndarray, np.ndarray]]
@@ -218,19 +218,10 @@ def load_image(path, width: int | None = None) -> np.ndarray:
         ImageError: missing, unreadable or non-image file; a size outside [MIN_SIDE, MAX_SIDE] or above
             MAX_PIXELS.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
-    if path.is_dir():
-        raise ImageError(f"{path}: is a directory, not an image file")
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: not a readable image ({e})") from None
+    rgb = open_rgb(path)
     if width is not None and width != rgb.width:
         height = max(1, round(rgb.height * width / rgb.width))
         size = (width, height)

@@ -35,6 +35,27 @@ class ImageError(ValueError):
     """An input image cannot be used; the message says which file and why."""
 
 
+def open_rgb(path):
+    """An image file decoded to an RGB PIL image (every client that reads pictures uses this).
+
+    Raises:
+        ImageError: a directory, a missing file, or a file PIL cannot decode (decompression bombs too).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, not an image file")
+    if not path.is_file():
+        raise ImageError(f"{path}: no such file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{path}: not a readable image ({e})") from None
+
+
 @dataclass
 class StyleResult:
     """What `stylize` returns."""
@@ -149,17 +170,10 @@ def load_image(path, height: int | None = None, size: tuple[int, int] | None = N
     Raises:
         ImageError: missing, unreadable or non-image file, zero size, or an absurd target size.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: not a readable image ({e})") from None
+    rgb = open_rgb(path)
     if size is None and height is not None:
         size = target_size(rgb.width, rgb.height, height)
     elif size is not None:

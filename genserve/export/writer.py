@@ -367,16 +367,10 @@ def verify_export(path: Path, name: str) -> int:
     except RuntimeError as e:
         raise ExportError(f"model {name!r}: the export does not load on TF Serving's path: {e}") from None
     try:
-        missing = model.unrestored_variables()
-        if missing:
-            raise ExportError(
-                f"model {name!r}: {len(missing)} variable(s) would not be restored by TF Serving "
-                f"(graph-mode load): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}; "
-                "every variable the signatures use must be reachable from the saved module")
-        try:
-            return replay_warmup(model, name)
-        except RuntimeError as e:
-            raise ExportError(f"model {name!r}: {e}") from None
+        model.require_restored()
+        return replay_warmup(model, name)
+    except RuntimeError as e:
+        raise ExportError(f"model {name!r}: {e}") from None
     finally:
         model.close()
 

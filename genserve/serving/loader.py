@@ -194,6 +194,21 @@ class GraphModel:
         done = self.session.run([op for _, op in self._var_checks])
         return sorted(name for (name, _), ok in zip(self._var_checks, done) if not ok)
 
+    def require_restored(self) -> None:
+        """Raise when a variable the signatures read stayed uninitialised after the restore op.
+
+        Raises:
+            RuntimeError: naming the variables (at most 8) — TF Serving would fail the first request
+                that reads one with "Resource ... does not exist".
+        """
+        missing = self.unrestored_variables()
+        if missing:
+            raise RuntimeError(
+                f"{len(missing)} variable(s) the signatures read are not restored by the SavedModel's "
+                f"restore op (TF Serving's graph-mode load): {', '.join(missing[:8])}"
+                f"{' ...' if len(missing) > 8 else ''}; every variable the signatures use must be "
+                "reachable from the saved object (genserve.export.writer.save_version tracks them)")
+
     def close(self) -> None:
         self.session.close()
 
@@ -264,21 +279,29 @@ def load_saved_model(path, tags=(SERVE_TAG,), config=None) -> GraphModel:
     return GraphModel(Path(path), session, meta, signatures, var_checks)
 
 
-def _has_control_flow(graph, sig, library: dict) -> bool:
-    """True when the ops behind `sig`'s outputs, or any function they call, include control flow."""
-    seen, stack, functions = set(), [], []
-    stack.extend(graph.get_tensor_by_name(a.tensor_name).op for a in sig.outputs.values())
+def _upstream_ops(graph, tensor_names) -> list:
+    """Every op the given tensors depend on (data and control inputs), in the main graph."""
+    seen, stack, ops = set(), [graph.get_tensor_by_name(name).op for name in tensor_names], []
     while stack:
         op = stack.pop()
         if op.name in seen:
             continue
         seen.add(op.name)
+        ops.append(op)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    return ops
+
+
+def _has_control_flow(graph, sig, library: dict) -> bool:
+    """True when the ops behind `sig`'s outputs, or any function they call, include control flow."""
+    functions = []
+    for op in _upstream_ops(graph, [a.tensor_name for a in sig.outputs.values()]):
         if op.type in CONTROL_FLOW_OPS:
             return True
         functions.extend(v.func.name for v in op.node_def.attr.values() if v.func.name)
         if op.type in library:
             functions.append(op.type)
-        stack.extend(t.op for t in op.inputs)
     visited = set()
     while functions:
         name = functions.pop()
@@ -298,38 +321,9 @@ def _variables_used(graph, signatures: dict) -> list:
     """The VarHandleOps the signatures' outputs depend on. A TF2 SavedModel's graph also holds
     handle ops nothing reads (Keras' own ExportArchive exports have them too); only the used ones must
     be restored."""
-    seen, stack, found = set(), [], []
-    for sig in signatures.values():
-        stack.extend(graph.get_tensor_by_name(a.tensor_name).op for a in sig.outputs.values())
-    while stack:
-        op = stack.pop()
-        if op.name in seen:
-            continue
-        seen.add(op.name)
-        if op.type == "VarHandleOp":
-            found.append(op)
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    return sorted(found, key=lambda op: op.name)
-
-
-def check_variables_restored(path) -> None:
-    """Load `path` on TF Serving's path and fail if any variable stays uninitialised.
-
-    Raises:
-        RuntimeError: naming the variables, with the fix.
-    """
-    model = load_saved_model(path)
-    try:
-        missing = model.unrestored_variables()
-    finally:
-        model.close()
-    if missing:
-        raise RuntimeError(
-            f"{len(missing)} variable(s) are not restored when {path} is loaded in a graph Session "
-            f"(TF Serving's path): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}. "
-            "Track every variable the signatures capture on the saved object "
-            "(genserve.export.writer.save_version does this).")
+    names = [a.tensor_name for sig in signatures.values() for a in sig.outputs.values()]
+    return sorted((op for op in _upstream_ops(graph, names) if op.type == "VarHandleOp"),
+                  key=lambda op: op.name)
 
 
 def main(argv=None) -> int:

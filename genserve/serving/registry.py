@@ -120,10 +120,7 @@ def load_version(name: str, version: int, path: Path, session_config=None) -> Lo
     start = time.perf_counter()
     model = load_saved_model(path, config=session_config)
     try:
-        missing = model.unrestored_variables()
-        if missing:
-            raise RuntimeError(f"variables not restored by the SavedModel's restore op: "
-                               f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        model.require_restored()
         warm_start = time.perf_counter()
         warmed = replay_warmup(model, name, version)
         warm_seconds = time.perf_counter() - warm_start if warmed else None
