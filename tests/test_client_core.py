@@ -362,7 +362,7 @@ def test_client_import_does_not_import_tensorflow():
         "import sys\n"
         "import genserve.clients\n"
         "from genserve.clients import Client, GenserveError\n"
-        "import genserve.clients.codec, genserve.clients.core\n"
+        "import genserve.wire.codec, genserve.clients.core\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('tensorflow', 'tensorflow_serving', 'keras', 'tf_keras'))\n"
         "print(len(heavy), heavy[:5])\n"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genserve.clients.codec import SUPPORTED_DTYPES, dtype_name, from_tensor_proto, to_tensor_proto
-from genserve.clients.protos import tensor_pb2
+from genserve.wire.codec import SUPPORTED_DTYPES, dtype_name, from_tensor_proto, to_tensor_proto
+from genserve.wire.protos import tensor_pb2
 
 tf = pytest.importorskip("tensorflow")
 from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2  # noqa: E402

@@ -18,7 +18,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from genserve import contract as C  # noqa: E402
-from genserve.clients.codec import dtype_name  # noqa: E402
+from genserve.wire.codec import dtype_name  # noqa: E402
 from genserve.export.dream import DreamConfig, DreamModule, export_dream, load_config  # noqa: E402
 from genserve.serving.errors import ServingError  # noqa: E402
 from genserve.serving.loader import load_saved_model  # noqa: E402

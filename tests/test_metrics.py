@@ -83,7 +83,7 @@ def test_counts_after_known_traffic_over_grpc_and_rest(servers):
         get_model_status_pb2, model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc,
     )
 
-    from genserve.clients.codec import to_tensor_proto
+    from genserve.wire.codec import to_tensor_proto
 
     server, other = servers
     grpc_ok, rest_ok = 3, 2

@@ -21,7 +21,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("aiohttp")
 
-from genserve.clients.codec import from_tensor_proto, to_tensor_proto  # noqa: E402
+from genserve.wire.codec import from_tensor_proto, to_tensor_proto  # noqa: E402
 from genserve.serving.server import ModelServer  # noqa: E402
 
 TEXT = "a rose by any other name would smell as sweet; so romeo would, were he not romeo call'd.\n" * 20

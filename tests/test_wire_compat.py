@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from google.protobuf import descriptor
 
-from genserve.clients.codec import from_tensor_proto, to_tensor_proto
+from genserve.wire.codec import from_tensor_proto, to_tensor_proto
 from genserve.clients.core import VersionStatus, predict_request, signatures_from_metadata
-from genserve.clients.protos import serving_pb2, tensor_pb2
+from genserve.wire.protos import serving_pb2, tensor_pb2
 
 tf = pytest.importorskip("tensorflow")
 from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2  # noqa: E402
@@ -26,7 +26,7 @@ from tensorflow.core.protobuf import meta_graph_pb2  # noqa: E402
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2  # noqa: E402
 from tensorflow_serving.apis import model_pb2, predict_pb2, status_pb2  # noqa: E402
 
-PROTOS = Path(__file__).resolve().parents[1] / "genserve" / "clients" / "protos"
+PROTOS = Path(__file__).resolve().parents[1] / "genserve" / "wire" / "protos"
 
 # Each genserve.wire message and the TF message it must match on the wire.
 PAIRS = [
@@ -90,9 +90,9 @@ def test_regenerated_code_is_byte_identical(tmp_path):
     subprocess.run(["bash", str(PROTOS / "regenerate.sh"), str(tmp_path)], check=True, env=env,
                    capture_output=True)
     for name in ("tensor_pb2.py", "serving_pb2.py"):
-        fresh = tmp_path / "genserve" / "clients" / "protos" / name
+        fresh = tmp_path / "genserve" / "wire" / "protos" / name
         assert fresh.read_bytes() == (PROTOS / name).read_bytes(), (
-            f"{name} is stale: run genserve/clients/protos/regenerate.sh")
+            f"{name} is stale: run genserve/wire/protos/regenerate.sh")
 
 
 # --- PredictRequest -------------------------------------------------------------------------------

@@ -187,7 +187,7 @@ class LocalBackend(_Counting):
 
     def predict(self, model: str, signature: str, inputs: Mapping[str, np.ndarray],
                 output_keys=None) -> dict[str, np.ndarray]:
-        from genserve.clients.codec import dtype_name
+        from genserve.wire.codec import dtype_name
 
         sig = self._signature(model, signature)
         self._count(model, signature)

@@ -1,6 +1,6 @@
 """The thin gRPC client: Predict, GetModelMetadata and GetModelStatus against TF Serving or genserve.
 
-No TensorFlow here: requests are genserve's own wire-compatible messages (genserve/clients/protos),
+No TensorFlow here: requests are genserve's own wire-compatible messages (genserve/wire/protos),
 sent by TF Serving's method paths, so the same client talks to `tensorflow_model_server` and to
 `genserve serve`. Every call has a deadline; UNAVAILABLE (server not up yet, connection refused or
 reset) is retried with exponential backoff inside that deadline; every other failure surfaces at once
@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple
 import grpc
 import numpy as np
 
-from genserve.clients.codec import dtype_name, from_tensor_proto, to_tensor_proto
-from genserve.clients.protos import serving_pb2
+from genserve.wire.codec import dtype_name, from_tensor_proto, to_tensor_proto
+from genserve.wire.protos import serving_pb2
 
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 METADATA_METHOD = "/tensorflow.serving.PredictionService/GetModelMetadata"

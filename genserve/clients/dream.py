@@ -271,7 +271,7 @@ class RemoteDream:
         self.requests = 0  # Predict calls made (the benchmark counts them)
 
     def _predict(self, inputs: dict, signature: str) -> dict[str, np.ndarray]:
-        from genserve.clients.codec import from_tensor_proto
+        from genserve.wire.codec import from_tensor_proto
 
         response = self.client.predict_response(self.model, inputs, signature=signature,
                                                 version=self.version)

@@ -173,7 +173,7 @@ class TextModel:
     def _predict(self, signature: str, inputs: dict[str, np.ndarray],
                  output_filter: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         from genserve.clients.core import GenserveError
-        from genserve.clients.codec import from_tensor_proto
+        from genserve.wire.codec import from_tensor_proto
 
         self.info  # noqa: B018 - the first request reads and pins the version
         self.requests += 1
@@ -194,7 +194,7 @@ class TextModel:
         """Vocabulary, maxlen, units, layers from the `info` signature (one request, then cached);
         also pins the version that answered when none was given."""
         if self._info is None:
-            from genserve.clients.codec import from_tensor_proto
+            from genserve.wire.codec import from_tensor_proto
 
             self.requests += 1
             response = self.client.predict_response(self.model, {"ids": np.zeros((1,), np.int32)},

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genserve.clients.codec import fill_tensor_proto, from_tensor_proto
+from genserve.wire.codec import fill_tensor_proto, from_tensor_proto
 from genserve.layout import WARMUP_PATH
 from genserve.serving.errors import ServingError, short
 
@@ -68,9 +68,9 @@ DEFAULT_LIMITS = Limits()
 
 
 def _itemsize(dtype: int) -> int:
-    from genserve.clients.codec import _NUMERIC
+    from genserve.wire.codec import NUMERIC_DTYPES
 
-    numeric = _NUMERIC.get(dtype)
+    numeric = NUMERIC_DTYPES.get(dtype)
     return numeric[0].itemsize if numeric else 8
 
 

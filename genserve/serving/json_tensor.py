@@ -32,9 +32,9 @@ import math
 
 import numpy as np
 
-from genserve.clients.codec import (
+from genserve.wire.codec import (
     DT_BOOL, DT_DOUBLE, DT_FLOAT, DT_INT8, DT_INT16, DT_INT32, DT_INT64, DT_STRING, DT_UINT8, DT_UINT32,
-    DT_UINT64, _NUMERIC, dtype_name,
+    DT_UINT64, NUMERIC_DTYPES, dtype_name,
 )
 from genserve.serving.errors import ServingError
 
@@ -207,7 +207,7 @@ def to_array(value, dtype: int) -> np.ndarray:
         return array.reshape(shape)
     try:
         with np.errstate(over="ignore"):  # 1e300 as float32 is inf, as rapidjson's GetFloat() gives
-            return np.array(flat, dtype=_NUMERIC[dtype][0]).reshape(shape)
+            return np.array(flat, dtype=NUMERIC_DTYPES[dtype][0]).reshape(shape)
     except OverflowError:  # an integer beyond double range
         bad = next((v for v in flat if type(v) is int and abs(v) > 1e308), flat[0])
         raise _type_error(bad, dtype) from None

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from genserve.clients.codec import dtype_name
+from genserve.wire.codec import dtype_name
 from genserve.contract import DEFAULT_SIGNATURE_KEY
 from genserve.serving.errors import ServingError
 

@@ -110,7 +110,7 @@ class RestApi:
         if api != "predict":
             raise ServingError("UNIMPLEMENTED", f"the :{api} API is not implemented by genserve (it needs "
                                                 "tf.Example signatures); use :predict")
-        from genserve.clients.codec import fill_tensor_proto, from_tensor_proto
+        from genserve.wire.codec import fill_tensor_proto, from_tensor_proto
         from tensorflow_serving.apis import predict_pb2
 
         doc = json_tensor.parse_body(body)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the committed *_pb2.py modules from the .proto files in this folder.
 #
-#     genserve/clients/protos/regenerate.sh            # in place
-#     genserve/clients/protos/regenerate.sh /tmp/out   # into another root (tests compare the bytes)
+#     genserve/wire/protos/regenerate.sh            # in place
+#     genserve/wire/protos/regenerate.sh /tmp/out   # into another root (tests compare the bytes)
 #
 # Pinned generator: grpcio-tools==1.75.1 (bundled protoc 31.1). Its output imports on the protobuf
 # 6.31+ runtime that TensorFlow 2.21 needs and on protobuf 7; code from grpcio-tools 1.85 (protoc 33,
@@ -16,4 +16,4 @@ python="${PYTHON:-$root/.venv/bin/python}"
 mkdir -p "$out"
 cd "$root"
 "$python" -m grpc_tools.protoc --proto_path=. --python_out="$out" \
-  genserve/clients/protos/tensor.proto genserve/clients/protos/serving.proto
+  genserve/wire/protos/tensor.proto genserve/wire/protos/serving.proto

@@ -4,7 +4,7 @@
 Predict, GetModelMetadata and GetModelStatus messages. Same field numbers as TensorFlow's and TF
 Serving's messages, so the bytes interchange; different names, so both load in one process.
 
-    python -c "from genserve.clients.protos import serving_pb2; print(serving_pb2.PredictRequest())"
+    python -c "from genserve.wire.protos import serving_pb2; print(serving_pb2.PredictRequest())"
 
-Regenerate with `genserve/clients/protos/regenerate.sh` (grpcio-tools==1.75.1).
+Regenerate with `genserve/wire/protos/regenerate.sh` (grpcio-tools==1.75.1).
 """

@@ -11,7 +11,7 @@ complex fields hold (real, imag) pairs.
 Works on genserve's own `genserve.wire.TensorProto` (the default) and on TF's `tensorflow.TensorProto`
 alike: both have the same field names, and the functions here only touch fields by name.
 
-    python -c "from genserve.clients.codec import *; import numpy as np; print(from_tensor_proto(to_tensor_proto(np.eye(2))))"
+    python -c "from genserve.wire.codec import *; import numpy as np; print(from_tensor_proto(to_tensor_proto(np.eye(2))))"
 """
 
 from __future__ import annotations
@@ -21,15 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from genserve.clients.protos import tensor_pb2
+from genserve.wire.protos import tensor_pb2
 
 # DataType enum values (tensorflow/core/framework/types.proto), for the dtypes genserve transports.
 DT_FLOAT, DT_DOUBLE, DT_INT32, DT_UINT8, DT_INT16, DT_INT8, DT_STRING = 1, 2, 3, 4, 5, 6, 7
 DT_COMPLEX64, DT_INT64, DT_BOOL, DT_UINT16, DT_COMPLEX128, DT_HALF = 8, 9, 10, 17, 18, 19
 DT_UINT32, DT_UINT64 = 22, 23
 
-# DataType -> (numpy dtype, the *_val field TF uses for it when tensor_content is empty).
-_NUMERIC: dict[int, tuple[np.dtype, str]] = {
+# DataType -> (numpy dtype, the *_val field TF uses for it when tensor_content is empty). Public: the
+# server checks and decodes requests with the same table the clients encode with.
+NUMERIC_DTYPES: dict[int, tuple[np.dtype, str]] = {
     DT_HALF: (np.dtype("<f2"), "half_val"),
     DT_FLOAT: (np.dtype("<f4"), "float_val"),
     DT_DOUBLE: (np.dtype("<f8"), "double_val"),
@@ -46,9 +47,9 @@ _NUMERIC: dict[int, tuple[np.dtype, str]] = {
     DT_COMPLEX128: (np.dtype("<c16"), "dcomplex_val"),
 }
 # numpy dtype (native byte order, as `np.dtype.newbyteorder("=")` gives it) -> DataType.
-_FROM_NUMPY: dict[np.dtype, int] = {dt.newbyteorder("="): code for code, (dt, _) in _NUMERIC.items()}
+_FROM_NUMPY: dict[np.dtype, int] = {dt.newbyteorder("="): code for code, (dt, _) in NUMERIC_DTYPES.items()}
 
-SUPPORTED_DTYPES: tuple[str, ...] = tuple(dt.name for dt, _ in _NUMERIC.values()) + ("string",)
+SUPPORTED_DTYPES: tuple[str, ...] = tuple(dt.name for dt, _ in NUMERIC_DTYPES.values()) + ("string",)
 
 
 def data_type(dtype: Any) -> int:
@@ -77,8 +78,8 @@ def dtype_name(code: int) -> str:
     """
     if code == DT_STRING:
         return "string"
-    if code in _NUMERIC:
-        return _NUMERIC[code][0].name
+    if code in NUMERIC_DTYPES:
+        return NUMERIC_DTYPES[code][0].name
     try:
         return tensor_pb2.DataType.Name(code).lower()
     except ValueError:
@@ -190,12 +191,12 @@ def from_tensor_proto(proto: Any) -> np.ndarray:
             strings = np.full(count, b"", dtype=object)
         return _fill(strings, count, "string_val").reshape(shape)
 
-    if code not in _NUMERIC:
+    if code not in NUMERIC_DTYPES:
         raise ValueError(
             f"unsupported TensorProto dtype {dtype_name(code).upper()} ({code}); genserve decodes "
             f"{', '.join(SUPPORTED_DTYPES)}"
         )
-    dt, field = _NUMERIC[code]
+    dt, field = NUMERIC_DTYPES[code]
     content = proto.tensor_content
     if content:
         if len(content) != count * dt.itemsize:
