@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.harness import ServerProcess, rounds  # noqa: E402
 ECHO_SERVER = r"""
 import sys, time
 from concurrent import futures
@@ -46,51 +47,6 @@ server.start()
 print(port, flush=True)
 server.wait_for_termination()
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rounds(fns: dict, calls: int, rounds: int = 6) -> dict:
-    """Median ms of each fn, interleaved in `rounds` rounds of calls/rounds calls each."""
-    for fn in fns.values():
-        for _ in range(30):
-            fn()
-    times = {name: [] for name in fns}
-    per = max(1, calls // rounds)
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            for _ in range(per):
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
-
-
-def _start_server(models: Path, extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("genserve")), "serve", "--models-dir",
-                             str(models), "--port", str(port), "--poll-seconds", "0",
-                             "--disable-batching", *extra],  # the toy export carries batching params: no 2 ms batch wait here
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    target = f"127.0.0.1:{port}"
-    from genserve.clients.core import Client
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with Client(target, timeout=2) as client:
-                client.status("toy")
-                return proc, target
-        except Exception:
-            if proc.poll() is not None:
-                raise RuntimeError("genserve serve exited") from None
-            time.sleep(0.5)
-    raise RuntimeError("server did not come up")
 
 
 def _generation(client, length: int) -> dict:
@@ -157,8 +113,11 @@ def main() -> None:
         text_path = export_text(tmp / "text", models)
 
     echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
-    server, target = _start_server(models, args.server_args.split())
+    # The toy export carries batching params: no 2 ms batch wait here.
+    server = ServerProcess(models, "--disable-batching", *args.server_args.split(), poll_seconds=0).start()
+    target = server.target
     try:
+        server.wait_ready("toy")
         echo_target = f"127.0.0.1:{echo.stdout.readline().strip()}"
         payload = os.urandom(1100)
         with grpc.insecure_channel(echo_target) as echo_channel, Client(target, timeout=10) as client, \
@@ -187,13 +146,12 @@ def main() -> None:
                 fns["step_in_process"] = lambda: step.run({"ids": ids, "h": h, "c": h})
                 fns["step_grpc"] = lambda: client.predict("text", {"ids": ids, "h": h, "c": h},
                                                           signature="step")
-            ms = _rounds(fns, args.calls)
+            ms = rounds(fns, args.calls)
             if not args.skip_text:
                 gen = _generation(client, args.length)
     finally:
-        server.terminate()
+        server.stop()
         echo.terminate()
-        server.wait(30)
         echo.wait(30)
 
     print(f"loopback latency, median of {args.calls} calls each, servers in their own processes:")

@@ -21,11 +21,8 @@ subprocesses, so this process never imports TensorFlow.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,9 +35,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from genserve.clients.core import Client, GenserveError  # noqa: E402
+from benchmarks.harness import GENSERVE, ServerProcess  # noqa: E402
+from genserve.clients import Client, GenserveError  # noqa: E402
 
-GENSERVE = Path(sys.executable).with_name("genserve")
 BIASES = (1.0, 5.0)  # toy v1, then the version exported during traffic
 ABANDON_SHARE = 0.10
 ABANDON_TIMEOUT = 0.005
@@ -51,58 +48,15 @@ def run(*args: str, log=None) -> None:
                    stderr=subprocess.STDOUT if log else subprocess.DEVNULL)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Server(ServerProcess):
+    """`genserve serve` as a subprocess that counts the exits we did not cause (and restarts)."""
 
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class Server:
-    """`genserve serve` as a subprocess; counts exits we did not cause."""
-
-    def __init__(self, models: Path, port: int, log: Path):
-        self.models, self.port, self.log = models, port, log
-        self.proc: subprocess.Popen | None = None
-        self.deaths = 0
-        self.starts = 0
-
-    def start(self) -> None:
-        with open(self.log, "a") as log:
-            self.proc = subprocess.Popen([str(GENSERVE), "serve", "--models-dir", str(self.models),
-                                          "--port", str(self.port), "--poll-seconds", "0.5"],
-                                         stdout=log, stderr=subprocess.STDOUT)
-        self.starts += 1
-
-    def wait_ready(self, timeout: float = 120.0) -> float:
-        start = time.monotonic()
-        with Client(f"127.0.0.1:{self.port}", timeout=timeout) as client:
-            client.status("vae")
-            client.status("toy")
-        return time.monotonic() - start
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
+    deaths = 0
 
     def check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
             self.deaths += 1
             self.start()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 class Stats:
@@ -182,10 +136,10 @@ def main() -> None:
                 run("export", "toy", "--models-dir", str(models), "--bias", str(BIASES[0]), log=out)
         print(f"setup (train + export, subprocesses): {time.monotonic() - t0:.1f} s; work dir {work}")
 
-        server = Server(models, free_port(), log)
+        server = Server(models, log=log)
         server.start()
-        print(f"server up in {server.wait_ready():.1f} s on 127.0.0.1:{server.port}")
-        target = f"127.0.0.1:{server.port}"
+        print(f"server up in {server.wait_ready('vae', 'toy'):.1f} s on {server.target}")
+        target = server.target
         stats, stop = Stats(), threading.Event()
         threads = [threading.Thread(target=client_loop, args=(target, args.deadline, stop, stats, i),
                                     daemon=True) for i in range(args.clients)]
@@ -203,13 +157,13 @@ def main() -> None:
                 server.check_alive()
                 time.sleep(0.1)
             if event.startswith("rss"):
-                rss[event] = rss_mb(server.proc.pid)
+                rss[event] = server.rss_mb()
             elif event == "restart":
-                rss["rss_before_kill"] = rss_mb(server.proc.pid)
+                rss["rss_before_kill"] = server.rss_mb()
                 server.kill()
                 began = time.monotonic()
                 server.start()
-                restart_s = server.wait_ready()
+                server.wait_ready('vae', 'toy')
                 restart_s = time.monotonic() - began
             elif event == "export":
                 with open(log, "a") as out:

@@ -13,19 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-: "${MODELS_DIR:?set MODELS_DIR}" "${OUT_DIR:?set OUT_DIR}" "${GENSERVE_TARGET:?set GENSERVE_TARGET}"
-PY=${PY:-.venv/bin/python}
-GENSERVE=${GENSERVE:-.venv/bin/genserve}
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+source scripts/demo_lib.sh
 BACKBONE=${DREAM_BACKBONE:-${STYLE_BACKBONE:-vgg16-offline}}
 IMAGE=${DREAM_IMAGE:-examples/images/chelsea-cat.jpg}
-mkdir -p "$OUT_DIR"
 
-start=$(date +%s)
-exported=$("$GENSERVE" export dream --backbone "$BACKBONE" --models-dir "$MODELS_DIR" | tail -n 1)
-echo "$exported ($(( $(date +%s) - start )) s)"
-version=$(basename "${exported#exported }")
-"$PY" scripts/wait_for_model.py "$GENSERVE_TARGET" dream --timeout 120 --min-version "$version"
+export_and_wait dream --backbone "$BACKBONE"
 
 "$GENSERVE" dream "$IMAGE" -o "$OUT_DIR/dream_cat.png" --target "$GENSERVE_TARGET" --model dream \
   --version "$version" --width "${DREAM_WIDTH:-200}" --octaves "${DREAM_OCTAVES:-3}" \

@@ -13,25 +13,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-: "${MODELS_DIR:?set MODELS_DIR}" "${OUT_DIR:?set OUT_DIR}" "${GENSERVE_TARGET:?set GENSERVE_TARGET}"
-WORK_DIR=${WORK_DIR:-$OUT_DIR/work}
-PY=${PY:-.venv/bin/python}
-GENSERVE=${GENSERVE:-.venv/bin/genserve}
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+source scripts/demo_lib.sh
 WORK="$WORK_DIR/gan"
 DATASET=${GAN_DATASET:-${VAE_DATASET:-mnist}}  # the MNIST families share a dataset unless told apart
-mkdir -p "$OUT_DIR" "$WORK"
+mkdir -p "$WORK"
 
-start=$(date +%s)
 echo "train: first ${GAN_TRAIN_LIMIT:-60000} $DATASET images, ${GAN_EPOCHS:-2} epoch(s) -> $WORK"
 "$GENSERVE" train gan --dataset "$DATASET" --train-limit "${GAN_TRAIN_LIMIT:-60000}" \
   --epochs "${GAN_EPOCHS:-2}" --workdir "$WORK" --quiet
-echo "trained in $(( $(date +%s) - start )) s"
+trained
 
-exported=$("$GENSERVE" export gan --workdir "$WORK" --models-dir "$MODELS_DIR" | tail -n 1)
-echo "$exported"
-version=$(basename "${exported#exported }")
-"$PY" scripts/wait_for_model.py "$GENSERVE_TARGET" gan --timeout 120 --min-version "$version"
+export_and_wait gan --workdir "$WORK"
 
 "$GENSERVE" gan-grid --target "$GENSERVE_TARGET" --model gan --version "$version" --n 10 --seed 0 \
   --scale 2 -o "$OUT_DIR/gan_grid.png"

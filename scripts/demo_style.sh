@@ -19,20 +19,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-: "${MODELS_DIR:?set MODELS_DIR}" "${OUT_DIR:?set OUT_DIR}" "${GENSERVE_TARGET:?set GENSERVE_TARGET}"
-PY=${PY:-.venv/bin/python}
-GENSERVE=${GENSERVE:-.venv/bin/genserve}
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+source scripts/demo_lib.sh
 CONTENT=${STYLE_CONTENT:-examples/images/chelsea-cat.jpg}
 STYLE=${STYLE_IMAGE:-examples/images/hokusai-great-wave.jpg}
-mkdir -p "$OUT_DIR"
 
-start=$(date +%s)
-exported=$("$GENSERVE" export style --backbone "${STYLE_BACKBONE:-vgg16-offline}" --models-dir "$MODELS_DIR" \
-  --content-weight "${STYLE_CONTENT_WEIGHT:-0.15}" --tv-weight "${STYLE_TV_WEIGHT:-6e-4}" | tail -n 1)
-echo "$exported ($(( $(date +%s) - start )) s)"
-version=$(basename "${exported#exported }")
-"$PY" scripts/wait_for_model.py "$GENSERVE_TARGET" style --timeout 120 --min-version "$version"
+export_and_wait style --backbone "${STYLE_BACKBONE:-vgg16-offline}" \
+  --content-weight "${STYLE_CONTENT_WEIGHT:-0.15}" --tv-weight "${STYLE_TV_WEIGHT:-6e-4}"
 
 "$GENSERVE" stylize "$CONTENT" "$STYLE" -o "$OUT_DIR/style_cat_great_wave.png" \
   --target "$GENSERVE_TARGET" --model style --version "$version" \

@@ -11,24 +11,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-: "${MODELS_DIR:?set MODELS_DIR}" "${OUT_DIR:?set OUT_DIR}" "${GENSERVE_TARGET:?set GENSERVE_TARGET}"
-WORK_DIR=${WORK_DIR:-$OUT_DIR/work}
-PY=${PY:-.venv/bin/python}
-GENSERVE=${GENSERVE:-.venv/bin/genserve}
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+source scripts/demo_lib.sh
 WORK="$WORK_DIR/text"
-mkdir -p "$OUT_DIR" "$WORK"
+mkdir -p "$WORK"
 
 echo "train: ${TEXT_MAX_CHARS:-400000} characters of ${TEXT_CORPUS:-shakespeare}, ${TEXT_EPOCHS:-2} epochs -> $WORK"
-start=$(date +%s)
 "$GENSERVE" train text --corpus "${TEXT_CORPUS:-shakespeare}" --max-chars "${TEXT_MAX_CHARS:-400000}" \
   --epochs "${TEXT_EPOCHS:-2}" --workdir "$WORK" --quiet
-echo "trained in $(( $(date +%s) - start )) s"
+trained
 
-exported=$("$GENSERVE" export text --workdir "$WORK" --models-dir "$MODELS_DIR" | tail -n 1)
-echo "$exported"
-version=$(basename "${exported#exported }")
-"$PY" scripts/wait_for_model.py "$GENSERVE_TARGET" text --timeout 120 --min-version "$version"
+export_and_wait text --workdir "$WORK"
 
 "$GENSERVE" generate --target "$GENSERVE_TARGET" --model text --version "$version" \
   --length "${TEXT_LENGTH:-400}" --seed 42 --json "$OUT_DIR/text_generation.json" \

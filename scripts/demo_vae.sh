@@ -11,25 +11,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-: "${MODELS_DIR:?set MODELS_DIR}" "${OUT_DIR:?set OUT_DIR}" "${GENSERVE_TARGET:?set GENSERVE_TARGET}"
-WORK_DIR=${WORK_DIR:-$OUT_DIR/work}
-PY=${PY:-.venv/bin/python}
-GENSERVE=${GENSERVE:-.venv/bin/genserve}
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+source scripts/demo_lib.sh
 WORK="$WORK_DIR/vae"
 DATASET=${VAE_DATASET:-mnist}
-mkdir -p "$OUT_DIR" "$WORK"
+mkdir -p "$WORK"
 
-start=$(date +%s)
 echo "train: first ${VAE_TRAIN_LIMIT:-20000} $DATASET images, ${VAE_EPOCHS:-2} epochs, validation on 2,000 test images -> $WORK"
 "$GENSERVE" train vae --dataset "$DATASET" --train-limit "${VAE_TRAIN_LIMIT:-20000}" --test-limit 2000 \
   --epochs "${VAE_EPOCHS:-2}" --workdir "$WORK" --quiet
-echo "trained in $(( $(date +%s) - start )) s"
+trained
 
-exported=$("$GENSERVE" export vae --workdir "$WORK" --models-dir "$MODELS_DIR" | tail -n 1)
-echo "$exported"
-version=$(basename "${exported#exported }")
-"$PY" scripts/wait_for_model.py "$GENSERVE_TARGET" vae --timeout 120 --min-version "$version"
+export_and_wait vae --workdir "$WORK"
 
 "$GENSERVE" grid --target "$GENSERVE_TARGET" --model vae --version "$version" --n 15 --out "$OUT_DIR/vae_grid.png"
 "$GENSERVE" encode --target "$GENSERVE_TARGET" --model vae --version "$version" --dataset "$DATASET" \

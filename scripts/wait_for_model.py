@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
+from pathlib import Path
 
-from genserve.clients import Client, GenserveError
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.harness import wait_for_model  # noqa: E402
 
 
 def main() -> int:
@@ -19,23 +20,13 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--min-version", type=int, default=1)
     args = parser.parse_args()
-    deadline = time.monotonic() + args.timeout
-    last = "no answer"
-    with Client(args.target, timeout=5.0) as client:
-        while time.monotonic() < deadline:
-            try:
-                versions = client.status(args.model)
-                ready = [v for v, state in versions if state == "AVAILABLE" and v >= args.min_version]
-                if ready:
-                    print(f"{args.model}: version {max(ready)} is available on {args.target}")
-                    return 0
-                last = f"versions {versions}"
-            except GenserveError as e:
-                last = str(e)
-            time.sleep(0.5)
-    print(f"error: {args.model} not available on {args.target} after {args.timeout:.0f} s ({last})",
-          file=sys.stderr)
-    return 1
+    try:
+        version = wait_for_model(args.target, args.model, args.timeout, args.min_version)
+    except (TimeoutError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.model}: version {version} is available on {args.target}")
+    return 0
 
 
 if __name__ == "__main__":

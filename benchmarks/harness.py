@@ -1,0 +1,157 @@
+"""What the benchmarks, the tests and the demo scripts share to run a real server: a free loopback
+port, `genserve serve` as a subprocess that is ready when its models are AVAILABLE, waiting for a model
+version, and an interleaved timer. Imports no TensorFlow (the server runs in its own process).
+
+    python -c "from benchmarks.harness import free_port; print(free_port())"   # from the repository root
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+GENSERVE = Path(sys.executable).with_name("genserve")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_model(target: str, model: str, timeout: float = 60.0, min_version: int = 1,
+                   alive=lambda: True) -> int:
+    """Poll GetModelStatus until `model` has an AVAILABLE version >= min_version; return that version.
+
+    Raises:
+        TimeoutError: with the last answer, when `timeout` seconds pass first.
+        RuntimeError: when `alive()` turns False (the server process exited).
+    """
+    from genserve.clients import Client, GenserveError
+
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    with Client(target, timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            if not alive():
+                raise RuntimeError(f"the server for {target} exited ({last})")
+            try:
+                versions = client.status(model)
+                ready = [v for v, state in versions if state == "AVAILABLE" and v >= min_version]
+                if ready:
+                    return max(ready)
+                last = f"versions {versions}"
+            except GenserveError as e:
+                last = str(e)
+            time.sleep(0.2)
+    raise TimeoutError(f"{model} not available on {target} after {timeout:.0f} s ({last})")
+
+
+class ServerProcess:
+    """`genserve serve --models-dir DIR` on a free loopback port, in its own process.
+
+        with ServerProcess(models, "--disable-batching") as server:
+            server.wait_ready("toy")
+            ... Client(server.target) ...
+    """
+
+    def __init__(self, models_dir, *extra: str, port: int | None = None, rest: bool = False,
+                 log: Path | None = None, poll_seconds: float = 0.5):
+        self.models_dir = Path(models_dir)
+        self.port = port or free_port()
+        self.rest_port = free_port() if rest else None
+        self.extra = list(extra)
+        self.log = log
+        self.poll_seconds = poll_seconds
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def rest_target(self) -> str | None:
+        return f"127.0.0.1:{self.rest_port}" if self.rest_port else None
+
+    def command(self) -> list[str]:
+        cmd = [str(GENSERVE), "serve", "--models-dir", str(self.models_dir), "--port", str(self.port),
+               "--poll-seconds", str(self.poll_seconds)]
+        if self.rest_port:
+            cmd += ["--rest-port", str(self.rest_port)]
+        return cmd + self.extra
+
+    def start(self) -> "ServerProcess":
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        out = open(self.log, "a") if self.log else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env)
+        finally:
+            if self.log:
+                out.close()
+        self.starts += 1
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, *models: str, timeout: float = 120.0) -> float:
+        """Wait until every model in `models` is AVAILABLE; returns the seconds it took."""
+        start = time.monotonic()
+        for model in models:
+            wait_for_model(self.target, model, timeout=max(1.0, timeout - (time.monotonic() - start)),
+                           alive=self.alive)
+        return time.monotonic() - start
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM (the server drains), then SIGKILL after `timeout`; returns the exit code."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode if self.proc else None
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def rounds(fns: dict, calls: int, n_rounds: int = 6, warmup: int = 30) -> dict:
+    """Median milliseconds of each fn, the fns interleaved in `n_rounds` rounds of calls/n_rounds calls
+    each (so drift on a busy machine hits every fn alike)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    per = max(1, calls // n_rounds)
+    for _ in range(n_rounds):
+        for name, fn in fns.items():
+            for _ in range(per):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
