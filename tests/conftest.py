@@ -1,4 +1,6 @@
-"""Shared fixtures: a toy models directory and a real embedded gRPC server on 127.0.0.1, port 0.
+"""Shared fixtures: a toy models directory, real embedded gRPC servers on 127.0.0.1 (port 0), the
+factories "a family exported (through the CLI) and served", and `wait_until` (tests synchronise on
+conditions, never on sleeps).
 
     .venv/bin/python -m pytest tests/test_server.py -q
 
@@ -8,6 +10,8 @@ TensorFlow is imported inside the fixtures, so test files that do not use them n
 from __future__ import annotations
 
 import shutil
+import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -43,4 +47,55 @@ def toy_server(toy_models_dir: Path) -> str:
     from genserve.serving.server import serve
 
     with serve(toy_models_dir, poll_seconds=0) as target:
+        yield target
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "the condition"):
+    """Poll `predicate()` until it returns a truthy value (returned); AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout:g} s")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def cli_export(tmp_path_factory):
+    """Factory: `cli_export("style", "--backbone", "random-small")` -> a models directory holding that
+    export as version 1, made once per session through `genserve export` (CliRunner). Read-only."""
+    from typer.testing import CliRunner
+
+    from genserve.cli import app
+
+    made: dict[tuple, Path] = {}
+
+    def export(family: str, *options: str) -> Path:
+        key = (family, *options)
+        if key not in made:
+            root = tmp_path_factory.mktemp(f"{family}_models")
+            result = CliRunner().invoke(app, ["export", family, *options, "--models-dir", str(root)])
+            assert result.exit_code == 0, result.output
+            assert "exported" in result.output and (root / family / "1" / "saved_model.pb").is_file()
+            made[key] = root
+        return made[key]
+
+    return export
+
+
+@pytest.fixture(scope="session")
+def serve_dir():
+    """Factory: `serve_dir(models_dir)` -> "127.0.0.1:PORT" of an embedded server over that directory
+    (no polling), one server per directory for the whole session."""
+    from genserve.serving.server import serve
+
+    servers: dict[Path, str] = {}
+    with ExitStack() as stack:
+        def target(models_dir: Path) -> str:
+            if models_dir not in servers:
+                servers[models_dir] = stack.enter_context(serve(models_dir, poll_seconds=0))
+            return servers[models_dir]
+
         yield target

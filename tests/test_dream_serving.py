@@ -25,21 +25,13 @@ INF = float("inf")
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dream_models")
-    result = CliRunner().invoke(app, ["export", "dream", "--backbone", "random-small",
-                                      "--models-dir", str(root)])
-    assert result.exit_code == 0, result.output
-    assert "exported" in result.output and (root / "dream" / "1" / "saved_model.pb").is_file()
-    return root
+def models_dir(cli_export):
+    return cli_export("dream", "--backbone", "random-small")
 
 
 @pytest.fixture(scope="module")
-def target(models_dir):
-    from genserve.serving.server import serve
-
-    with serve(models_dir, poll_seconds=0) as address:
-        yield address
+def target(models_dir, serve_dir):
+    return serve_dir(models_dir)
 
 
 @pytest.fixture(scope="module")

@@ -25,21 +25,13 @@ LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block
 
 
 @pytest.fixture(scope="module")
-def models_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("style_models")
-    result = CliRunner().invoke(app, ["export", "style", "--backbone", "random-small",
-                                      "--models-dir", str(root)])
-    assert result.exit_code == 0, result.output
-    assert "exported" in result.output and (root / "style" / "1" / "saved_model.pb").is_file()
-    return root
+def models_dir(cli_export):
+    return cli_export("style", "--backbone", "random-small")
 
 
 @pytest.fixture(scope="module")
-def target(models_dir):
-    from genserve.serving.server import serve
-
-    with serve(models_dir, poll_seconds=0) as address:
-        yield address
+def target(models_dir, serve_dir):
+    return serve_dir(models_dir)
 
 
 @pytest.fixture(scope="module")
