@@ -255,3 +255,9 @@ def test_external_base_path_is_refused(models, tmp_path):
     result = CliRunner().invoke(app, ["deploy", "kubernetes", "--models-dir", str(models), "--out",
                                       str(tmp_path / "out")])
     assert result.exit_code == 1 and "outside the models directory" in result.output
+
+
+def test_unknown_runtime_is_a_one_line_error(models, tmp_path):
+    result = CliRunner().invoke(app, ["deploy", "kubernetes", "--models-dir", str(models), "--out",
+                                      str(tmp_path / "out"), "--runtime", "triton"])
+    assert result.exit_code == 1 and "--runtime must be one of tf-serving, genserve" in result.output

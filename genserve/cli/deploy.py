@@ -9,7 +9,6 @@ See docs/deploy.md. Imports no TensorFlow.
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,11 +20,6 @@ deploy_app = typer.Typer(help="Deployment manifests (Kubernetes, KServe) for a m
                          no_args_is_help=True)
 
 
-class Runtime(str, Enum):
-    tf_serving = "tf-serving"
-    genserve = "genserve"
-
-
 def register(app, train_app, export_app, eval_app, plot_app) -> None:
     """Add `genserve deploy ...` to the app."""
     app.add_typer(deploy_app, name="deploy")
@@ -35,7 +29,7 @@ def register(app, train_app, export_app, eval_app, plot_app) -> None:
 def kubernetes(
     models_dir: Annotated[Path, typer.Option("--models-dir", help="Models directory (models.config and <name>/<version>/) to deploy.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the YAML files and kustomization.yaml.")],
-    runtime: Annotated[Runtime, typer.Option(help="tf-serving: TensorFlow Serving on GPUs (the Dockerfile.serving image); genserve: `genserve serve` on CPU/arm64 (the Dockerfile image).")] = Runtime.tf_serving,
+    runtime: Annotated[str, typer.Option(help="tf-serving: TensorFlow Serving on GPUs (the Dockerfile.serving image); genserve: `genserve serve` on CPU/arm64 (the Dockerfile image).")] = "tf-serving",
     kserve: Annotated[bool, typer.Option("--kserve", help="Write KServe objects (InferenceService; ServingRuntime for genserve) instead of Deployment/Services.")] = False,
     replicas: Annotated[int, typer.Option(min=1, max=1000, help="Replicas (the HPA's minimum).")] = 2,
     max_replicas: Annotated[Optional[int], typer.Option(min=1, max=1000, help="The HPA's maximum (default 3 x --replicas).")] = None,
@@ -66,7 +60,7 @@ def kubernetes(
     except (FileNotFoundError, ConfigError, OSError) as e:
         raise fail(str(e))
     try:
-        spec = DeploySpec(runtime=runtime.value, models=[entry for entry, _ in found.values()], name=name,
+        spec = DeploySpec(runtime=runtime, models=[entry for entry, _ in found.values()], name=name,
                           image=image, replicas=replicas, max_replicas=max_replicas, gpus=gpus, pvc=pvc,
                           model_base_uri=model_base_uri, drain_seconds=drain_seconds)
         files = kserve_objects(spec, storage_uri) if kserve else core_objects(spec)
