@@ -8,6 +8,7 @@ Schema validation of every file: tests/test_deploy_schemas.py.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,12 @@ def test_genserve_dockerfile_cmd_is_genserve_args():
     assert entrypoint == ["genserve"] and cmd == A.genserve_args()
     dockerignore = (ROOT / "Dockerfile.dockerignore").read_text().split()
     assert "genserve" not in dockerignore and "docker" not in dockerignore
+    copies = [shlex.split(a) for w, a in parse_dockerfile((ROOT / "Dockerfile").read_text()) if w == "COPY"]
+    for *sources, dest in copies:
+        for src in sources:
+            assert src.startswith("${MODELS_DIR}") or (ROOT / src).exists(), src
+    # The monitoring file the CMD names is the one the image copies to that path.
+    assert ["docker/monitoring.config", f"{A.CONFIG_DIR}/{A.MONITORING_FILE}"] in copies
 
 
 def test_tf_serving_deployment(models, tmp_path):
