@@ -256,11 +256,12 @@ def test_existing_files_are_kept_without_force(models, tmp_path):
     assert "Deployment" in (out / "deployment.yaml").read_text()
 
 
-def test_external_base_path_is_refused(models, tmp_path):
+@pytest.mark.parametrize("runtime", ["tf-serving", "genserve"])
+def test_external_base_path_is_refused(models, tmp_path, runtime):
     (models / "models.config").write_text('model_config_list { config { name: "x" base_path: "/data/x" '
                                           'model_platform: "tensorflow" } }')
     result = CliRunner().invoke(app, ["deploy", "kubernetes", "--models-dir", str(models), "--out",
-                                      str(tmp_path / "out")])
+                                      str(tmp_path / "out"), "--runtime", runtime])
     assert result.exit_code == 1 and "outside the models directory" in result.output
 
 

@@ -65,6 +65,7 @@ class DeploySpec:
             if not self.model_base_uri.startswith(URI_SCHEMES):
                 raise DeployError(f"--model-base-uri must start with {' or '.join(URI_SCHEMES)}, got "
                                   f"{self.model_base_uri!r}")
+        deployed_models_config(self)  # every base path must be reachable from the pods
 
     @property
     def image_ref(self) -> str:
