@@ -15,28 +15,16 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 
+from genserve.deploy.args import TF_SERVING_FLAGS
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile.serving"
 
-# Every flag of tensorflow_model_server, as tensorflow_serving/model_servers/main.cc (2.x) defines them.
-KNOWN_FLAGS = {
-    "port", "grpc_socket_path", "rest_api_port", "rest_api_num_threads", "rest_api_timeout_in_ms",
-    "rest_api_enable_cors_support", "enable_batching", "allow_version_labels_for_unavailable_models",
-    "batching_parameters_file", "enable_per_model_batching_parameters", "model_config_file",
-    "model_config_file_poll_wait_seconds", "model_name", "model_base_path", "num_load_threads",
-    "num_unload_threads", "max_num_load_retries", "load_retry_interval_micros",
-    "file_system_poll_wait_seconds", "flush_filesystem_caches", "tensorflow_session_parallelism",
-    "tensorflow_session_config_file", "tensorflow_intra_op_parallelism",
-    "tensorflow_inter_op_parallelism", "use_alts_credentials", "ssl_config_file",
-    "platform_config_file", "per_process_gpu_memory_fraction", "saved_model_tags",
-    "grpc_channel_arguments", "grpc_max_threads", "enable_model_warmup",
-    "num_request_iterations_for_warmup", "version", "monitoring_config_file",
-    "remove_unused_fields_from_bundle_metagraph", "prefer_tflite_model", "num_tflite_pools",
-    "num_tflite_interpreters_per_pool", "enable_signature_method_name_check",
-    "xla_cpu_compilation_enabled", "enable_profiler", "thread_pool_factory_config_file",
-}
+# Every flag of tensorflow_model_server, as tensorflow_serving/model_servers/main.cc defines them (one list).
+KNOWN_FLAGS = TF_SERVING_FLAGS
 BOOL_FLAGS = {"enable_batching", "enable_model_warmup", "rest_api_enable_cors_support",
-              "flush_filesystem_caches", "use_alts_credentials", "enable_per_model_batching_parameters"}
+              "flush_filesystem_caches", "use_alts_credentials", "enable_per_model_batching_parameters",
+              "enable_grpc_healthcheck_service"}
 INT_FLAGS = {"port", "rest_api_port", "file_system_poll_wait_seconds",
              "model_config_file_poll_wait_seconds", "grpc_max_threads", "num_load_threads"}
 
