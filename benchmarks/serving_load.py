@@ -96,28 +96,35 @@ def _raw_call(target: str, latent: int, seed: int):
     return channel, lambda: method(body, timeout=30)
 
 
-def load(target: str, clients: int, seconds: float, latent: int, raw: bool, warmup: float = 1.0) -> dict:
-    """`clients` threads, each with its own channel, each sending decode(z of (1, latent)) back to back
-    (a genserve Client, or a raw stub sending pre-serialized bytes)."""
-    from genserve.clients.core import Client, RetryPolicy
+def run_clients(make_call, clients: int, seconds: float, warmup: float = 1.0) -> dict:
+    """`clients` threads sending back to back for `warmup` + `seconds`; only the last `seconds` count.
 
-    stop_at = time.monotonic() + warmup + seconds
-    measure_from = time.monotonic() + warmup
+    Args:
+        make_call: i -> (a context manager holding client i's connection, a function making one call).
+    Returns:
+        requests, throughput (req/s), p50_ms, p99_ms and errors (calls that raised).
+    """
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
-    barrier = threading.Barrier(clients)
+    barrier = threading.Barrier(clients + 1)
+    window = {}
 
     def client_loop(i: int) -> None:
-        rng = np.random.default_rng(i)
-        if raw:
-            channel, call = _raw_call(target, latent, i)
-        else:
-            channel = Client(target, timeout=30, retry=RetryPolicy.disabled())
-            call = lambda: channel.predict("vae", {"z": rng.standard_normal((1, latent), dtype=np.float32)},  # noqa: E731
-                                           signature="decode")
-        with channel:
-            call()  # connect
+        try:
+            connection, call = make_call(i)
+        except Exception:  # noqa: BLE001 (this client makes no calls; counted)
+            errors[i] += 1
             barrier.wait()
+            barrier.wait()
+            return
+        with connection:
+            try:
+                call()  # connect
+            except Exception:  # noqa: BLE001 (counted and reported)
+                errors[i] += 1
+            barrier.wait()  # every client connected
+            barrier.wait()  # the window is set
+            stop_at, measure_from = window["stop"], window["from"]
             while True:
                 start = time.monotonic()
                 if start >= stop_at:
@@ -133,11 +140,32 @@ def load(target: str, clients: int, seconds: float, latent: int, raw: bool, warm
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
+    barrier.wait()  # every client connected
+    window["from"] = time.monotonic() + warmup
+    window["stop"] = window["from"] + seconds
+    barrier.wait()
     for t in threads:
         t.join()
-    flat = np.array([x for per in latencies for x in per])
-    return {"requests": len(flat), "throughput": len(flat) / seconds, "p50_ms": np.percentile(flat, 50) * 1e3,
-            "p99_ms": np.percentile(flat, 99) * 1e3, "errors": sum(errors)}
+    flat = np.array([x for per in latencies for x in per]) if any(latencies) else np.array([np.nan])
+    return {"requests": int(np.isfinite(flat).sum()), "throughput": np.isfinite(flat).sum() / seconds,
+            "p50_ms": np.percentile(flat, 50) * 1e3, "p99_ms": np.percentile(flat, 99) * 1e3,
+            "errors": sum(errors)}
+
+
+def load(target: str, clients: int, seconds: float, latent: int, raw: bool, warmup: float = 1.0) -> dict:
+    """`clients` threads, each with its own channel, each sending decode(z of (1, latent)) back to back
+    (a genserve Client, or a raw stub sending pre-serialized bytes)."""
+    from genserve.clients.core import Client, RetryPolicy
+
+    def make_call(i: int):
+        if raw:
+            return _raw_call(target, latent, i)
+        rng = np.random.default_rng(i)
+        client = Client(target, timeout=30, retry=RetryPolicy.disabled())
+        return client, lambda: client.predict("vae", {"z": rng.standard_normal((1, latent), dtype=np.float32)},
+                                              signature="decode")
+
+    return run_clients(make_call, clients, seconds, warmup)
 
 
 def main() -> None:
