@@ -249,8 +249,8 @@ class _Closing:
 # -- the run ------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kserve-python", help="Python of a venv with kserve and tensorflow (make peers "
-                        "builds .venv-peers)")
+    parser.add_argument("--kserve-python", help="Python of a venv with kserve and tensorflow (default: "
+                        ".venv-peers/bin/python, which make peers builds, if it exists)")
     parser.add_argument("--genserve-only", action="store_true", help="no KServe: genserve's rows only")
     parser.add_argument("--quick", action="store_true", help="1 s per phase, 1 and 16 clients, one round, "
                         "a short floor run (CI)")
@@ -270,7 +270,12 @@ def main() -> None:
         sys.argv = sys.argv[:1] + rest  # kserve parses its own flags from sys.argv
         return kserve_main(args.kserve_serve, args.http_port, args.grpc_port, args.workers, args.request_file)
     if not args.genserve_only and not args.kserve_python:
-        parser.error("give --kserve-python (make peers builds .venv-peers) or --genserve-only")
+        side = ROOT / ".venv-peers" / "bin" / "python"
+        if side.exists():
+            args.kserve_python = str(side)
+        else:
+            print(f"no {side} (make peers builds it): genserve's rows only")
+            args.genserve_only = True
     if args.quick:
         args.seconds, args.rounds, args.clients = 1.0, 1, "1,16"
     clients = [int(c) for c in args.clients.split(",")]
