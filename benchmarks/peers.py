@@ -305,8 +305,9 @@ def run_all(args, clients: list[int], tmp: Path):
                "genserve, batching on": ServerProcess(tmp / "models", *limit, rest=True, poll_seconds=0)}
     if not args.genserve_only:
         servers["KServe, 1 worker"] = KServeProcess(args.kserve_python, version_dir, 1, tmp, tmp / "kserve-1.log")
-        servers[f"KServe, {args.kserve_workers} workers"] = KServeProcess(
-            args.kserve_python, version_dir, args.kserve_workers, tmp, tmp / "kserve-n.log")
+        if args.kserve_workers > 1:
+            servers[f"KServe, {args.kserve_workers} workers"] = KServeProcess(
+                args.kserve_python, version_dir, args.kserve_workers, tmp, tmp / "kserve-n.log")
     try:
         for server in servers.values():
             server.start()
