@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # The TF Serving release of Dockerfile.serving, named once; its TensorFlow has the same version number.
-TF_SERVING_VERSION := $(shell cat docker/TF_SERVING_VERSION)
+TF_SERVING_VERSION := $(shell cat genserve/deploy/TF_SERVING_VERSION)
 SERVING_VENV := .venv-serving
 MODELS_DIR ?= models
 

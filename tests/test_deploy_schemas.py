@@ -38,6 +38,7 @@ KSERVE = PinnedWheel(name="kserve", version="0.21.0",
 KSERVE_KINDS = ("V1beta1InferenceService", "V1alpha1ServingRuntime")  # the wheel's classes for them
 K8S_VERSIONS = ("1.27.0", latest_version())
 K8S_DEFS_ID = "https://kubernetes.io/api/_definitions.json"
+CORE_GROUPS = ("io.k8s.api.core.", "io.k8s.apimachinery.pkg.apis.meta.")
 VARIANTS = {
     "tf-serving": [],
     "tf-serving-uri": ["--model-base-uri", "gs://bucket/models", "--replicas", "3"],
@@ -68,7 +69,7 @@ def _k8s_names(definitions: dict) -> dict[str, str]:
     out = {}
     for name, keys in candidates.items():
         if len(keys) > 1:
-            keys = [k for k in keys if k.startswith(("io.k8s.api.core.", "io.k8s.apimachinery.pkg.apis.meta."))]
+            keys = [k for k in keys if k.startswith(CORE_GROUPS)]
         if len(keys) == 1:
             out[name] = keys[0]
     return out
@@ -84,14 +85,15 @@ class KServeSchemas:
                 if member.startswith("kserve/models/") and member.endswith(".py"):
                     self._read_module(archive.read(member).decode())
             constants = ast.parse(archive.read("kserve/constants/constants.py").decode())
-        (self.group,) = [ast.literal_eval(node.value) for node in constants.body if isinstance(node, ast.Assign)
-                         and getattr(node.targets[0], "id", None) == "KSERVE_GROUP"]
+        (self.group,) = [ast.literal_eval(n.value) for n in constants.body
+                         if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "KSERVE_GROUP"]
         self.k8s_version = latest_version()
         k8s = schema_contents(f"kubernetes-json-schema/v{self.k8s_version}-local-strict/_definitions.json",
                               self.k8s_version)
         assert k8s["$id"] == K8S_DEFS_ID
         self.k8s_names = _k8s_names(k8s["$defs"])
-        self.registry = referencing.Registry().with_resource(K8S_DEFS_ID, referencing.Resource.from_contents(k8s))
+        self.registry = referencing.Registry().with_resource(K8S_DEFS_ID,
+                                                             referencing.Resource.from_contents(k8s))
         self.unresolved: set[str] = set()  # types a reachable field names that neither side defines
 
     def _read_module(self, text: str) -> None:
@@ -186,7 +188,8 @@ def test_kserve_schemas_come_from_the_wheel(kserve):
     api_version, validator, unresolved = kserve["InferenceService"]
     assert api_version == "serving.kserve.io/v1beta1"
     model = validator.schema["$defs"]["V1beta1ModelSpec"]
-    assert {"modelFormat", "storageUri", "runtime", "runtimeVersion", "args", "ports"} <= set(model["properties"])
+    written = {"modelFormat", "storageUri", "runtime", "runtimeVersion", "args", "ports", "resources"}
+    assert written <= model["properties"].keys()
     assert model["required"] == ["modelFormat"] and model["additionalProperties"] is False
     # status.components.*.traffic (Knative's TrafficTarget); spec.*.autoScaling.metrics[].*.target.*Value
     assert unresolved == {"KnativeDevServingPkgApisServingV1TrafficTarget", "V1beta1MetricQuantity"}

@@ -72,8 +72,8 @@ def serve(
         min=0)] = 5.0,
     monitoring_config_file: Annotated[Path | None, typer.Option(
         help="A MonitoringConfig text file (like TF Serving's --monitoring_config_file, e.g. "
-             "docker/monitoring.config) whose prometheus_config enables Prometheus metrics on the REST "
-             "port.")] = None,
+             "genserve/deploy/monitoring.config) whose prometheus_config enables Prometheus metrics on "
+             "the REST port.")] = None,
     ssl_config_file: Annotated[Path | None, typer.Option(
         help="Serve gRPC over TLS: an SSLConfig text file (like TF Serving's --ssl_config_file) with "
              "server_key, server_cert (PEM contents inline), optional custom_ca and client_verify. The "

@@ -47,7 +47,7 @@ def inference_services(spec: DeploySpec, storage_uri: str) -> list[dict]:
         model = {
             "modelFormat": {"name": "tensorflow", "version": "2"},
             "storageUri": f"{uri}/{entry.name}",
-            "runtimeVersion": f"{(A.DOCKER_DIR / 'TF_SERVING_VERSION').read_text().strip()}-gpu",
+            "runtimeVersion": f"{A.tf_serving_version()}-gpu",
             # Appended to the runtime's own arguments; the health service as in Dockerfile.serving.
             "args": [a for a in A.tf_serving_args() if a.startswith("--enable_grpc_healthcheck_service")],
             "ports": [{"name": "h2c", "containerPort": TFS_GRPC_PORT, "protocol": "TCP"}],

@@ -50,7 +50,7 @@ log = logging.getLogger("genserve.serving")
 DEFAULT_MAX_BATCH_SIZE = 1000
 DEFAULT_BATCH_TIMEOUT_MICROS = 0
 DEFAULT_MAX_ENQUEUED_BATCHES = 10
-DEFAULT_NUM_BATCH_THREADS = 4  # docker/batching_parameters.txt's shared pool size
+DEFAULT_NUM_BATCH_THREADS = 4  # genserve/deploy/batching_parameters.txt's shared pool size
 
 
 def batching_parameters_class():

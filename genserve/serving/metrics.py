@@ -1,6 +1,7 @@
 """Prometheus metrics with TF Serving's names, served on the REST port.
 
-    genserve serve --models-dir out/models --rest-port 8501 --monitoring-config-file docker/monitoring.config
+    genserve serve --models-dir out/models --rest-port 8501 \
+        --monitoring-config-file genserve/deploy/monitoring.config
     curl -s localhost:8501/monitoring/prometheus/metrics | grep request_count
 
 TF Serving's metrics (tensorflow_serving/servables/tensorflow/util.cc, saved_model_warmup_util.cc,
