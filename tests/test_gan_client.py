@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from genserve.clients import gan as client
+from genserve.clients import images
 
 
 def _fake_sample(seeds):
@@ -88,7 +89,7 @@ def test_interpolate_is_two_calls():
 
 def test_png_is_written_atomically(tmp_path):
     picture = np.linspace(0, 1, 28 * 56).reshape(28, 56)
-    path = client.save_png(picture, tmp_path / "sub" / "strip.png", scale=2)
+    path = images.save_grey(picture, tmp_path / "sub" / "strip.png", scale=2)
     with Image.open(path) as im:
         assert im.size == (112, 56) and im.mode == "L"
     assert [p.name for p in path.parent.iterdir()] == ["strip.png"]  # no temporary file left

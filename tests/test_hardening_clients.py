@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from genserve.cli.common import parse_target
-from genserve.clients.core import Client, GenserveError, PinnedModel, RetryPolicy
+from genserve.cli.options import parse_target
+from genserve.clients import Client, GenserveError, PinnedModel, RetryPolicy
 
 
 def _affine(client_or_pinned, **kwargs) -> float:
@@ -113,7 +113,8 @@ def test_pinned_model_keeps_its_version_while_a_new_one_loads(toy_models_dir, tm
         with pytest.raises(GenserveError) as info:
             _affine(gone)
     assert info.value.code == grpc.StatusCode.NOT_FOUND
-    assert "version 77 is no longer served" in info.value.details and "rerun" in info.value.details
+    assert "version 77 of model 'toy' is no longer served" in info.value.details
+    assert "run again" in info.value.details
 
 
 def test_vae_and_style_clients_pin_through_core(toy_models_dir):

@@ -40,7 +40,7 @@ def target(export_path):
 
 @pytest.fixture()
 def text_model(target):
-    from genserve.clients.core import Client
+    from genserve.clients import Client
     from genserve.clients.text import TextModel
 
     with Client(target, timeout=30) as client:
@@ -105,7 +105,7 @@ def test_google_stub_speaks_to_the_export_unchanged(target, text_model):
 
 
 def test_bad_inputs_are_clear_errors(text_model, target):
-    from genserve.clients.core import Client, GenserveError
+    from genserve.clients import Client, GenserveError
     from genserve.clients.text import TextModel, UnknownCharactersError, generate
 
     with pytest.raises(UnknownCharactersError, match="'Z'.*'#'"):
@@ -140,7 +140,7 @@ def test_server_side_generation_is_one_request_and_greedy_matches_stepping(text_
 
 
 def test_server_side_generation_bad_arguments_are_invalid_argument(text_model):
-    from genserve.clients.core import GenserveError
+    from genserve.clients import GenserveError
 
     with pytest.raises(GenserveError) as err:
         text_model.client.predict("text", {"ids": np.zeros((2, 3), np.int32),

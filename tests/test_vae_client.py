@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genserve.clients import vae
+from genserve.clients import images, vae
 
 
 def test_grid_axis_is_the_books_quantiles():
@@ -82,7 +82,7 @@ def test_encode_all_batches_and_scales():
 
 def test_save_png_and_scatter(tmp_path):
     picture = np.linspace(0, 1, 56 * 28, dtype=np.float32).reshape(56, 28)
-    path = vae.save_png(picture, tmp_path / "sub" / "grid.png", scale=2)
+    path = images.save_grey(picture, tmp_path / "sub" / "grid.png", scale=2)
     with Image.open(path) as im:
         assert im.size == (56, 112) and im.mode == "L"
         pixels = np.asarray(im)
