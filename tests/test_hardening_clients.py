@@ -102,6 +102,9 @@ def test_pinned_model_keeps_its_version_while_a_new_one_loads(toy_models_dir, tm
         pinned = client.pinned("toy")
         assert pinned.version == 2 and "affine" in pinned.signatures
         assert client.resolve_version("toy") == 2
+        lazy = client.pinned("toy", lazy=True)  # the families' way: the first answer pins
+        assert lazy.version is None and lazy.requests == 0
+        assert _affine(lazy) == 4.0 and lazy.version == 2 and lazy.requests == 1  # no extra request
         export_toy(models, ToyConfig(bias=30.0), version=3)
         deadline = time.monotonic() + 15
         while client.resolve_version("toy") != 3:
@@ -109,6 +112,7 @@ def test_pinned_model_keeps_its_version_while_a_new_one_loads(toy_models_dir, tm
             time.sleep(0.1)
         assert _affine(client) == 32.0  # unpinned: the new latest
         assert _affine(pinned) == 4.0  # pinned: still version 2
+        assert _affine(lazy) == 4.0 and lazy.version == 2
         gone = PinnedModel(client, "toy", 77)
         with pytest.raises(GenserveError) as info:
             _affine(gone)

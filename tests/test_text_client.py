@@ -20,14 +20,8 @@ tf = pytest.importorskip("tensorflow")
 
 
 @pytest.fixture(scope="module")
-def export_path(tmp_path_factory):
-    from genserve.export.text import export_text
-    from genserve.training.text import train
-
-    workdir = tmp_path_factory.mktemp("text-work")
-    models = tmp_path_factory.mktemp("models")
-    train(TINY, workdir, verbose=0, log=lambda line: None, text=TEXT)
-    return export_text(workdir, models)
+def export_path(tiny_text_export):
+    return tiny_text_export(TINY, TEXT)[2]
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +210,9 @@ def test_cli_train_and_export_errors(tmp_path):
 
 
 def test_cli_plot_temperatures(tmp_path):
+    (tmp_path / ".t.tmp.png").mkdir()  # the fixed temporary name the plot once used: taken
     result = _run(["plot", "temperatures", "--out", str(tmp_path / "t.png")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".t.tmp.png", "t.png"]  # no temporary left
     assert result.exit_code == 0, result.output
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

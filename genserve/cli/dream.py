@@ -11,23 +11,19 @@ from __future__ import annotations
 
 import math
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from genserve.cli.common import check_export_destination, check_output_path, fail, report_export
-from genserve.cli.options import (DEFAULT_MODELS_DIR, DEFAULT_TARGET, IMAGE_SUFFIXES, BackboneSeedOpt,
+from genserve.cli.options import (DEFAULT_MODELS_DIR, choices, DEFAULT_TARGET, IMAGE_SUFFIXES, BackboneSeedOpt,
                                   ClientVersionOpt, ExportNameOpt, ExportVersionOpt, ModelOpt, ModelsDirOpt,
                                   TargetOpt, TimeoutOpt)
 from genserve.cli.remote import remote
 
 
-class Backbone(str, Enum):
-    vgg16_offline = "vgg16-offline"
-    inception_v3_imagenet = "inception-v3-imagenet"
-    random_small = "random-small"
+Backbone = choices("Backbone", "vgg16-offline", "inception-v3-imagenet", "random-small")
 
 
 def export_dream(

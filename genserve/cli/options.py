@@ -81,12 +81,13 @@ def _timeout_callback(value: float) -> float:
     return check_number(value, "--timeout", 0.0, strictly_above=True)
 
 
-class MnistDataset(str, Enum):
-    """The 28x28 digit datasets the VAE and the GAN train on."""
+def choices(name: str, *values: str) -> type[Enum]:
+    """A str Enum for an option with fixed values (typer lists them in --help and refuses others);
+    member names are the values with "-" as "_": choices("Backbone", "vgg16-offline").vgg16_offline."""
+    return Enum(name, {value.replace("-", "_"): value for value in values}, type=str)
 
-    mnist = "mnist"
-    fashion = "fashion"
-    synthetic = "synthetic"
+
+MnistDataset = choices("MnistDataset", "mnist", "fashion", "synthetic")  # the VAE's and the GAN's digits
 
 
 VERSION_HELP = "Version number, 1 to 2**63-1"

@@ -11,29 +11,20 @@ never imports TensorFlow; `export style` imports it inside the command body.
 from __future__ import annotations
 
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from genserve.cli.common import check_export_destination, check_number, check_output_path, fail, report_export
-from genserve.cli.options import (DEFAULT_MODELS_DIR, DEFAULT_TARGET, IMAGE_SUFFIXES, BackboneSeedOpt,
+from genserve.cli.options import (DEFAULT_MODELS_DIR, choices, DEFAULT_TARGET, IMAGE_SUFFIXES, BackboneSeedOpt,
                                   ClientVersionOpt, ExportNameOpt, ExportVersionOpt, ModelOpt, ModelsDirOpt,
                                   TargetOpt, TimeoutOpt)
 from genserve.cli.remote import remote
 
 
-class Backbone(str, Enum):
-    vgg16_offline = "vgg16-offline"
-    vgg19_imagenet = "vgg19-imagenet"
-    vgg16_imagenet = "vgg16-imagenet"
-    random_small = "random-small"
-
-
-class StyleNorm(str, Enum):
-    image = "image"
-    layer = "layer"
+Backbone = choices("Backbone", "vgg16-offline", "vgg19-imagenet", "vgg16-imagenet", "random-small")
+StyleNorm = choices("StyleNorm", "image", "layer")
 
 
 def export_style(

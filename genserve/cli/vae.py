@@ -13,7 +13,6 @@ Heavy imports (TensorFlow, matplotlib) happen inside the command bodies: `genser
 from __future__ import annotations
 
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,7 +20,7 @@ import typer
 
 from genserve.cli.common import (check_directory, check_export_destination, check_number, check_output_path,
                                  fail, report_export)
-from genserve.cli.options import (DEFAULT_MODELS_DIR, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
+from genserve.cli.options import (DEFAULT_MODELS_DIR, choices, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
                                   ExportVersionOpt, JsonOutOpt, MnistDataset, MnistDatasetOpt, ModelOpt,
                                   ModelsDirOpt, PngOutOpt, QuietOpt, ScaleOpt, SeedOpt, TargetOpt, TimeoutOpt,
                                   TrainLimitOpt)
@@ -30,14 +29,8 @@ from genserve.cli.remote import remote
 WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, checkpoints).")]
 
 
-class Loss(str, Enum):
-    elbo = "elbo"
-    book = "book"
-
-
-class Which(str, Enum):
-    best = "best"
-    last = "last"
+Loss = choices("Loss", "elbo", "book")
+Which = choices("Which", "best", "last")
 
 
 def train_vae(

@@ -6,7 +6,8 @@ family. Nothing under genserve/clients/ imports TensorFlow.
 | module      | holds |
 |-------------|-------|
 | messages    | requests built and replies read (`predict_request`, `signatures_from_metadata`), `GenserveError` |
-| channel     | `Client` (deadlines, retries of UNAVAILABLE, TLS passed explicitly as `TlsSettings`), `RetryPolicy` |
+| channel     | `Client` (deadlines, retries of UNAVAILABLE), `RetryPolicy` |
+| tls         | `TlsSettings`: TLS, always passed to the Client explicitly (no process-wide default) |
 | pinned      | `PinnedModel` (`Client.pinned`): one model version for a whole job; `PinnedJob`, the family base |
 | images      | load, tile, PNG bytes, atomic save of pictures |
 | text, vae, gan, style, dream | one pure algorithm per family over an injected model call, and its served form |
@@ -20,11 +21,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from genserve.clients.channel import Client, RetryPolicy, TlsSettings
+    from genserve.clients.channel import Client, RetryPolicy
+    from genserve.clients.tls import TlsSettings
     from genserve.clients.messages import GenserveError, SignatureInfo, VersionStatus
     from genserve.clients.pinned import PinnedModel
 
-_HOMES = {"Client": "channel", "RetryPolicy": "channel", "TlsSettings": "channel",
+_HOMES = {"Client": "channel", "RetryPolicy": "channel", "TlsSettings": "tls",
           "GenserveError": "messages", "SignatureInfo": "messages", "VersionStatus": "messages",
           "PinnedModel": "pinned"}
 __all__ = sorted(_HOMES)

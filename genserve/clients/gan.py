@@ -122,11 +122,7 @@ class GANModel(LatentImageModel):
 
     Pinned to one version for the job (genserve.clients.pinned): the two requests of an interpolation
     come from the same version.
-
-    Args:
-        client: an open Client.
-        model: the served model name.
-        version: a specific version, or None for the latest when the job starts.
+    Arguments as genserve.clients.pinned.PinnedJob (client, model, version).
     """
 
     FAMILY = "GAN"

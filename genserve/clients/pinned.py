@@ -172,7 +172,7 @@ class PinnedJob:
 
     def __init__(self, client, model: str, version: int | None = None):
         self.client, self.model = client, model
-        self._pin = client.pinned(model, version=version, lazy=True)
+        self._pin = PinnedModel(client, model, version, confirmed=False)  # Client.pinned(..., lazy=True)
 
     def pinned(self) -> PinnedModel:
         """The PinnedModel this job talks to."""

@@ -176,11 +176,7 @@ class VAEModel(LatentImageModel):
 
     Pinned to one version for the job (genserve.clients.pinned): the batches of one `encode` job, or a
     grid and its latent size, all come from the same version.
-
-    Args:
-        client: an open Client.
-        model: the served model name.
-        version: a specific version, or None for the latest when the job starts.
+    Arguments as genserve.clients.pinned.PinnedJob (client, model, version).
     """
 
     FAMILY = "VAE"
