@@ -164,3 +164,67 @@ def test_every_client_command_rejects_a_bad_target_in_one_line(command, tmp_path
     assert "65535" in result.stderr
     result = CliRunner().invoke(app, ["grid"], env={"GENSERVE_TARGET": "nohost"})
     assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "host:port" in result.stderr
+
+
+# --- 4. what retrying cannot fix fails at once; what it can is announced --------------------------------
+def test_dns_failure_fails_fast_with_the_cause():
+    start = time.monotonic()
+    with Client("nosuchhost.invalid:8500", timeout=20) as client, pytest.raises(GenserveError) as info:
+        client.status("toy")
+    assert time.monotonic() - start < 2.0, "a DNS failure was retried"
+    assert "cannot resolve the host name 'nosuchhost.invalid'" in info.value.details
+
+
+def test_the_rest_port_as_target_fails_fast_naming_the_grpc_port(toy_models_dir):
+    from genserve.serving.server import ModelServer
+
+    with ModelServer(toy_models_dir, poll_seconds=0, rest_port=0) as server:
+        start = time.monotonic()
+        with Client(f"127.0.0.1:{server.rest_port}", timeout=20) as client, pytest.raises(GenserveError) as info:
+            client.status("toy")
+        assert time.monotonic() - start < 2.0, "an HTTP/1.x server was retried"
+        assert "REST port" in info.value.details and "gRPC port" in info.value.details
+        assert _affine(Client(f"127.0.0.1:{server.port}", timeout=20)) == 4.0  # the gRPC port works
+
+
+def test_a_server_not_up_yet_is_waited_for_with_one_line(toy_models_dir):
+    """Connection refused is retried; after a second one `waiting for ...` line goes to on_wait; the
+    server started once that line was seen is reached within the same call."""
+    import socket
+
+    from genserve.serving.server import ModelServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lines: list[str] = []
+    waited = threading.Event()
+    servers: list = []
+
+    def start_when_waited() -> None:
+        if waited.wait(20):
+            server = ModelServer(toy_models_dir, port=port, poll_seconds=0)
+            server.start()
+            servers.append(server)
+
+    starter = threading.Thread(target=start_when_waited)
+    starter.start()
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=30, on_wait=lambda line: (lines.append(line), waited.set())) \
+                as client:
+            assert _affine(client) == 4.0
+    finally:
+        waited.set()
+        starter.join()
+        for server in servers:
+            server.stop(grace=0)
+    assert len(lines) == 1 and lines[0].startswith(f"waiting for 127.0.0.1:{port} (Connection refused")
+
+
+def test_cli_says_the_cause_in_one_line_fast(tmp_path):
+    from genserve.cli import app
+
+    start = time.monotonic()
+    result = CliRunner().invoke(app, ["grid", "--target", "nosuchhost.invalid:8500", "--out", str(tmp_path / "g.png")])
+    assert result.exit_code == 1 and time.monotonic() - start < 5.0
+    assert result.stderr.count("\n") == 1 and "cannot resolve the host name" in result.stderr, result.stderr

@@ -239,3 +239,19 @@ def test_rest_port_serves_https_with_the_same_certificate(certs, toy_models_dir)
             urllib.request.urlopen(urllib.request.Request(url, body), context=wrong_ca, timeout=10)
         with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
             urllib.request.urlopen(url.replace("https", "http"), body, timeout=10).read()
+
+
+def test_tls_mismatches_fail_fast_with_the_fix(tls_server, toy_server, certs):
+    """A plaintext client on a TLS port, --tls on a plaintext port and an untrusted certificate cannot be
+    fixed by waiting: one line with the fix, within a second or two, not after the 20 s deadline."""
+    import time
+
+    cases = [(tls_server, {}, "speaks TLS: add --tls"),
+             (toy_server, {"tls": True}, "does not speak TLS"),
+             (tls_server, {"root_certificates": str(certs / "other.pem")}, "is not trusted")]
+    for target, kwargs, message in cases:
+        start = time.monotonic()
+        with Client(target, timeout=20, **kwargs) as client, pytest.raises(GenserveError) as e:
+            client.status("toy")
+        assert time.monotonic() - start < 2.0, (message, e.value.details)
+        assert e.value.code == grpc.StatusCode.UNAVAILABLE and message in e.value.details, e.value.details

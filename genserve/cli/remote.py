@@ -44,7 +44,8 @@ def remote(target: str, timeout: float) -> Iterator:
     from genserve.clients import Client, GenserveError
 
     try:
-        with Client(target, timeout=timeout, tls=current_tls()) as client:
+        with Client(target, timeout=timeout, tls=current_tls(),
+                    on_wait=lambda line: typer.echo(line, err=True)) as client:
             yield client
     except GenserveError as e:
         raise fail(f"{target}: {e.code.name}: {e.details}") from None

@@ -4,7 +4,8 @@ No TensorFlow here: requests are genserve's own wire-compatible messages (genser
 sent by TF Serving's method paths, so the same client talks to `tensorflow_model_server` and to
 `genserve serve`. Every call has a deadline; UNAVAILABLE (server not up yet, connection refused or
 reset) is retried with exponential backoff inside that deadline; every other failure surfaces at once
-as `GenserveError` carrying the gRPC code and details. TLS is passed to each Client (TlsSettings);
+as `GenserveError` carrying the gRPC code and details (UNAVAILABLE that waiting cannot fix, such as a
+DNS failure or a TLS mismatch, is not retried: genserve.clients.failures). TLS is passed to each Client (TlsSettings);
 pinning one model version for a job is genserve.clients.pinned.
 
     python -c "from genserve.clients import Client; c = Client('127.0.0.1:8500', timeout=2); print(c.status('vae'))"
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import grpc
 import numpy as np
 
+from genserve.clients.failures import diagnose
 from genserve.clients.messages import (METADATA_METHOD, PREDICT_METHOD, STATUS_METHOD, GenserveError,
                                        Inputs, SignatureInfo, VersionStatus, model_spec, predict_request,
                                        signatures_from_metadata)
@@ -76,6 +78,11 @@ class RetryPolicy:
         base = min(self.max_backoff, self.initial_backoff * self.multiplier ** min(attempt - 1, 64))
         return base * (1.0 + self.jitter * (rng or random).random())
 
+def _reason(details: str) -> str:
+    """The last clause of gRPC's UNAVAILABLE details ("Connection refused"), for the waiting line."""
+    return details.rsplit(": ", 1)[-1].strip() or "unavailable"
+
+
 class Client:
     """A connection to a TF-Serving-compatible gRPC server.
 
@@ -99,6 +106,12 @@ class Client:
             certificate (None with TLS: the system's roots).
         client_cert, client_key: PEM bytes or paths of this client's certificate and key, for a server
             that verifies clients (SSLConfig client_verify). Both or neither.
+        on_wait: called once with a line ("waiting for HOST:PORT ...") when retries have gone on for
+            a second (the CLI prints it on stderr); None: silent.
+
+    Only what time can fix is retried: a refused connection or a server answering UNAVAILABLE. A
+    DNS failure, an HTTP/1.x (REST) port or a TLS/plaintext mismatch fails at once with the cause and
+    the fix (genserve.clients.failures).
     """
 
     def __init__(self, target: str, timeout: float = 30.0,
@@ -106,12 +119,13 @@ class Client:
                  retry: RetryPolicy = RetryPolicy(),
                  options: Iterable[tuple[str, Any]] = (), tls: "bool | TlsSettings | None" = None,
                  root_certificates: bytes | str | None = None, client_cert: bytes | str | None = None,
-                 client_key: bytes | str | None = None):
+                 client_key: bytes | str | None = None, on_wait: Callable[[str], None] | None = None):
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self.target = target
         self.timeout = float(timeout)
         self.retry = retry
+        self.on_wait = on_wait
         self._rng = random.Random()
         channel_options = [
             ("grpc.max_send_message_length", int(max_message_bytes)),
@@ -174,7 +188,7 @@ class Client:
         started = time.monotonic()
         deadline = started + budget
         limit = self.retry.max_attempts
-        attempt = 0
+        attempt, waiting = 0, False
         while True:
             attempt += 1
             try:
@@ -185,11 +199,19 @@ class Client:
                 raise GenserveError(code, self._gave_up(details, attempt, started, budget, code)) from None
             if code != grpc.StatusCode.UNAVAILABLE:
                 raise GenserveError(code, details) from None
+            cause = diagnose(self.target, details, self.tls)
+            if cause is not None:  # DNS, a REST port, TLS mismatch: waiting cannot fix it
+                raise GenserveError(code, cause) from None
             left = deadline - time.monotonic()
             if (limit is not None and attempt >= limit) or left < 0.01:
                 raise GenserveError(code, self._gave_up(details, attempt, started, budget, code)) from None
             # Sleep the backoff, but keep a last attempt inside the deadline.
-            time.sleep(max(0.0, min(self.retry.backoff(attempt, self._rng), left - 0.01)))
+            wait = max(0.0, min(self.retry.backoff(attempt, self._rng), left - 0.01))
+            if self.on_wait is not None and not waiting and time.monotonic() + wait - started >= 1.0:
+                waiting = True
+                self.on_wait(f"waiting for {self.target} ({_reason(details)}; retrying for up to "
+                             f"{budget:g} s) ...")
+            time.sleep(wait)
 
     def _gave_up(self, details: str, attempts: int, started: float, budget: float,
                  code: grpc.StatusCode) -> str:
