@@ -137,6 +137,30 @@ def test_vae_and_style_clients_pin_through_core(toy_models_dir):
         with pytest.raises(ValueError, match="is it a style export"):
             style.layers()
         assert style.version == 1 and style.pinned().version == 1
+        from genserve.clients.gan import GANModel
+
+        with pytest.raises(ValueError, match="is it a GAN"):  # not a raw "signature not found"
+            GANModel(client, model="toy").grid(2)
+        with pytest.raises(GenserveError) as info:
+            VAEModel(client, model="toy", version=99).latent_dim
+        assert info.value.code == grpc.StatusCode.NOT_FOUND
+        assert "'toy' serves version(s): 2, 1" in info.value.details or \
+            "'toy' serves version(s): 1, 2" in info.value.details, info.value.details
+
+
+@pytest.mark.parametrize("command", [["stylize", "{a}", "{b}", "-o", "{a}"], ["stylize", "{a}", "{b}", "-o", "{b}"],
+                                     ["dream", "{a}", "-o", "{a}"]])
+def test_an_output_never_overwrites_an_input(command, tmp_path):
+    from genserve.cli import app
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(b"photo a")
+    b.write_bytes(b"photo b")
+    args = [part.format(a=a, b=b) for part in command]
+    result = CliRunner().invoke(app, [*args, "--target", "127.0.0.1:1"])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert "is also an input" in result.stderr
+    assert a.read_bytes() == b"photo a" and b.read_bytes() == b"photo b"
 
 
 # --- 3. --target -------------------------------------------------------------------------------------

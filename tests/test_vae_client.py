@@ -32,6 +32,8 @@ def test_grid_axis_rejects_bad_ranges():
         vae.grid_axis(5, float("nan"), 1.0, spacing="linear")
     with pytest.raises(ValueError, match="spacing"):
         vae.grid_axis(5, spacing="log")
+    with pytest.raises(ValueError, match="must increase"):
+        vae.grid_axis(5, 0.9, 0.1)  # a flipped grid is refused, not drawn
 
 
 def test_grid_points_orientation():

@@ -6,6 +6,7 @@
     check_directory(path, option="--models-dir")                  a folder (or nothing yet), not a file
     check_number(value, option, minimum=0.0)                      finite, optionally bounded
     check_export_destination(models_dir, name)                    before an export's work
+    check_trained(workdir, "vae")                                 a trained model is there
     report_export(lambda: export(...), *errors)                   an export's errors as one line
 
 The rest of the command line's shared parts: genserve.cli.options (every shared option and default),
@@ -107,6 +108,24 @@ def check_export_destination(models_dir: Path, name: str) -> None:
         check_models_dir(models_dir)
     except ExportError as e:
         raise fail(str(e)) from None
+
+
+def check_not_input(output: Path, *inputs: Path, option: str = "--output") -> Path:
+    """The file a command writes is none of the files it reads (a typo must never overwrite the user's
+    photo). Returns `output`; raises typer.Exit after one `error:` line."""
+    for source in inputs:
+        if Path(output).resolve() == Path(source).resolve():
+            raise fail(f"{option} {output} is also an input of this command; write the result elsewhere")
+    return output
+
+
+def check_trained(workdir: Path, family: str, marker: str = "config.json") -> Path:
+    """`--workdir` holds a trained `family` model (its `marker` file); else one `error:` line that says
+    how to train it. Returns `workdir`."""
+    check_directory(workdir, "--workdir")
+    if not (Path(workdir) / marker).is_file():
+        raise fail(f"{workdir}/{marker} not found: train first with `genserve train {family} --workdir {workdir}`")
+    return workdir
 
 
 def report_export(export: Callable[[], Path], *errors: type[BaseException], note: str = "") -> Path:

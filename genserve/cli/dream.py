@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import check_export_destination, check_output_path, fail, report_export
+from genserve.cli.common import check_export_destination, check_not_input, check_output_path, fail, report_export
 from genserve.cli.options import (DEFAULT_MODELS_DIR, choices, DEFAULT_TARGET, IMAGE_SUFFIXES, BackboneSeedOpt,
                                   ClientVersionOpt, ExportNameOpt, ExportVersionOpt, ModelOpt, ModelsDirOpt,
                                   TargetOpt, TimeoutOpt)
@@ -91,6 +91,7 @@ def dream(
         raise fail(f"--width must be >= 1, got {width}")
     if 0 < tile_size < 32:
         raise fail(f"--tile-size must be 0 (never tile) or at least 32 px, got {tile_size}")
+    check_not_input(output, image)
     check_output_path(output, IMAGE_SUFFIXES, "--output")  # before any image is read or request sent
     try:
         picture = load_image(image, width=width)  # (H, W, 3)

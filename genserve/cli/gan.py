@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from genserve.cli.common import (check_directory, check_export_destination, check_number, check_output_path,
-                                 fail, report_export)
+                                 check_trained, fail, report_export)
 from genserve.cli.options import (DEFAULT_MODELS_DIR, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
                                   ExportVersionOpt, JsonOutOpt, MnistDataset, MnistDatasetOpt, ModelOpt,
                                   ModelsDirOpt, PngOutOpt, QuietOpt, ScaleOpt, SeedOpt, TargetOpt, TimeoutOpt,
@@ -70,10 +70,8 @@ def export_gan(
     version: ExportVersionOpt = None,
 ) -> None:
     """Export the generator as a SavedModel with generate (default) and sample signatures."""
-    check_directory(workdir, "--workdir")
+    check_trained(workdir, "gan")
     check_export_destination(models_dir, name)
-    if not (workdir / "config.json").exists():
-        raise fail(f"{workdir}/config.json not found: train first with `genserve train gan --workdir {workdir}`")
     from genserve.export.gan import export_gan as run_export
     from genserve.training.gan import CheckpointError
 
@@ -87,11 +85,9 @@ def eval_gan(
     json_out: JsonOutOpt = None,
 ) -> None:
     """Classifier score and Fréchet distance of generated digits vs the real test set (and real vs real)."""
-    check_directory(workdir, "--workdir")
+    check_trained(workdir, "gan")
     if json_out is not None:
         check_output_path(json_out, (".json",), "--json")
-    if not (workdir / "config.json").exists():
-        raise fail(f"{workdir}/config.json not found: train first with `genserve train gan --workdir {workdir}`")
     from genserve.data import DataError
     from genserve.training.gan import CheckpointError, evaluate
 
@@ -130,7 +126,7 @@ def gan_grid(
     except ValueError as e:
         raise fail(str(e)) from None
     _render(lambda gan: gan.grid(n, seed), out, target, model, version, scale, timeout,
-            f"{n}x{n} digits (seeds {seed}..{seed + n * n - 1})", "1 request")
+            f"{n}x{n} digits (seeds {seed}..{seed + n * n - 1})", "1 request for the digits")
 
 
 def gan_interpolate(
@@ -152,7 +148,8 @@ def gan_interpolate(
         raise fail(f"--steps must be from 2 to {MAX_STEPS}, got {steps}")
     _render(lambda gan: gan.interpolate(seed_a, seed_b, steps, spherical=not linear), out, target, model,
             version, scale, timeout,
-            f"{steps} digits from seed {seed_a} to seed {seed_b} ({'linear' if linear else 'slerp'})", "2 requests")
+            f"{steps} digits from seed {seed_a} to seed {seed_b} ({'linear' if linear else 'slerp'})",
+            "2 requests for the digits")
 
 
 def _render(draw, out: Path, target: str, model: str, version, scale: int, timeout: float, what: str,

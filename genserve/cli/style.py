@@ -16,7 +16,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import check_export_destination, check_number, check_output_path, fail, report_export
+from genserve.cli.common import (check_export_destination, check_not_input, check_number, check_output_path, fail,
+                                 report_export)
 from genserve.cli.options import (DEFAULT_MODELS_DIR, choices, DEFAULT_TARGET, IMAGE_SUFFIXES, BackboneSeedOpt,
                                   ClientVersionOpt, ExportNameOpt, ExportVersionOpt, ModelOpt, ModelsDirOpt,
                                   TargetOpt, TimeoutOpt)
@@ -80,6 +81,7 @@ def stylize(
     from genserve.clients.style import RemoteStyle, load_image, side_by_side
     from genserve.clients.style import stylize as run_stylize
 
+    check_not_input(output, content, style)
     check_output_path(output, IMAGE_SUFFIXES, "--output")  # before any image is read or request sent
     try:
         content_image = load_image(content, height=height)  # (H, W, 3)

@@ -21,7 +21,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import check_directory, check_export_destination, check_output_path, fail, report_export
+from genserve.cli.common import (check_directory, check_export_destination, check_output_path, check_trained,
+                                 fail, report_export)
 from genserve.cli.options import (DEFAULT_MODELS_DIR, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
                                   ExportVersionOpt, ModelOpt, ModelsDirOpt, TargetOpt, TimeoutOpt)
 from genserve.cli.remote import remote
@@ -82,10 +83,8 @@ def export_text(
     version: ExportVersionOpt = None,
 ) -> None:
     """Export the text model as a SavedModel with next_char, step, prime, info and generate signatures."""
-    check_directory(workdir, option="--workdir")
+    check_trained(workdir, "text", "best.keras")
     check_export_destination(models_dir, name)
-    if not (workdir / "best.keras").is_file():
-        raise fail(f"{workdir}/best.keras not found: train first with `genserve train text --workdir {workdir}`")
     from genserve.training.text import CheckpointError, verify_checkpoint
 
     try:

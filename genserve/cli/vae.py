@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 import typer
 
 from genserve.cli.common import (check_directory, check_export_destination, check_number, check_output_path,
-                                 fail, report_export)
+                                 check_trained, fail, report_export)
 from genserve.cli.options import (DEFAULT_MODELS_DIR, choices, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
                                   ExportVersionOpt, JsonOutOpt, MnistDataset, MnistDatasetOpt, ModelOpt,
                                   ModelsDirOpt, PngOutOpt, QuietOpt, ScaleOpt, SeedOpt, TargetOpt, TimeoutOpt,
@@ -73,10 +73,8 @@ def export_vae(
     which: Annotated[Which, typer.Option(help="Checkpoint: best (lowest val_loss) or last.")] = Which.best,
 ) -> None:
     """Export the VAE as a SavedModel with decode (default) and encode signatures."""
-    check_directory(workdir, "--workdir")
+    check_trained(workdir, "vae")
     check_export_destination(models_dir, name)
-    if not (workdir / "config.json").exists():
-        raise fail(f"{workdir}/config.json not found: train first with `genserve train vae --workdir {workdir}`")
     from genserve.export.vae import export_vae as run_export
 
     report_export(lambda: run_export(workdir, models_dir, name=name, version=version, which=which.value))

@@ -156,7 +156,9 @@ class GANModel(LatentImageModel):
         return self.pinned().predict({"z": z}, signature=C.GAN_GENERATE.name)["images"]
 
     def grid(self, n: int = 10, seed: int = 0) -> np.ndarray:
-        """The n x n grid picture (n*28, n*28) in [0, 1], sampled in ONE request."""
+        """The n x n grid picture (n*28, n*28) in [0, 1], sampled in ONE Predict request (after the
+        metadata that shows the served model is a GAN: "is it a GAN?" rather than a missing signature)."""
+        self.latent_dim  # noqa: B018 - checks the signatures
         return render_grid(self.sample, n, seed)
 
     def interpolate(self, seed_a: int, seed_b: int, steps: int = 10, spherical: bool = True) -> np.ndarray:

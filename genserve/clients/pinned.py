@@ -78,8 +78,18 @@ class PinnedModel:
             self._confirmed = self._confirmed or self.version is not None
 
     def _explain(self, error: GenserveError) -> GenserveError:
-        if error.code.name != "NOT_FOUND" or not self._confirmed:
+        if error.code.name != "NOT_FOUND":
             return error
+        if not self._confirmed:  # asked for a version that may never have existed: say which are served
+            if self.version is None and self.version_label is None:
+                return error
+            try:
+                served = ", ".join(str(s.version) for s in self.client.status(self.model)
+                                   if s.state == "AVAILABLE") or "none"
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                return error
+            return type(error)(error.code, f"{error.details} (model {self.model!r} serves version(s): "
+                                           f"{served})")
         return type(error)(error.code, f"version {self.version} of model {self.model!r} is no longer "
                                          f"served by {self.client.target} (this job pinned it when it "
                                          f"started; a newer export replaced it?); run again to use the "

@@ -48,10 +48,10 @@ def grid_axis(n: int, low: float = 0.05, high: float = 0.95, spacing: str = "qua
         spacing: "quantile" or "linear".
 
     Returns:
-        float32 (n,), increasing when low < high.
+        float32 (n,), increasing.
 
     Raises:
-        ValueError: n outside 1..MAX_GRID, an unknown spacing, or quantiles outside (0, 1).
+        ValueError: n outside 1..MAX_GRID, an unknown spacing, low >= high, or quantiles outside (0, 1).
     """
     if not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_GRID:
         raise ValueError(f"grid size n must be an integer from 1 to {MAX_GRID}, got {n!r}")
@@ -59,6 +59,8 @@ def grid_axis(n: int, low: float = 0.05, high: float = 0.95, spacing: str = "qua
         raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
     if not (np.isfinite(low) and np.isfinite(high)):
         raise ValueError(f"the range must be finite, got {low}..{high}")
+    if not low < high:
+        raise ValueError(f"the range must increase: low {low} is not below high {high}")
     values = np.linspace(low, high, n)  # (n,)
     if spacing == "quantile":
         if not (0 < low < 1 and 0 < high < 1):
