@@ -62,27 +62,73 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: s
         time.sleep(interval)
 
 
-@pytest.fixture(scope="session")
-def cli_export(tmp_path_factory):
-    """Factory: `cli_export("style", "--backbone", "random-small")` -> a models directory holding that
-    export as version 1, made once per session through `genserve export` (CliRunner). Read-only."""
+def _run_cli(*args, env=None):
     from typer.testing import CliRunner
 
     from genserve.cli import app
 
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """Run `genserve` in process: cli("grid", "--n", 3, env={...}) -> typer's Result (every argument
+    passed through str; stdout and stderr apart)."""
+    return _run_cli
+
+
+@pytest.fixture(scope="session")
+def cli_trained(tmp_path_factory):
+    """Factory: make(family, *train_args) trains FAMILY ("vae", "gan") with `genserve train` on
+    synthetic data for one epoch (plus `train_args`), exports it with `genserve export` and returns
+    (workdir, models_dir, the train command's Result)."""
+    def make(family: str, *train_args):
+        root = tmp_path_factory.mktemp(f"{family}_cli")
+        work, models = root / "work", root / "models"
+        trained = _run_cli("train", family, "--workdir", work, "--dataset", "synthetic", "--epochs", "1",
+                           "--quiet", *train_args)
+        assert trained.exit_code == 0, trained.output
+        exported = _run_cli("export", family, "--workdir", work, "--models-dir", models)
+        assert exported.exit_code == 0, exported.output
+        assert (models / family / "1" / "saved_model.pb").exists()
+        return work, models, trained
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def cli_export(tmp_path_factory):
+    """Factory: `cli_export("style", "--backbone", "random-small")` -> a models directory holding that
+    export as version 1, made once per session through `genserve export` (in process). Read-only."""
     made: dict[tuple, Path] = {}
 
     def export(family: str, *options: str) -> Path:
         key = (family, *options)
         if key not in made:
             root = tmp_path_factory.mktemp(f"{family}_models")
-            result = CliRunner().invoke(app, ["export", family, *options, "--models-dir", str(root)])
+            result = _run_cli("export", family, *options, "--models-dir", root)
             assert result.exit_code == 0, result.output
             assert "exported" in result.output and (root / family / "1" / "saved_model.pb").is_file()
             made[key] = root
         return made[key]
 
     return export
+
+
+@pytest.fixture(scope="session")
+def tiny_text_export(tmp_path_factory):
+    """Factory: make(cfg, text) trains a char-LSTM with TextConfig `cfg` on the string `text` (quietly)
+    and exports it as version 1; returns (workdir, models_dir, version folder)."""
+    def make(cfg, text: str):
+        from genserve.export.text import export_text
+        from genserve.training.text import train
+
+        workdir = tmp_path_factory.mktemp("text-work")
+        models = tmp_path_factory.mktemp("models")
+        train(cfg, workdir, verbose=0, log=lambda line: None, text=text)
+        return workdir, models, export_text(workdir, models)
+
+    return make
 
 
 @pytest.fixture(scope="session")
