@@ -179,7 +179,7 @@ def test_export_version_beyond_int64_is_refused(tmp_path):
 
 def test_next_version_ignores_non_canonical_folders_and_caps_at_int64(tmp_path):
     from genserve.export.writer import ExportError, next_version, save_version
-    from genserve.layout import MAX_VERSION
+    from genserve.repository import MAX_VERSION
 
     model = tmp_path / "toy"
     for name in ("0012", "²", "+7", "3", ".tmp-99-1", "99999999999999999999"):

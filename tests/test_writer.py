@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genserve.serving.config import (
+from genserve.repository import (
     ConfigError,
     list_versions,
     parse_models_config,
@@ -103,7 +103,7 @@ def test_failure_midway_leaves_no_visible_version(toy_models_copy, monkeypatch):
 
 def test_stale_temp_of_dead_writer_is_invisible_and_cleaned(toy_models_copy):
     from genserve.export.toy import export_toy
-    from genserve.serving.config import discover
+    from genserve.repository import discover
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -120,13 +120,13 @@ def test_stale_temp_of_dead_writer_is_invisible_and_cleaned(toy_models_copy):
 
 def test_version_labels_survive_new_exports(toy_models_copy):
     from genserve.export.toy import export_toy
-    from genserve.export.writer import ExportError, set_version_labels
+    from genserve.repository import ConfigError, set_version_labels
 
     set_version_labels(toy_models_copy, "toy", {"stable": 1, "canary": 2})
     export_toy(toy_models_copy, warmup=False)
     (entry,) = read_models_config(toy_models_copy)
     assert entry.version_labels == {"stable": 1, "canary": 2}
-    with pytest.raises(ExportError, match="no version 9"):
+    with pytest.raises(ConfigError, match="no version 9"):
         set_version_labels(toy_models_copy, "toy", {"stable": 9})
     set_version_labels(toy_models_copy, "toy", {"canary": None})
     assert read_models_config(toy_models_copy)[0].version_labels == {"stable": 1}
