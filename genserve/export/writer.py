@@ -18,6 +18,7 @@ Reference: TF Serving's model server config (https://www.tensorflow.org/tfx/serv
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -87,6 +88,25 @@ def input_signature(signature, **shapes) -> list:
     dtype = lambda name: tf.string if name == "string" else tf.as_dtype(name)  # noqa: E731
     return [tf.TensorSpec(shapes.get(spec.key, spec.shape), dtype(spec.dtype), name=spec.key)
             for spec in signature.inputs]
+
+
+CONFIG_ASSET = "config.json"  # the model's config, under assets.extra/, so a version rebuilds from disk
+
+
+def config_asset(config: dict) -> dict[str, bytes]:
+    """The `assets` entry of save_version that writes `config` as assets.extra/config.json."""
+    return {CONFIG_ASSET: (json.dumps(config, indent=2) + "\n").encode()}
+
+
+def read_config_asset(version_dir) -> str:
+    """The text of a version's assets.extra/config.json (see config_asset)."""
+    return (Path(version_dir) / ASSETS_EXTRA / CONFIG_ASSET).read_text()
+
+
+def concrete_signatures(module, *specs) -> dict:
+    """signature name -> concrete function, for contract signatures that `module` implements as
+    tf.functions of the same name (their input_signature fixed by `input_signature`)."""
+    return {spec.name: getattr(module, spec.name).get_concrete_function() for spec in specs}
 
 
 def _pid_alive(pid: int) -> bool:

@@ -18,7 +18,6 @@ that is unreadable anyway (truncated by a full disk, copied half) is named in a 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
@@ -32,7 +31,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from genserve.files import atomic_path, atomic_write, atomic_write_json
-from genserve.training import CheckpointError
+from genserve.training import CheckpointError, JsonConfig
 from genserve.training.vae_eval import (  # noqa: F401 (the losses and evaluation are public here too)
     IMAGE_SHAPE,
     bce_sum,
@@ -51,7 +50,7 @@ BEST_DECODER = "best_decoder.weights.h5"
 
 
 @dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(JsonConfig):
     """Model and training settings; defaults are the book's listing 8.23-8.27."""
 
     latent_dim: int = 2
@@ -77,16 +76,6 @@ class VAEConfig:
             raise ValueError("the decoder upsamples once by 2: conv_strides must multiply to 2")
         if self.latent_dim < 1 or self.batch_size < 1 or self.epochs < 0:
             raise ValueError("latent_dim and batch_size must be >= 1 and epochs >= 0")
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> "VAEConfig":
-        raw = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
-        return cls(**raw)
 
 
 # ------------------------------------------------------------------------------------ model
