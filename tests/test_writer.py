@@ -203,3 +203,27 @@ def test_toy_export_matches_contract(toy_models_dir):
         outputs = {k: (s.dtype.name, tuple(s.shape.as_list())) for k, s in fn.structured_outputs.items()}
         assert inputs == {s.key: (s.dtype, s.shape) for s in sig.inputs}
         assert outputs == {s.key: (s.dtype, s.shape) for s in sig.outputs}
+
+
+def test_writer_refuses_a_model_folder_outside_the_models_dir(toy_models_copy, tmp_path):
+    from genserve.export.toy import export_toy
+    from genserve.export.writer import ExportError
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (toy_models_copy / "ext").symlink_to(elsewhere)
+    with pytest.raises(ExportError, match="outside the models directory"):
+        export_toy(toy_models_copy, name="ext", warmup=False)
+    assert list(elsewhere.iterdir()) == []  # nothing written where the user did not point
+
+
+def test_side_files_are_written_whole(tmp_path):
+    from genserve.export.toy import build_toy
+    from genserve.export.writer import BATCHABLE_FIXED_SHAPE, save_version
+
+    module, sigs = build_toy()
+    path = save_version(module, tmp_path, "toy", sigs, default="affine", batching=BATCHABLE_FIXED_SHAPE,
+                        assets={"config.json": b"{}"})
+    assert (path / "batching_params.pbtxt").read_text() == BATCHABLE_FIXED_SHAPE
+    leftovers = [p for p in path.rglob(".*")] + [p for p in tmp_path.glob(".*")]
+    assert leftovers == []  # no temporary sibling of any side file or of models.config
