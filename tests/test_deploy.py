@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from genserve.cli.root import app
 from genserve.deploy import args as A
 from genserve.deploy.kubernetes import PRESTOP_SECONDS
-from genserve.serving.config import parse_models_config
+from genserve.repository import parse_models_config
 from genserve.serving.health import SERVICES
 from test_dockerfile import parse_dockerfile
 

@@ -129,7 +129,7 @@ def test_every_file_flag_points_at_a_copied_file(instructions):
 
 def test_copied_models_dir_is_what_the_writer_produces(instructions, toy_models_dir):
     """Map the image's /models paths back onto an exported directory and check they all exist."""
-    from genserve.serving.config import read_models_config
+    from genserve.repository import read_models_config
 
     models_dir_arg = _args(instructions)["MODELS_DIR"]
     (dest,) = [d for s, d in _copies(instructions) if s.rstrip("/") == models_dir_arg.rstrip("/")]

@@ -49,7 +49,7 @@ def kubernetes(
     from genserve.deploy.kserve import kserve_objects
     from genserve.deploy.kubernetes import DeployError, DeploySpec, core_objects
     from genserve.deploy.render import write_manifests
-    from genserve.serving.config import ConfigError, discover
+    from genserve.repository import ConfigError, discover
 
     check_directory(models_dir, "--models-dir")
     check_directory(out, "--out")

@@ -64,7 +64,7 @@ def _target_callback(value: str) -> str:
 def check_version(value: int | None, option: str = "--version") -> int | None:
     """None, or a version number a server can hold: 1..2**63-1 (TF Serving's int64). Returns it;
     raises typer.Exit after one `error:` line."""
-    from genserve.layout import MAX_VERSION
+    from genserve.repository import MAX_VERSION
 
     if value is not None and not 1 <= value <= MAX_VERSION:
         raise fail(f"{option} must be from 1 to {MAX_VERSION} (an int64), got {value}")

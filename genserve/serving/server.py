@@ -31,8 +31,8 @@ from typing import Iterator
 
 import grpc
 
-from genserve.layout import DOCKER_PREFIX
-from genserve.serving.config import ConfigError, parse_models_config
+from genserve.repository import DOCKER_PREFIX
+from genserve.repository import ConfigError, parse_models_config
 from genserve.serving.errors import ServingError, short, truncate
 from genserve.serving.execute import DEFAULT_LIMITS, ConcurrencyLimiter, Limits, predict
 from genserve.serving.registry import ModelRegistry
