@@ -4,9 +4,10 @@
 
 Covers: the results layout and records, grouping (requests counted by the backend), an error item
 that does not stop the job (exit 1), resume after a simulated kill, --force, determinism across
-concurrency and request sizes, --models-dir equal to --target, the same text as
-`genserve generate --server-side`, a pinned version that disappears, and no TensorFlow import
-with --target.
+concurrency and request sizes, --models-dir equal to --target (outputs, version policy, dtype checks),
+the same text as `genserve generate --server-side`, a pinned version that is not served, no TensorFlow
+import with --target, SIGINT/SIGTERM on a real `genserve batch run` process (records == files, the
+rerun does only the rest), a server that is not there (one line, no records), and the Ray executor.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def outputs(out: Path) -> dict[str, bytes]:
 
 
 def run_local(job, out, backend=None, **kw):
-    from genserve.batch.local import JobOptions, run_job
+    from genserve.batch.driver import JobOptions, run_job
 
     opts = JobOptions(out=out, progress=False, **kw)
     return run_job(job, opts, backend=backend)
@@ -136,9 +137,9 @@ def test_cli_job_writes_files_and_records_and_exit_code_1(target, job, tmp_path)
 
 
 def test_grouping_one_generate_request_and_one_decode_request(target, job, tmp_path):
-    from genserve.batch.backends import RemoteBackend
+    from genserve.batch.backend import Backend
 
-    backend = RemoteBackend(target)
+    backend = Backend(target)
     try:
         summary = run_local(job, tmp_path / "out", backend=backend, concurrency=1)
     finally:
@@ -180,9 +181,9 @@ def test_resume_after_a_kill_skips_ok_items_and_gives_identical_outputs(target, 
     (out / "results.jsonl").write_bytes(b"".join(lines[:4]) + lines[4][:17])
     (out / ".g1.png.tmp-batch-123-456").write_bytes(b"half a png")
     kept = {json.loads(line)["id"] for line in lines[:4]}
-    from genserve.batch.backends import RemoteBackend
+    from genserve.batch.backend import Backend
 
-    backend = RemoteBackend(target)
+    backend = Backend(target)
     try:
         summary = run_local(job, out, backend=backend)
     finally:
@@ -224,20 +225,20 @@ def test_models_dir_engine_gives_the_same_outputs(models_dir, target, job, tmp_p
     assert records(tmp_path / "local")["t0"]["version"] == 1
 
 
-def test_pinned_version_that_disappears_fails_items_clearly(target, tmp_path):
-    from genserve.batch.backends import RemoteBackend
+def test_pinned_version_that_is_not_served_fails_items_clearly(target, tmp_path):
+    from genserve.batch.backend import Backend
 
     job = tmp_path / "job.jsonl"
     job.write_text(json.dumps({"id": "g", "kind": "grid", "n": 2}) + "\n"
                    + json.dumps({"id": "x", "kind": "grid", "model": "no-such-model"}) + "\n")
-    backend = RemoteBackend(target, versions={"vae": 7})  # as if version 7 had been unloaded mid-job
+    backend = Backend(target, versions={"vae": 7})  # as Ray's actors get the driver's versions
     try:
         summary = run_local(job, tmp_path / "out", backend=backend)
     finally:
         backend.close()
     assert summary.failed == 2
     got = records(tmp_path / "out")
-    assert "version 7 (pinned for this job)" in got["g"]["error"]
+    assert "model 'vae' version 7" in got["g"]["error"] and "NOT_FOUND" in got["g"]["error"]
     assert "'no-such-model'" in got["x"]["error"] and "NOT_FOUND" in got["x"]["error"]
 
 
@@ -255,18 +256,18 @@ def test_target_mode_imports_no_tensorflow(target, job, tmp_path):
 # ~30 s on 2 cores (ray.init ~10 s, an actor pool ~15 s); Ray is in the `dev` extra, so CI runs it.
 def test_ray_engine_gives_the_same_outputs_as_the_local_engine(target, job, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 'genserve[batch]')")
-    from genserve.batch.local import JobOptions
-    from genserve.batch.ray_engine import run_job_ray
+    from genserve.batch.driver import JobOptions, run_job
 
     run_local(job, tmp_path / "local", target=target)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the 2 CI cores
     try:
-        summary = run_job_ray(job, JobOptions(out=tmp_path / "ray", target=target, concurrency=2,
-                                              progress=False), actor_cpus=0.5)
+        summary = run_job(job, JobOptions(out=tmp_path / "ray", target=target, concurrency=2, engine="ray",
+                                          progress=False))
         assert (summary.ok, summary.failed, summary.skipped) == (10, 2, 0)
         assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
         assert records(tmp_path / "ray")["t0"]["version"] == 1
-        again = run_job_ray(job, JobOptions(out=tmp_path / "ray", target=target, progress=False))
+        assert not (tmp_path / "ray" / ".batch-plan.jsonl").exists()
+        again = run_job(job, JobOptions(out=tmp_path / "ray", target=target, engine="ray", progress=False))
         assert (again.skipped, again.failed) == (10, 2)  # resume works the same way
     finally:
         ray.shutdown()
