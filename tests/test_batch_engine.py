@@ -271,3 +271,109 @@ def test_ray_engine_gives_the_same_outputs_as_the_local_engine(target, job, tmp_
         assert (again.skipped, again.failed) == (10, 2)  # resume works the same way
     finally:
         ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Issue 16: --models-dir is the server's semantics, not a second backend's.
+# ---------------------------------------------------------------------------------------------------
+def test_models_dir_follows_the_version_policy_like_the_server(models_dir, tmp_path):
+    import shutil
+
+    from genserve.export.writer import set_version_policy
+    from genserve.serving.server import serve
+
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models)
+    shutil.copytree(models / "vae" / "1", models / "vae" / "2")  # a newer version the policy does not serve
+    set_version_policy(models, "vae", ("specific", (1,)))
+    job = tmp_path / "job.jsonl"
+    job.write_text(json.dumps({"id": "g", "kind": "grid", "n": 2}) + "\n")
+    result = _run("batch", "run", job, "--out", tmp_path / "local", "--models-dir", models, "--quiet")
+    assert result.exit_code == 0, result.output
+    with serve(models, poll_seconds=0) as address:
+        assert run_local(job, tmp_path / "remote", target=address).ok == 1
+    assert records(tmp_path / "local")["g"]["version"] == records(tmp_path / "remote")["g"]["version"] == 1
+
+
+def test_models_dir_refuses_a_wrong_dtype_as_the_server_does(models_dir):
+    import numpy as np
+
+    from genserve.batch.backend import open_backend
+    from genserve.clients import GenserveError
+
+    backend = open_backend(models_dir=models_dir)
+    try:
+        with pytest.raises(GenserveError) as err:
+            backend.predict("vae", "decode", {"z": np.zeros((1, 2), np.float64)})  # the graph takes float32
+        assert err.value.code.name == "INVALID_ARGUMENT"
+    finally:
+        backend.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Issue 16: an interrupted job loses nothing; issue 17: no server stops the job with one line.
+# ---------------------------------------------------------------------------------------------------
+def wait_until(condition, timeout: float = 60.0, what: str = "the condition"):
+    """Poll `condition()` until it is true (a condition, not a fixed sleep); fail after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def count_records(out: Path) -> int:
+    path = out / "results.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+SLOW_ITEMS = 10  # one chunk each (--max-rows 1): each a server-side `generate` of 1,000 characters
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_records_every_finished_item_and_the_rerun_does_only_the_rest(target, tmp_path, signum):
+    import signal
+
+    job = tmp_path / "job.jsonl"
+    job.write_text("".join(json.dumps({"id": f"s{i}", "kind": "text", "seed_text": SEED, "length": 1000,
+                                       "temperature": 1.0, "seed": i}) + "\n" for i in range(SLOW_ITEMS)))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "genserve", "batch", "run", str(job), "--out", str(out), "--target", target,
+               "--concurrency", "1", "--max-rows", "1", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: count_records(out) >= 1 or process.poll() is not None, what="a first record")
+        process.send_signal(getattr(signal, signum))
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stdout + stderr
+    done = records(out)
+    assert 1 <= len(done) < SLOW_ITEMS, "the job ended before the signal: make SLOW items slower"
+    files = {p.name for p in out.iterdir() if p.name != "results.jsonl"}
+    assert files == {f"{i}.txt" for i in done}  # records == files: nothing finished is unrecorded
+    assert all(r["status"] == "ok" for r in done.values())
+    line = f"interrupted: {len(done)} done, {SLOW_ITEMS - len(done)} left; run the same command to finish"
+    assert stderr.strip().splitlines() == [line]
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert (f"{SLOW_ITEMS} item(s): {SLOW_ITEMS - len(done)} ok, 0 failed, {len(done)} skipped"
+            in rerun.stdout)
+
+
+def test_no_server_stops_the_job_with_one_line_and_no_records(job, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    result = _run("batch", "run", job, "--out", out, "--target", f"127.0.0.1:{port}", "--timeout", "1",
+                  "--quiet")
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stopped: the server at 127.0.0.1:") and "unreachable" in lines[0]
+    assert "0 done, 12 left; run the same command to finish" in lines[0]
+    assert count_records(out) == 0
