@@ -83,10 +83,11 @@ def run_text(backend, items, out, max_rows: int = 512) -> list[dict]:
         except Exception as e:  # noqa: BLE001 - the server refused or failed: these items fail
             chunk.fail_rest([item for item, _, _ in group], e)
             continue
+        chars = np.array(model.info.vocabulary, dtype=object)  # id -> character: one gather per row
         start = 0
         for item, seed_ids, t in group:
             streams = text_streams(item.id, item.params)
-            texts = [model.decode(row) for row in generated[start:start + len(t)]]
+            texts = ["".join(chars[row]) for row in generated[start:start + len(t)]]
             start += len(t)
             files = {name: text.encode("utf-8") for (_, _, name), text in zip(streams, texts)}
             chunk.ok(item, files, seed_used=model.decode(seed_ids), chars=length * len(texts),
