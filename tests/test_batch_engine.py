@@ -7,7 +7,8 @@ that does not stop the job (exit 1), resume after a simulated kill, --force, det
 concurrency and request sizes, --models-dir equal to --target (outputs, version policy, dtype checks),
 the same text as `genserve generate --server-side`, a pinned version that is not served, no TensorFlow
 import with --target, SIGINT/SIGTERM on a real `genserve batch run` process (records == files, the
-rerun does only the rest), a server that is not there (one line, no records), and the Ray executor.
+rerun does only the rest), a server that is not there or goes away mid-job (one line, nothing finished
+lost), and the Ray executor (its stop file, and the same files as the thread pool).
 """
 
 from __future__ import annotations
@@ -377,3 +378,51 @@ def test_no_server_stops_the_job_with_one_line_and_no_records(job, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("stopped: the server at 127.0.0.1:") and "unreachable" in lines[0]
     assert "0 done, 12 left; run the same command to finish" in lines[0]
     assert count_records(out) == 0
+
+
+def test_ray_actors_run_nothing_once_the_driver_asks_them_to_stop(target, tmp_path):
+    """The Ray executor's stop signal crosses processes as DIR/.batch-stop (no Ray needed to check it:
+    the actor class is plain Python)."""
+    from genserve.batch.backend import STOP_FILE
+    from genserve.batch.executors import ChunkActor, _chunk_to_json
+    from genserve.batch.job import parse_job
+    from genserve.batch.plan import make_plan
+
+    chunks = make_plan(parse_job([json.dumps({"id": "g", "kind": "grid", "n": 2})]))
+    out = tmp_path / "out"
+    out.mkdir()
+    actor = ChunkActor(str(out), target, None, {"vae": 1}, 30.0, (1, 1), None)
+    (out / STOP_FILE).touch()
+    stopped = actor({"chunk": [_chunk_to_json(chunks[0])]})
+    assert json.loads(stopped["records"][0]) == [] and not (out / "g.png").exists()
+    (out / STOP_FILE).unlink()
+    ran = actor({"chunk": [_chunk_to_json(chunks[0])]})
+    assert [r["id"] for r in json.loads(ran["records"][0])] == ["g"] and (out / "g.png").exists()
+
+
+def test_a_server_that_goes_away_mid_job_stops_it_without_losing_finished_items(models_dir, tmp_path):
+    import threading
+
+    from genserve.serving.server import ModelServer
+
+    job = tmp_path / "job.jsonl"
+    job.write_text("".join(json.dumps({"id": f"s{i}", "kind": "text", "seed_text": SEED, "length": 1000,
+                                       "temperature": 1.0, "seed": i}) + "\n" for i in range(SLOW_ITEMS)))
+    out = tmp_path / "out"
+    server = ModelServer(models_dir, port=0, poll_seconds=0)
+    server.start()
+    done = {}
+    worker = threading.Thread(target=lambda: done.setdefault("summary", run_local(
+        job, out, target=f"127.0.0.1:{server.port}", concurrency=1, max_rows=1, timeout=2.0)))
+    worker.start()
+    try:
+        wait_until(lambda: count_records(out) >= 1 or not worker.is_alive(), what="a first record")
+    finally:
+        server.stop(grace=0)
+    worker.join(timeout=60)
+    summary = done["summary"]
+    assert summary.exit_code == 1 and "unreachable" in summary.stopped, summary.line()
+    assert summary.line().endswith(f"{summary.items - summary.left} done, {summary.left} left; "
+                                   "run the same command to finish") and summary.left >= 1
+    ok = {i for i, r in records(out).items() if r["status"] == "ok"}
+    assert {p.name for p in out.iterdir() if p.name != "results.jsonl"} == {f"{i}.txt" for i in ok}
