@@ -191,7 +191,7 @@ def run_job(job, opts: JobOptions, backend=None, items: list[Item] | None = None
             except JobStopped:
                 missing = {}
             if not stop.is_set():
-                record(sum((error_records([i], missing[i.model]) for i in todo if i.model in missing), []))
+                record([r for i in todo if i.model in missing for r in error_records([i], missing[i.model])])
                 chunks = make_plan([i for i in todo if i.model not in missing], opts.max_rows,
                                    min_chunks=opts.concurrency)
                 summary.chunks = len(chunks)
