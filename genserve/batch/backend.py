@@ -80,8 +80,8 @@ def unreachable_reason(target: str, error: GenserveError) -> str:
 class _JobClient(Client):
     """genserve's Client, counting requests and honouring the job's StopFlag."""
 
-    def __init__(self, target: str, timeout: float, backend: "Backend"):
-        super().__init__(target, timeout=timeout)
+    def __init__(self, target: str, timeout: float, backend: "Backend", tls=None):
+        super().__init__(target, timeout=timeout, tls=tls)
         self._backend = backend
 
     def predict_response(self, model, inputs, signature=None, *args, **kwargs):
@@ -110,10 +110,11 @@ class Backend:
             driver's).
         stop: the job's StopFlag (default: a new one).
         server: an in-process ModelServer to stop on close() (--models-dir).
+        tls: a genserve.clients.TlsSettings for a TLS server (None: plaintext).
     """
 
     def __init__(self, target: str, timeout: float = 120.0, versions: Mapping[str, int] | None = None,
-                 stop: StopFlag | None = None, server=None):
+                 stop: StopFlag | None = None, server=None, tls=None):
         self.target, self.timeout, self.server = target, float(timeout), server
         self.stop = stop if stop is not None else StopFlag()
         self.lock = threading.Lock()
@@ -122,7 +123,7 @@ class Backend:
         self._pinned: dict[str, Any] = {}
         self._families: dict[tuple, Any] = {}
         self._pin_lock = threading.Lock()
-        self.client = _JobClient(target, self.timeout, self)
+        self.client = _JobClient(target, self.timeout, self, tls=tls)
 
     @property
     def requests(self) -> int:
@@ -203,11 +204,12 @@ def start_local_server(models_dir, threads: tuple[int, int] = (0, 0)):
 
 def open_backend(target: str | None = None, models_dir=None, timeout: float = 120.0,
                  versions: Mapping[str, int] | None = None, stop: StopFlag | None = None,
-                 threads: tuple[int, int] = (0, 0)) -> Backend:
-    """A Backend for `target`, or for genserve's server started in process over `models_dir`."""
+                 threads: tuple[int, int] = (0, 0), tls=None) -> Backend:
+    """A Backend for `target` (with `tls`, a TlsSettings, if given), or for genserve's server started
+    in process over `models_dir` (plaintext loopback)."""
     if (target is None) == (models_dir is None):
         raise ValueError("give exactly one of target or models_dir")
     if target is not None:
-        return Backend(target, timeout, versions, stop)
+        return Backend(target, timeout, versions, stop, tls=tls)
     server = start_local_server(models_dir, threads)
     return Backend(f"127.0.0.1:{server.port}", timeout, versions, stop, server=server)

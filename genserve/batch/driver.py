@@ -25,6 +25,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from genserve.batch.backend import STOP_FILE, JobStopped, ModelUnavailable, StopFlag, open_backend
 from genserve.batch.executors import make_executor
@@ -51,6 +52,7 @@ class JobOptions:
     threads: tuple[int, int] = (0, 0)  # --models-dir Session intra/inter-op threads (0 = TF picks)
     engine: str = "local"  # "local" (threads) or "ray"
     address: str | None = None  # Ray cluster address (engine "ray")
+    tls: Any = None  # a genserve.clients.TlsSettings for a TLS --target (it pickles: Ray actors get it)
 
 
 @dataclass
@@ -183,7 +185,8 @@ def run_job(job, opts: JobOptions, backend=None, items: list[Item] | None = None
             return summary
         if own:
             stop = StopFlag(marker if opts.engine == "ray" else None)
-            backend = open_backend(opts.target, opts.models_dir, opts.timeout, stop=stop, threads=opts.threads)
+            backend = open_backend(opts.target, opts.models_dir, opts.timeout, stop=stop, threads=opts.threads,
+                                   tls=opts.tls)
         stop = backend.stop
         with interrupts(stop):
             try:

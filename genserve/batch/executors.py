@@ -91,11 +91,11 @@ class ChunkActor:
     """One actor of Ray's pool: a backend opened once, then one chunk per call."""
 
     def __init__(self, out: str, target: str | None, models_dir: str | None, versions: dict,
-                 timeout: float, threads: tuple, max_rows: int | None):
+                 timeout: float, threads: tuple, max_rows: int | None, tls=None):
         self.out, self.max_rows = Path(out), max_rows
         self.stop = StopFlag(self.out / STOP_FILE)
         self.backend = open_backend(target, models_dir, timeout, versions=versions, stop=self.stop,
-                                    threads=tuple(threads))
+                                    threads=tuple(threads), tls=tls)
 
     def __call__(self, batch: dict) -> dict:
         records, requests, stopped = [], [], []
@@ -173,7 +173,7 @@ class RayExecutor:
             fn_constructor_kwargs=dict(out=str(self.out.resolve()), target=opts.target, models_dir=models_dir,
                                        versions=self.versions, timeout=opts.timeout,
                                        threads=opts.threads if any(opts.threads) else (1, 1),
-                                       max_rows=opts.max_rows))
+                                       max_rows=opts.max_rows, tls=opts.tls))
         try:
             for row in dataset.iter_rows():
                 self.requests += int(row["requests"])

@@ -21,7 +21,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import DEFAULT_TARGET, fail
+from genserve.cli.common import fail
+from genserve.cli.options import DEFAULT_TARGET
+from genserve.cli.remote import current_tls
 
 batch_app = typer.Typer(help="Batch generation jobs (JSONL in, files + results.jsonl out).",
                         no_args_is_help=True)
@@ -78,7 +80,7 @@ def run(
 
     opts = JobOptions(out=out, target=target, models_dir=models_dir, concurrency=concurrency,
                       max_rows=max_rows, force=force, timeout=timeout, progress=not quiet,
-                      engine=engine.value, address=address)
+                      engine=engine.value, address=address, tls=current_tls())
     try:
         summary = run_job(job, opts, items=items)
     except (BackendError, RayUnavailable, ValueError) as e:

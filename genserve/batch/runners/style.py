@@ -8,12 +8,13 @@ from __future__ import annotations
 import numpy as np
 
 from genserve import contract
-from genserve.batch.runners import ChunkWork, call_rows, png_bytes
+from genserve.batch.runners import ChunkWork, call_rows
 
 
 def run_style(backend, items, out, max_rows: int = 8) -> list[dict]:
     """Stylize items of one (model, style image, height) group."""
-    from genserve.clients.style import load_image, stylize, to_uint8
+    from genserve.clients.images import encode_rgb
+    from genserve.clients.style import load_image, stylize
 
     chunk = ChunkWork(backend, items, out, max_rows)
     model = items[0].model
@@ -54,7 +55,7 @@ def run_style(backend, items, out, max_rows: int = 8) -> list[dict]:
             except Exception as e:  # noqa: BLE001
                 chunk.fail(item, e)
                 continue
-            chunk.ok(item, {f"{item.id}.png": png_bytes(to_uint8(result.image))},
+            chunk.ok(item, {f"{item.id}.png": encode_rgb(result.image)},
                      initial_loss=result.initial_loss, final_loss=result.losses[-1],
                      evaluations=result.evaluations)
     return chunk.result()
