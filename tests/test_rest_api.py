@@ -324,4 +324,4 @@ def test_rest_port_must_differ_and_a_taken_port_fails_cleanly(toy_models_dir):
         srv = ModelServer(toy_models_dir, poll_seconds=0, rest_port=taken)
         with pytest.raises(OSError, match="REST"):
             srv.start()
-        assert srv._server is None  # the gRPC server it had started is stopped again
+        assert srv._grpc is None  # the gRPC server it had started is stopped again

@@ -42,6 +42,7 @@ ROW, COLUMNAR = "row", "columnar"  # JsonPredictRequestFormat::kRow / kColumnar
 B64_KEY = "b64"
 BYTES_SUFFIX = "_bytes"  # string outputs named *_bytes are written as {"b64": ...}
 MAX_DEBUG_CHARS = 256  # kMaxJsonDebugStringBytes
+MAX_RANK = 32  # numpy holds at most 64 dimensions; a row-format instance gains one when stacked
 
 _INT_RANGES = {DT_INT8: (-2**7, 2**7 - 1), DT_INT16: (-2**15, 2**15 - 1), DT_INT32: (-2**31, 2**31 - 1),
                DT_UINT8: (0, 255), DT_INT64: (-2**63, 2**63 - 1), DT_UINT32: (0, 2**32 - 1),
@@ -102,8 +103,12 @@ def parse_body(body: bytes) -> dict:
     """
     if not body:
         raise _invalid("JSON Parse error: The document is empty")
+    try:  # rapidjson reads UTF-8 only; json.loads(bytes) would also take UTF-16 and UTF-32
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _invalid(f"JSON Parse error: Invalid encoding in string (not UTF-8) at offset: {e.start}") from None
     try:
-        doc = json.loads(body)
+        doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise _invalid(f"JSON Parse error: {e.msg} at offset: {e.pos}") from None
     except (UnicodeDecodeError, ValueError) as e:
@@ -199,6 +204,9 @@ def to_array(value, dtype: int) -> np.ndarray:
         raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {debug_string(value)} to type: "
                                             f"{tf_type_name(dtype)}")
     shape = _dense_shape(value)
+    if len(shape) > MAX_RANK:
+        raise _invalid(f"JSON Value nests {len(shape)} lists deep; a tensor has at most {MAX_RANK} "
+                       "dimensions here")
     flat: list = []
     _flatten(value, 0, shape, dtype, flat)
     if dtype == DT_STRING:
