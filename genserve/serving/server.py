@@ -85,9 +85,11 @@ class ModelServer:
         self.service = ModelService(self.registry, options, self.observers)
         self.metrics = None
         if options.prometheus_path is not None:
-            from genserve.serving.metrics import ServingMetrics
+            from genserve.serving.metrics import IN_FLIGHT, ServingMetrics
 
             self.metrics = ServingMetrics()
+            self.metrics.gauges[IN_FLIGHT] = ("Predict requests admitted and not yet answered.",
+                                              lambda: self.service.inflight)
             self.observers.append(self.metrics)
         self._grpc = None
         self._rest = None
