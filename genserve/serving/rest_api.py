@@ -38,7 +38,7 @@ from concurrent import futures
 from urllib.parse import unquote
 
 from genserve.serving import json_tensor
-from genserve.serving.errors import ServingError, truncate
+from genserve.serving.errors import ServingError, error_json, truncate
 
 log = logging.getLogger("genserve.serving")
 
@@ -97,13 +97,13 @@ class RestApi:
                 raise ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {truncate(path, 200)}")
             return 200, output, name, api, "OK"
         except ServingError as e:
-            return e.http_status, json_tensor.error_json(e.message), name, api, e.code
+            return e.http_status, error_json(e.message), name, api, e.code
         except Exception as e:  # a bug: answer 500, log one line, keep serving
             log.error("REST %s %s failed: %s: %s", method, truncate(path, 200), type(e).__name__,
                       truncate(str(e), 300))
             log.debug("REST traceback", exc_info=True)
             message = truncate(f"internal error: {type(e).__name__}: {e}")
-            return 500, json_tensor.error_json(message), name, api, "INTERNAL"
+            return 500, error_json(message), name, api, "INTERNAL"
 
     async def _blocking(self, fn, *args):
         """CPU work (JSON) on the service's worker threads, off the event loop."""
@@ -329,21 +329,21 @@ class RestServer:
             if re.search(r"https?://", request.headers.get("Origin", "")):
                 return web.Response(status=200, content_type="application/json")
             error = ServingError("FAILED_PRECONDITION", "Origin header is missing in CORS preflight")
-            return self._json(error.http_status, json_tensor.error_json(error.message))
+            return self._json(error.http_status, error_json(error.message))
         try:
             body = await self._body(request)
         except BodyTooLarge:
             message = (f"request body is larger than this server's limit of {self.max_body_bytes:,} bytes "
                        "(--max-message-mb)")
             self._service.observe("REST", "", "", "RESOURCE_EXHAUSTED", time.perf_counter() - start)
-            return self._json(413, json_tensor.error_json(message), close=True)
+            return self._json(413, error_json(message), close=True)
         except asyncio.TimeoutError:
             message = f"the request body did not arrive within {self.body_timeout:g} s"
             self._service.observe("REST", "", "", "DEADLINE_EXCEEDED", time.perf_counter() - start)
-            return self._json(408, json_tensor.error_json(message), close=True)
+            return self._json(408, error_json(message), close=True)
         except ServingError as e:
             self._service.observe("REST", "", "", e.code, time.perf_counter() - start)
-            return self._json(e.http_status, json_tensor.error_json(e.message))
+            return self._json(e.http_status, error_json(e.message))
         status, text, model, api, code = await self._api.process(request.method, path, body)
         self._service.observe("REST", api, model, code, time.perf_counter() - start)
         return self._json(status, text)

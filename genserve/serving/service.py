@@ -14,9 +14,9 @@ Isolation. Each model has its own gate: at most `max_concurrent` executions on t
 and `max_queue` more waiting; one beyond that is answered UNAVAILABLE at once (TF Serving's batch
 queues answer the same when full). A waiting request is a Future awaited on a front end's event loop,
 not a blocked thread: with the earlier design (blocking handlers on one shared pool of 32 gRPC
-threads), flooding two models within their own limits (20 + 20 waiting requests) made a third model's
-1-row Predict wait 3.5 s (the flood's whole deadline) and none of the flood was refused; now it is
-answered in milliseconds (tests/test_isolation.py; docs/serving.md has the numbers). We chose
+threads), flooding two models within their own limits (20 + 20 requests) made a third model's 1-row
+Predict wait 3.47 s median (the flood's whole deadline) and none of the flood was refused; now it is
+answered in 3 ms (tests/test_service.py; docs/serving.md has the numbers). We chose
 per-model executors under async front ends over a larger thread pool because the number of models is
 not known in advance (ReloadConfig adds some) and over one shared queue because a shared queue still
 orders one model's work behind another's. Batched versions hand their decoded inputs to the batcher
