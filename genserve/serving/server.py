@@ -32,31 +32,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from genserve.serving.errors import truncate
 from genserve.serving.options import ServerOptions
 from genserve.serving.registry import ModelRegistry
 from genserve.serving.service import ModelService
 
 log = logging.getLogger("genserve.serving")
-
-
-class _OneLineDeserializeErrors(logging.Filter):
-    """grpcio logs an undecodable request ("Exception deserializing request!") with a full traceback;
-    a hostile client could fill the log with them. Keep one line: the message and the error."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and "deserializ" in str(record.msg):
-            error = record.exc_info[1]
-            record.msg = f"{record.getMessage()} ({type(error).__name__}: {truncate(str(error), 200)})"
-            record.args = ()
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-_GRPC_LOG_FILTER = _OneLineDeserializeErrors()
-logging.getLogger("grpc._server").addFilter(_GRPC_LOG_FILTER)
-logging.getLogger("grpc._common").addFilter(_GRPC_LOG_FILTER)
 
 
 class ModelServer:
@@ -147,13 +127,16 @@ class ModelServer:
         """Refuse new requests at once on both front ends (UNAVAILABLE / 503), give requests in flight
         `grace` seconds on both front ends at once (a bounded drain), then cancel what is left.
         Returns within about `grace` + 1 s."""
-        self.service.close()
+        self.service.close()  # from here every new call is answered UNAVAILABLE by the service itself
         self._stop.set()
-        drains = [threading.Thread(target=front.stop, args=(grace,), name="genserve-drain")
+        deadline = time.monotonic() + (grace or 0.0)
+        self.service.wait_idle(grace or 0.0)  # both front ends' Predicts drain together
+        left = max(0.0, deadline - time.monotonic())
+        fronts = [threading.Thread(target=front.stop, args=(left,), name="genserve-drain")
                   for front in (self._grpc, self._rest) if front is not None]
-        for thread in drains:
+        for thread in fronts:
             thread.start()
-        for thread in drains:
+        for thread in fronts:
             thread.join()
         self._grpc = self._rest = None
         if self._poller is not None:

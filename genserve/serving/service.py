@@ -10,17 +10,16 @@ rest_api.py: JSON in and out), as TF Serving's `*_impl.cc` files serve `predicti
 request's ModelSpec is resolved to one loaded version ONCE (`resolve`), and everything after that
 (dtypes, run, response) uses that version, even if a newer one is swapped in meanwhile.
 
-Isolation. Each model has its own gate: at most `max_concurrent` executions on the model's own threads
-and `max_queue` more waiting; one beyond that is answered UNAVAILABLE at once (TF Serving's batch
-queues answer the same when full). A waiting request is a Future awaited on a front end's event loop,
-not a blocked thread: with the earlier design (blocking handlers on one shared pool of 32 gRPC
-threads), flooding two models within their own limits (20 + 20 requests) made a third model's 1-row
-Predict wait 3.47 s median (the flood's whole deadline) and none of the flood was refused; now it is
-answered in 3 ms (tests/test_service.py; docs/serving.md has the numbers). We chose
-per-model executors under async front ends over a larger thread pool because the number of models is
-not known in advance (ReloadConfig adds some) and over one shared queue because a shared queue still
-orders one model's work behind another's. Batched versions hand their decoded inputs to the batcher
-and await its Future the same way.
+Isolation. Each model has its own gate (ModelGate): at most `max_concurrent` runs at once and
+`max_queue` more waiting; the next request is refused with UNAVAILABLE at once (TF Serving's batch
+queues answer the same when full). A waiting request never holds a thread another model needs: a gRPC
+call waits on a thread of its own, made on demand (grpc_api.py says why not grpc.aio), and a REST call
+is a Future awaited on the REST event loop while the model's own threads run it. With the earlier
+design (blocking handlers on one shared pool of 32 gRPC threads), flooding two models within their
+own limits (20 + 20 requests) made a third model's 1-row Predict wait 3.47 s median (the flood's whole
+deadline) and none of the flood was refused; now it answers in 5 ms median, 30 ms max, and the 21st
+request is refused at once (tests/test_service.py; docs/serving.md has the numbers). Batched versions
+hand their decoded inputs to the batcher and wait on its Future.
 
 Shutdown: `close()` makes every later call answer UNAVAILABLE ("the server is shutting down") on both
 front ends at once; the server then drains both front ends in parallel (server.py).
@@ -41,34 +40,38 @@ SHUTTING_DOWN = "the server is shutting down; retry on another replica"
 
 
 class ModelGate:
-    """One model's admission limit and its own execution threads."""
+    """One model's admission: at most `max_concurrent` runs at once and `max_queue` more waiting; the
+    next request is refused with UNAVAILABLE at once. Its own threads serve the async front end."""
 
     def __init__(self, name: str, max_concurrent: int, max_queue: int):
         self.max_concurrent, self.max_queue = max_concurrent, max_queue
         self.executor = futures.ThreadPoolExecutor(max_concurrent, thread_name_prefix="genserve-model")
         self.admitted = 0  # running + waiting
+        self._slots = threading.Semaphore(max_concurrent)
         self._lock = threading.Lock()
 
-    def submit(self, what: str, fn, *args) -> futures.Future:
-        """Run `fn(*args)` on the model's threads, or raise UNAVAILABLE at once when the gate is full.
-        The slot is given back when the run ends or is cancelled before it starts."""
+    def admit(self, what: str) -> None:
+        """Count one request in, or raise UNAVAILABLE when running + waiting is at the limit."""
         with self._lock:
             if self.admitted >= self.max_concurrent + self.max_queue:
                 queued = self.admitted - self.max_concurrent
                 raise ServingError("UNAVAILABLE", f"{what}: server busy ({self.max_concurrent} executions "
                                                   f"running, {queued} queued); retry later")
             self.admitted += 1
-        try:
-            future = self.executor.submit(fn, *args)
-        except RuntimeError:  # executor shut down
-            self._release(None)
-            raise ServingError("UNAVAILABLE", SHUTTING_DOWN) from None
-        future.add_done_callback(self._release)
-        return future
 
-    def _release(self, _future) -> None:
+    def release(self, _future=None) -> None:
         with self._lock:
             self.admitted -= 1
+
+    def run(self, what: str, deadline: float | None, fn, *args):
+        """On the calling thread: wait for a run slot (until `deadline`), then `fn(*args)`."""
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self._slots.acquire(timeout=timeout):
+            raise ServingError("DEADLINE_EXCEEDED", f"{what}: deadline passed while queued")
+        try:
+            return fn(*args)
+        finally:
+            self._slots.release()
 
 
 def spec_choice(model_spec) -> tuple[int | None, str | None]:
@@ -99,6 +102,7 @@ class ModelService:
         self.inflight = 0  # Predict calls admitted and not yet answered (tests wait on it)
         self._gates: dict[str, ModelGate] = {}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when inflight drops
         self.work = futures.ThreadPoolExecutor(options.max_workers, thread_name_prefix="genserve-work")
 
     # -- ModelSpec --------------------------------------------------------------------------------
@@ -124,9 +128,52 @@ class ModelService:
         version, label = spec_choice(model_spec)
         return self.registry.resolve(model_spec.name, version, label)
 
-    # -- Predict ----------------------------------------------------------------------------------
+    # -- Predict ---------------------------------------------------------------------------------
+    def _begin(self, request, time_remaining, loaded):
+        """(loaded version, deadline, gate) of one Predict; counts it in flight."""
+        if loaded is None:
+            loaded = self.resolve(request.model_spec)
+        self._check_open()
+        if time_remaining is None and self.options.max_request_seconds > 0:
+            time_remaining = self.options.max_request_seconds
+        deadline = None if time_remaining is None else time.monotonic() + time_remaining
+        with self._lock:
+            self.inflight += 1
+        return loaded, deadline, self._gate(loaded.name)
+
+    def _end(self) -> None:
+        with self._lock:
+            self.inflight -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Block until no Predict is in flight (or `timeout` seconds); True when idle."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self.inflight == 0, timeout)
+
+    def predict_blocking(self, request, time_remaining: float | None = None, loaded=None):
+        """Predict on the calling thread (the gRPC front end: one thread per call, made on demand).
+
+        Args, Returns, Raises: as `predict`.
+        """
+        loaded, deadline, gate = self._begin(request, time_remaining, loaded)
+        try:
+            batcher = loaded.extras.get("batcher")
+            if batcher is None:  # the gate is the admission control
+                gate.admit(f"model {short(loaded.name)}")
+                try:
+                    return gate.run(f"model {short(loaded.name)}", deadline, self._run, loaded, request, deadline)
+                finally:
+                    gate.release()
+            sig, arrays, keys = self._prepare(loaded, request)
+            result = self._batched(loaded, batcher.submit(sig, arrays, keys, self._batch_timeout(loaded, deadline)))
+            return execute.respond(loaded.name, loaded.version, sig, keys, result.result(), _response_cls())
+        finally:
+            self._end()
+
     async def predict(self, request, time_remaining: float | None = None, loaded=None):
-        """Resolve (unless `loaded` is given), check, admit and run one PredictRequest.
+        """Resolve (unless `loaded` is given), check, admit and run one PredictRequest; while it waits
+        for its model it is a Future awaited on the caller's event loop (the REST front end).
 
         Args:
             time_remaining: seconds before the request's deadline (None: --max-request-seconds).
@@ -136,45 +183,57 @@ class ModelService:
         Raises:
             ServingError: see server.py's module docstring.
         """
-        if loaded is None:
-            loaded = self.resolve(request.model_spec)
-        self._check_open()
-        if time_remaining is None and self.options.max_request_seconds > 0:
-            time_remaining = self.options.max_request_seconds
-        deadline = None if time_remaining is None else time.monotonic() + time_remaining
-        gate = self._gate(loaded.name)
-        with self._lock:
-            self.inflight += 1
+        loaded, deadline, gate = self._begin(request, time_remaining, loaded)
         try:
             batcher = loaded.extras.get("batcher")
-            if batcher is None:  # the gate is the admission control
-                return await asyncio.wrap_future(
-                    gate.submit(f"model {short(loaded.name)}", self._run, loaded, request, deadline))
+            what = f"model {short(loaded.name)}"
+            if batcher is None:
+                gate.admit(what)
+                try:
+                    future = gate.executor.submit(gate.run, what, deadline, self._run, loaded, request, deadline)
+                except RuntimeError:  # shut down
+                    gate.release()
+                    raise ServingError("UNAVAILABLE", SHUTTING_DOWN) from None
+                future.add_done_callback(gate.release)  # when it ran, or was cancelled before
+                return await asyncio.wrap_future(future)
             # A batched version: its bounded batch queues are the admission control.
             loop = asyncio.get_running_loop()
-            sig, arrays, keys = await loop.run_in_executor(
-                gate.executor, execute.prepare, loaded.model, loaded.name, loaded.version, request,
-                self.options.limits)
-            timeout_ms = _timeout_ms(deadline)
-            if timeout_ms < 0:
-                raise ServingError("DEADLINE_EXCEEDED", f"model {short(loaded.name)}: deadline passed "
-                                                        "before the request ran")
-            start = time.perf_counter()
-            result = await asyncio.wrap_future(batcher.submit(sig, arrays, keys, timeout_ms))
-            self._runtime(loaded.name, time.perf_counter() - start)
+            sig, arrays, keys = await loop.run_in_executor(gate.executor, self._prepare, loaded, request)
+            timeout_ms = self._batch_timeout(loaded, deadline)
+            result = await asyncio.wrap_future(self._batched(loaded, batcher.submit(sig, arrays, keys, timeout_ms)))
             return await loop.run_in_executor(gate.executor, execute.respond, loaded.name,
                                               loaded.version, sig, keys, result, _response_cls())
         finally:
-            with self._lock:
-                self.inflight -= 1
+            self._end()
+
+    def _prepare(self, loaded, request):
+        return execute.prepare(loaded.model, loaded.name, loaded.version, request, self.options.limits)
+
+    @staticmethod
+    def _batch_timeout(loaded, deadline: float | None) -> int:
+        timeout_ms = _timeout_ms(deadline)
+        if timeout_ms < 0:
+            raise ServingError("DEADLINE_EXCEEDED", f"model {short(loaded.name)}: deadline passed before "
+                                                    "the request ran")
+        return timeout_ms
+
+    def _batched(self, loaded, future: futures.Future) -> futures.Future:
+        """`future` (a batcher task), timed for runtime_latency once it is answered."""
+        start = time.perf_counter()
+
+        def done(f: futures.Future) -> None:
+            if not f.cancelled() and f.exception() is None:
+                self._runtime(loaded.name, time.perf_counter() - start)
+
+        future.add_done_callback(done)
+        return future
 
     def _run(self, loaded, request, deadline: float | None):
-        """On the model's own thread: check, decode, run, encode."""
+        """With a run slot: check, decode, run, encode."""
         timeout_ms = _timeout_ms(deadline)
         if timeout_ms < 0:
             raise ServingError("DEADLINE_EXCEEDED", f"model {short(loaded.name)}: deadline passed while queued")
-        sig, arrays, keys = execute.prepare(loaded.model, loaded.name, loaded.version, request,
-                                            self.options.limits)
+        sig, arrays, keys = self._prepare(loaded, request)
         start = time.perf_counter()
         result = sig.run(arrays, keys, timeout_ms)
         self._runtime(loaded.name, time.perf_counter() - start)
