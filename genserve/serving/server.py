@@ -75,6 +75,7 @@ class ModelServer:
         self._rest = None
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
+        self.polls = 0  # polls completed (tests wait on it)
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> int:
@@ -181,6 +182,7 @@ class ModelServer:
                 self.registry.refresh(reread_config=reread)
             except Exception:  # never let the poller die
                 log.exception("poll failed")
+            self.polls += 1
             if config_every and now >= config_at:
                 config_at = now + config_every
             if now >= versions_at:
@@ -203,7 +205,6 @@ class ModelServer:
             if params is not None:
                 batcher = Batcher(params, f"{loaded.name}-{loaded.version}")
                 loaded.extras["batcher"] = batcher
-                loaded.extras["runner"] = batcher.runner
         for observer in self.observers:
             hook = getattr(observer, "on_load", None)
             if hook is not None:
