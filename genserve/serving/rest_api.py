@@ -263,6 +263,10 @@ class RestServer:
             loop.run_forever()
         finally:
             loop.run_until_complete(self._cleanup())
+            pending = asyncio.all_tasks(loop)  # handlers of connections dropped mid-request
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
     async def _setup(self) -> int:

@@ -1,6 +1,6 @@
 """The serving core without a transport: predict, metadata, status, reload and ModelSpec parsing.
 
-    python -c "import asyncio; from genserve.serving.server import ModelServer
+    python -c "from genserve.serving.server import ModelServer
     s = ModelServer('out/models'); s.registry.refresh(strict=True)
     print(s.service.status(s.service.spec('toy')))"
 
