@@ -93,7 +93,7 @@ METHODS = {
 
 
 def _method_handler(service, name: str, request_cls, response_cls, body):
-    """A unary handler that decodes the request itself: an undecodable one is INVALID_ARGUMENT, logged
+    """A unary handler that decodes the request itself: an undecodable one is INTERNAL, logged
     in one line (grpcio would log a traceback per request)."""
     from google.protobuf.message import DecodeError
 
@@ -106,7 +106,8 @@ def _method_handler(service, name: str, request_cls, response_cls, body):
 
         def run():
             if request is None:
-                raise ServingError("INVALID_ARGUMENT", f"cannot parse the request as a {request_cls.__name__}")
+                # grpc++ (TF Serving's server) answers INTERNAL for a request it cannot parse
+                raise ServingError("INTERNAL", f"Failed to parse the request as a {request_cls.__name__}")
             return body(request, context)
 
         model = request.model_spec.name if request is not None and hasattr(request, "model_spec") else ""
