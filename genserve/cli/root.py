@@ -52,7 +52,7 @@ app.add_typer(plot_app, name="plot")
 
 # Family modules register their commands here; each exposes register(app, train_app, export_app, ...).
 FAMILY_MODULES = ("genserve.cli.serve", "genserve.cli.text", "genserve.cli.vae", "genserve.cli.style",
-                  "genserve.cli.dream", "genserve.cli.gan", "genserve.cli.batch")
+                  "genserve.cli.dream", "genserve.cli.gan", "genserve.cli.batch", "genserve.cli.playground")
 for _name in FAMILY_MODULES:
     try:
         _module = importlib.import_module(_name)
