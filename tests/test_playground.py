@@ -75,7 +75,10 @@ def export_all(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
-    return export_all(tmp_path_factory.mktemp("playground"))
+    """The tiny exports; GENSERVE_PLAYGROUND_MODELS=DIR serves trained ones instead (for the
+    screenshots: `-k chromium` with GENSERVE_SCREENSHOTS=docs/images)."""
+    given = os.environ.get("GENSERVE_PLAYGROUND_MODELS")
+    return Path(given) if given else export_all(tmp_path_factory.mktemp("playground"))
 
 
 @pytest.fixture(scope="module")
@@ -270,12 +273,13 @@ def test_the_page_in_headless_chromium(playground, tmp_path):
             shown = page.locator("#text-temperature input[type=number]")
             expect(shown).not_to_have_value("0.5")
             temperature = float(shown.input_value())
-            expect(page.locator("#text-wire textarea")).to_have_value(re.compile(re.escape(f"temperature {temperature:g}")))
+            wire = page.locator("#text-wire textarea")
+            expect(wire).to_have_value(re.compile(re.escape(f"temperature {temperature:g}")))
             length = page.locator("#text-length input[type=number]")
             length.fill("60")
             length.press("Enter")
             page.locator("#text-generate").click()
-            expect(page.locator("#text-wire textarea")).to_have_value(re.compile(re.escape("60 characters per stream")))
+            expect(wire).to_have_value(re.compile("60 characters per stream"))
             text = page.locator("#text-output textarea").input_value()
             with Client(target) as client:
                 expected = generate(TextModel(client), page.locator("#text-seed textarea").input_value(), 60,
@@ -290,14 +294,34 @@ def test_the_page_in_headless_chromium(playground, tmp_path):
             box = plane.bounding_box()
             page.mouse.click(box["x"] + 0.3 * box["width"], box["y"] + 0.6 * box["height"])
             expect(page.locator("#vae-digit img")).to_be_visible()
-            expect(page.locator("#vae-wire textarea")).to_have_value(re.compile(re.escape("z = (")))
+            expect(page.locator("#vae-wire textarea")).to_have_value(re.compile(r"z = \("))
             _screenshot(page, "vae", shots)
             # GAN: one request for the whole grid
             page.get_by_role("tab", name="GAN").click()
             page.locator("#gan-generate").click()
             expect(page.locator("#gan-grid img")).to_be_visible()
-            expect(page.locator("#gan-wire textarea")).to_have_value(re.compile(re.escape("in one sample request")))
+            expect(page.locator("#gan-wire textarea")).to_have_value(re.compile("in one sample request"))
             _screenshot(page, "gan", shots)
         finally:
             browser.close()
     assert all((shots / f"playground-{name}.png").stat().st_size > 10_000 for name in ("text", "vae", "gan"))
+
+
+def test_cli_refuses_with_one_line(server):
+    """No server, no known model, an empty --models: one `error:` line, exit 1, no page."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from genserve.cli import app
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    for args, words in ((["--target", closed, "--timeout", "1"], "UNAVAILABLE"),
+                        (["--target", server.target, "--models", "toy,nothing"], "no model of a known family"),
+                        (["--target", server.target, "--models", ","], "at least one model name")):
+        result = CliRunner().invoke(app, ["playground", "--digits", "none", *args])
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], result.output

@@ -91,7 +91,8 @@ def run_dream(ctx: ui.Context, model: str, path, width, octaves, steps, step_siz
             yield (pictures[-1], pictures, client.report(f"octave {octave}/{schedule.octaves}"),
                    octave / schedule.octaves)
         final = to_uint8(result.image)
-        yield final, list(gallery), client.report(f"{schedule.octaves} octaves, {final.shape[1]}x{final.shape[0]} px"), 1.0
+        size = f"{final.shape[1]}x{final.shape[0]} px"
+        yield final, list(gallery), client.report(f"{schedule.octaves} octaves, {size}"), 1.0
 
 
 def _example_pairs(files: list[str]) -> list[list[str]]:

@@ -129,6 +129,7 @@ def build_vae(ctx: ui.Context, names: list[str]) -> None:
             z1 = gr.Number(0.0, label="z[1]")
             decode_button = gr.Button("Decode this point")
     wire = ui.wire_box("vae")
+    drawn_n = gr.State(None)  # the n of the plane on show (the slider may have moved since)
 
     @guard
     def grid(model_name, n_value):
@@ -139,14 +140,15 @@ def build_vae(ctx: ui.Context, names: list[str]) -> None:
         return vae_decode(ctx, model_name, z0_value, z1_value)
 
     def clicked(picture, n_value, evt: gr.SelectData):
-        if picture is None or evt.index is None:
+        if picture is None or n_value is None or evt.index is None:
             raise gr.Error("draw the plane first")
         h, w = np.asarray(picture).shape[:2]
         x, y = evt.index
         return plane_point((x + 0.5) / w, (y + 0.5) / h, int(n_value))
 
-    draw.click(grid, [model, n], [plane, wire], api_name="grid")
-    plane.select(clicked, [plane, n], [z0, z1], api_name="plane_click", api_visibility="private").then(
+    draw.click(grid, [model, n], [plane, wire], api_name="grid").success(
+        lambda n_value: n_value, n, drawn_n, api_name="grid_drawn", api_visibility="private")
+    plane.select(clicked, [plane, drawn_n], [z0, z1], api_name="plane_click", api_visibility="private").success(
         decode, [model, z0, z1], [digit, wire], api_name="plane_decode", api_visibility="private")
     decode_button.click(decode, [model, z0, z1], [digit, wire], api_name="decode")
 
