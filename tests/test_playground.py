@@ -56,7 +56,8 @@ def export_all(root: Path) -> Path:
     (text_work / text_training.CONFIG_FILE).write_text(cfg.to_json())
     vocab = Vocabulary.from_text(TEXT)
     (text_work / text_training.VOCAB_FILE).write_text(vocab.to_json())
-    text_training.save_model_atomic(text_training.build_model(cfg, len(vocab)), text_work / text_training.BEST_FILE)
+    text_training.save_model_atomic(text_training.build_model(cfg, len(vocab)),
+                                    text_work / text_training.BEST_FILE)
     export_text(text_work, models)
     vcfg = vae_training.VAEConfig(conv_filters=(4, 8, 8, 8), dense_units=8)
     vae = vae_training.new_model(vcfg)
@@ -216,14 +217,15 @@ def test_style_and_dream_endpoints_match_the_thin_client(playground):
     assert len(octaves) == 2 and wire.startswith("2 requests")  # one ascend per octave
 
 
-def test_server_errors_are_one_readable_line(server, models_dir, tmp_path):
+def test_server_errors_are_one_readable_line(models_dir, tmp_path):
     """Model missing, and the server gone: a readable message, the page keeps answering."""
     from genserve.playground.app import build_app, launch
     from genserve.playground.ui import Context
     from genserve.playground.wire import Served
     from genserve.serving.server import ModelServer
 
-    with ModelServer(models_dir, poll_seconds=0) as doomed:
+    shutil.copytree(models_dir / "gan", tmp_path / "gan")  # no models.config: every folder is served
+    with ModelServer(tmp_path, poll_seconds=0) as doomed:
         served = Served(doomed.target, models={"gan": ["gan", "gone"]}, versions={"gan": 1})
         app, url = launch(build_app(Context(served, timeout=2.0)), port=None, block=False, quiet=True)
         api = gradio_client.Client(url, verbose=False)
