@@ -257,6 +257,7 @@ def test_the_page_in_headless_chromium(playground, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     from genserve.clients.text import TextModel, generate
+    from genserve.playground.text import TOP_CHARACTERS
 
     assert CHROMIUM.is_file(), f"{CHROMIUM} missing: run `make browser` (Debian's chromium)"
     _, url, target = playground
@@ -277,6 +278,7 @@ def test_the_page_in_headless_chromium(playground, tmp_path):
             temperature = float(shown.input_value())
             wire = page.locator("#text-wire textarea")
             expect(wire).to_have_value(re.compile(re.escape(f"temperature {temperature:g}")))
+            expect(page.locator("#text-chart .mark-rect path")).to_have_count(TOP_CHARACTERS)  # the bars
             length = page.locator("#text-length input[type=number]")
             length.fill("60")
             length.press("Enter")

@@ -119,7 +119,7 @@ def build(ctx: ui.Context, names: list[str]) -> None:
     with gr.Row():
         columns = [gr.Textbox(label=f"T = {t:g}", lines=8, max_lines=20, interactive=False)
                    for t in BOOK_TEMPERATURES]
-    chart = gr.BarPlot(pd.DataFrame({"character": [], "probability": []}), x="character", y="probability",
+    chart = gr.BarPlot(None, x="character", y="probability",
                        sort="-y", y_lim=[0, None], label="next character at this temperature",
                        elem_id="text-chart")
     wire = ui.wire_box("text")
