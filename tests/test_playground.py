@@ -94,7 +94,9 @@ def server(models_dir):
 def digits():
     from genserve.data import mnist
 
-    data = mnist.synthetic(16, 200, seed=1)
+    # the synthetic bars for the tiny models; MNIST's test digits for trained ones (the screenshots)
+    trained = os.environ.get("GENSERVE_PLAYGROUND_MODELS")
+    data = mnist.load("mnist") if trained else mnist.synthetic(16, 200, seed=1)
     return data.x_test, data.y_test
 
 
