@@ -23,7 +23,7 @@ from genserve.playground.wire import stream
 MODES = ("stream", "server")
 DEFAULT_SEED_TEXT = "to be, or not to be, that is the question: "
 TOP_CHARACTERS = 20  # bars in the next-character chart
-SHOWN = {" ": "␣ (space)", "\n": "⏎ (newline)", "\t": "⇥ (tab)"}
+SHOWN = {" ": "␣", "\n": "⏎", "\t": "⇥"}  # space, newline, tab
 
 
 def _options(top_k, seed, mode: str) -> tuple[int | None, int | None, bool]:
