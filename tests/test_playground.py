@@ -254,7 +254,7 @@ def _screenshot(page, name: str, folder: Path) -> Path:
 
 def test_the_page_in_headless_chromium(playground, tmp_path):
     """Load the page, move the temperature slider, generate and read the text; click the VAE plane and
-    see a decoded digit; generate a GAN grid. Screenshots go to $GENSERVE_SCREENSHOTS (docs/images for
+    see a decoded digit; generate a GAN grid and a strip. Screenshots go to $GENSERVE_SCREENSHOTS (docs/images for
     the committed ones), else a temporary folder."""
     from playwright.sync_api import expect, sync_playwright
 
@@ -307,6 +307,8 @@ def test_the_page_in_headless_chromium(playground, tmp_path):
             page.locator("#gan-generate").click()
             expect(page.locator("#gan-grid img")).to_be_visible()
             expect(page.locator("#gan-wire textarea")).to_have_value(re.compile("in one sample request"))
+            page.get_by_role("button", name="Interpolate").click()
+            expect(page.locator("#gan-strip img")).to_be_visible()
             _screenshot(page, "gan", shots)
         finally:
             browser.close()
