@@ -100,14 +100,14 @@ def _example_pairs(files: list[str]) -> list[list[str]]:
     return [[a, b] for a, b in zip(files, files[1:] + files[:1])] if len(files) > 1 else []
 
 
+STYLE_INTRO = ("Neural style transfer: L-BFGS-B runs here, the served model returns loss and gradient "
+               "(`targets` once, then one `step` request per evaluation).")
+
+
 def build_style(ctx: ui.Context, names: list[str]) -> None:
     import pandas as pd
 
-    guard = ui.guard(ctx.target)
-    gr.Markdown("Neural style transfer: L-BFGS-B runs here, the served model returns loss and gradient "
-                "(`targets` once, then one `step` request per evaluation).")
-    with gr.Row():
-        model = ui.model_dropdown(names, "style")
+    with ui.tab_header(ctx, names, "style", STYLE_INTRO) as (guard, model):
         height = gr.Slider(32, 400, value=128, step=8, label="height (px)")
         iterations = gr.Slider(1, 20, value=5, step=1, label=f"iterations ({STYLE_EVALS} evaluations each)")
     with gr.Row():
@@ -134,12 +134,12 @@ def build_style(ctx: ui.Context, names: list[str]) -> None:
     go.click(run, [model, content, style, height, iterations], [result, curve, wire], api_name="stylize")
 
 
+DREAM_INTRO = ("DeepDream with the book's octaves: one `ascend` request runs a whole octave on the server "
+               "(larger pictures go as tiles through `gradient`).")
+
+
 def build_dream(ctx: ui.Context, names: list[str]) -> None:
-    guard = ui.guard(ctx.target)
-    gr.Markdown("DeepDream with the book's octaves: one `ascend` request runs a whole octave on the server "
-                "(larger pictures go as tiles through `gradient`).")
-    with gr.Row():
-        model = ui.model_dropdown(names, "dream")
+    with ui.tab_header(ctx, names, "dream", DREAM_INTRO) as (guard, model):
         width = gr.Slider(64, 800, value=256, step=8, label="width (px)")
         octaves = gr.Slider(1, 5, value=3, step=1, label="octaves")
         steps = gr.Slider(0, 60, value=20, step=1, label="steps per octave")

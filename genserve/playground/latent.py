@@ -113,12 +113,12 @@ def gan_interpolate(ctx: ui.Context, model: str, seed_a, seed_b, steps, spherica
         return ui.grey_picture(strip, 4), client.report(f"{steps} steps on the {path}")
 
 
+VAE_INTRO = ("The latent plane, decoded in one request (the book's grid: normal quantiles 5 %..95 %). "
+             "**Click anywhere** on it to decode that point.")
+
+
 def build_vae(ctx: ui.Context, names: list[str]) -> None:
-    guard = ui.guard(ctx.target)
-    gr.Markdown("The latent plane, decoded in one request (the book's grid: normal quantiles 5 %..95 %). "
-                "**Click anywhere** on it to decode that point.")
-    with gr.Row():
-        model = ui.model_dropdown(names, "vae")
+    with ui.tab_header(ctx, names, "vae", VAE_INTRO) as (guard, model):
         n = gr.Slider(2, 30, value=15, step=1, label="grid size n (n x n digits)", scale=3)
         draw = gr.Button("Draw the plane", variant="primary", elem_id="vae-draw")
     with gr.Row():
@@ -153,11 +153,11 @@ def build_vae(ctx: ui.Context, names: list[str]) -> None:
     decode_button.click(decode, [model, z0, z1], [digit, wire], api_name="decode")
 
 
+GAN_INTRO = "Digits drawn on the server by seed: the same seed names the same digit on every load."
+
+
 def build_gan(ctx: ui.Context, names: list[str]) -> None:
-    guard = ui.guard(ctx.target)
-    gr.Markdown("Digits drawn on the server by seed: the same seed names the same digit on every load.")
-    with gr.Row():
-        model = ui.model_dropdown(names, "gan")
+    with ui.tab_header(ctx, names, "gan", GAN_INTRO) as (guard, model):
         seed = gr.Number(0, label="first seed", precision=0, elem_id="gan-seed")
         n = gr.Slider(1, 16, value=8, step=1, label="grid size n (n x n digits)")
     with gr.Row():

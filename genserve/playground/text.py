@@ -95,16 +95,15 @@ def default_seed(ctx: ui.Context, model: str) -> str:
     return "".join(ch for ch in DEFAULT_SEED_TEXT if ch in vocabulary).strip() or DEFAULT_SEED_TEXT
 
 
+TEXT_INTRO = ("Continue a seed text character by character. **stream**: sampled here, one `step` "
+              "request per character (all temperatures together); **server**: one `generate` request.")
+
+
 def build(ctx: ui.Context, names: list[str]) -> None:
     """The Text tab's components and events (inside a gr.Blocks)."""
     import pandas as pd
 
-    guard = ui.guard(ctx.target)
-
-    gr.Markdown("Continue a seed text character by character. **stream**: sampled here, one `step` "
-                "request per character (all temperatures together); **server**: one `generate` request.")
-    with gr.Row():
-        model = ui.model_dropdown(names, "text")
+    with ui.tab_header(ctx, names, "text", TEXT_INTRO) as (guard, model):
         mode = gr.Radio(list(MODES), value="stream", label="sampling", scale=1)
         seed_text = gr.Textbox(default_seed(ctx, names[0]), label="seed text", scale=3, elem_id="text-seed")
     with gr.Row():

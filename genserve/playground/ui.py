@@ -10,6 +10,7 @@ import html
 import inspect
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +85,15 @@ def guard(target: str):
         return plain
 
     return decorate
+
+
+@contextmanager
+def tab_header(ctx: Context, names: list[str], family: str, intro: str):
+    """A tab's first lines: what it does, then a row opening with the model choice; yields
+    (the error guard for its actions, the model dropdown) with that row open for more inputs."""
+    gr.Markdown(intro)
+    with gr.Row():
+        yield guard(ctx.target), model_dropdown(names, family)
 
 
 def model_dropdown(names: list[str], family: str):
