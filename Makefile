@@ -9,7 +9,7 @@ TF_SERVING_VERSION := $(shell cat genserve/deploy/TF_SERVING_VERSION)
 SERVING_VENV := .venv-serving
 MODELS_DIR ?= models
 
-.PHONY: demo test install clean bench check-serving docker-build
+.PHONY: demo test install clean bench check-serving docker-build browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# Debian's chromium for the playground's browser test (driven by playwright with executable_path; never
+# `playwright install`). Non-interactive; nothing to do when it is already installed.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; else \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi
 
 demo: $(STAMP)
 	bash scripts/demo.sh
