@@ -197,7 +197,8 @@ def test_gan_endpoints_match_the_thin_client(playground):
 def test_style_and_dream_endpoints_match_the_thin_client(playground):
     from genserve.clients.dream import DreamSchedule, RemoteDream, dream
     from genserve.clients.dream import load_image as load_dream_image
-    from genserve.clients.style import RemoteStyle, load_image, stylize, to_uint8
+    from genserve.clients.images import to_uint8
+    from genserve.clients.style import RemoteStyle, load_image, stylize
 
     api, _, target = playground
     content, style = EXAMPLES / "chelsea-cat.jpg", EXAMPLES / "hokusai-great-wave.jpg"

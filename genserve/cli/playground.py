@@ -15,7 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import DEFAULT_TARGET, TargetOpt, TimeoutOpt, fail
+from genserve.cli.common import fail
+from genserve.cli.options import DEFAULT_TARGET, TargetOpt, TimeoutOpt
+from genserve.cli.remote import current_tls
 
 
 class Digits(str, Enum):
@@ -75,7 +77,8 @@ def playground(
             typer.echo(f"warning: no test digits on the VAE plane ({e})", err=True)
     try:
         app, url, served = serve_playground(target, names, host=host, port=port, timeout=timeout,
-                                            digits=test_digits, block=False)
+                                            client_options={"tls": current_tls()}, digits=test_digits,
+                                            block=False)
     except GenserveError as e:
         raise fail(f"{target}: {e.code.name}: {e.details}") from None
     except LookupError as e:

@@ -17,7 +17,8 @@ import numpy as np
 
 from genserve.clients.dream import DreamSchedule, RemoteDream, dream
 from genserve.clients.dream import load_image as load_dream_image
-from genserve.clients.style import RemoteStyle, load_image, stylize, to_uint8
+from genserve.clients.images import to_uint8
+from genserve.clients.style import RemoteStyle, load_image, stylize
 from genserve.playground import ui
 from genserve.playground.ui import gr
 from genserve.playground.wire import stream
