@@ -21,7 +21,7 @@ COPY genserve/ genserve/
 RUN pip install --no-cache-dir '.[tf]' && useradd --uid 1000 --no-create-home genserve
 
 # Prometheus settings (the ConfigMap of the Kubernetes manifests mounts its copy at the same path).
-COPY docker/monitoring.config /etc/genserve/monitoring.config
+COPY genserve/deploy/monitoring.config /etc/genserve/monitoring.config
 # The models directory genserve's export writer fills: <name>/<version>/ and models.config.
 COPY ${MODELS_DIR}/ /models/
 

@@ -5,14 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # The TF Serving release of Dockerfile.serving, named once; its TensorFlow has the same version number.
-TF_SERVING_VERSION := $(shell cat docker/TF_SERVING_VERSION)
+TF_SERVING_VERSION := $(shell cat genserve/deploy/TF_SERVING_VERSION)
 SERVING_VENV := .venv-serving
-# benchmarks/peers.py's peer: KServe's Python model server beside genserve's TensorFlow (they co-install).
-KSERVE_VERSION := 0.21.0
+# benchmarks/peers.py's peer: KServe's Python model server (the version the deploy manifests are checked
+# against, genserve/deploy/kserve.py) beside genserve's TensorFlow (they co-install).
 PEERS_VENV := .venv-peers
 MODELS_DIR ?= models
 
-.PHONY: demo test install clean bench check-serving docker-build peers peers-quick
+.PHONY: demo test install clean bench check-serving docker-build browser test-data peers peers-quick
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser test-data
 	$(PY) -m pytest -q
+
+# Registry files the tests read, fetched once into the cache (~/.cache/genserve) so no test downloads:
+# the KServe SDK wheel whose types validate the KServe manifests.
+test-data: $(STAMP)
+	$(PY) -c "from genserve.data import PinnedWheel, fetch_wheel; from genserve.deploy.kserve import SCHEMA_WHEEL; fetch_wheel(PinnedWheel(*SCHEMA_WHEEL))"
+
+# Debian's chromium for the playground's browser test (driven by playwright with executable_path; never
+# `playwright install`). Non-interactive; nothing to do when it is already installed.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; else \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi
 
 demo: $(STAMP)
 	bash scripts/demo.sh
@@ -44,7 +57,8 @@ check-serving: $(STAMP)
 # tensorflow-cpu and nothing of genserve runs the KServe server. peers-quick (~1 s a row) is CI's form.
 $(PEERS_VENV)/.installed:
 	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
-	$(PEERS_VENV)/bin/python -m pip install --quiet 'kserve==$(KSERVE_VERSION)' \
+	$(PEERS_VENV)/bin/python -m pip install --quiet \
+		'kserve==$(shell $(PY) -c "from genserve.deploy.kserve import SCHEMA_WHEEL; print(SCHEMA_WHEEL[1])")' \
 		'tensorflow-cpu==$(shell $(PY) -c "from importlib.metadata import version; print(version('tensorflow'))")'
 	touch $@
 

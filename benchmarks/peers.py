@@ -292,7 +292,7 @@ def main() -> None:
 def run_all(args, clients: list[int], tmp: Path):
     from benchmarks.harness import ServerProcess
     from benchmarks.serving_load import export_untrained_vae, run_clients
-    from genserve.clients.core import predict_request
+    from genserve.clients.messages import predict_request
 
     latent = export_untrained_vae(tmp / "models")
     version_dir = tmp / "models" / MODEL / "1"

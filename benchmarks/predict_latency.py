@@ -91,7 +91,7 @@ def measure(calls: int = 300, length: int = 400, skip_text: bool = False, server
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from genserve.clients.core import Client
+    from genserve.clients import Client
     from genserve.export.toy import export_toy
 
     tmp = Path(tempfile.mkdtemp(prefix="genserve-bench-latency-"))

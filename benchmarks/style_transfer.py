@@ -59,8 +59,9 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from genserve.clients.core import Client
-    from genserve.clients.style import RemoteStyle, load_image, save_image, stylize
+    from genserve.clients import Client
+    from genserve.clients.images import save_rgb
+    from genserve.clients.style import RemoteStyle, load_image, stylize
     from genserve.export.style import StyleModule, export_style
     from genserve.serving.server import serve
     from genserve.training.style import StyleConfig, compute_targets, loss_and_gradient, seed_loss
@@ -146,7 +147,7 @@ def main() -> None:
                 lbfgs = stylize(timed, content, iterations=iterations, evals_per_iteration=20)
                 lbfgs_seconds = time.perf_counter() - start
                 if args.save:
-                    save_image(lbfgs.image, args.save)
+                    save_rgb(lbfgs.image, args.save)
 
     if lbfgs is not None:
         hist = lbfgs.history

@@ -109,3 +109,40 @@ def atomic_write_json(path: str | os.PathLike, obj, *, indent: int | None = 2, f
     import json
 
     return atomic_write(path, json.dumps(obj, indent=indent) + "\n", fsync=fsync)
+
+
+def read_file(path: str | os.PathLike, what: str) -> bytes:
+    """The bytes of a small file a user named (a certificate, a config), or ValueError with one line.
+
+    Args:
+        what: how the message names the file, e.g. "--ca-cert" or "SSLConfig file".
+    Raises:
+        ValueError: `path` is a folder, missing or unreadable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a directory, not a file")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"{what}: cannot read {path}: {e.strerror or e}") from None
+
+
+PEM_MARK = b"-----BEGIN "
+
+
+def read_pem(value: bytes | str | os.PathLike | None, what: str) -> bytes | None:
+    """PEM bytes from bytes (returned as given), PEM text, or the path of a PEM file; None stays None.
+
+    Raises:
+        ValueError: an unreadable file, or one without a '-----BEGIN ...' block (one line naming `what`).
+    """
+    if value is None or isinstance(value, bytes):
+        return value
+    text = os.fspath(value)
+    if text.lstrip().startswith(PEM_MARK.decode()):
+        return text.encode()
+    data = read_file(text, what)
+    if PEM_MARK not in data:
+        raise ValueError(f"{what} {text} is not a PEM file (expected '-----BEGIN ...')")
+    return data

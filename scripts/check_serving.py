@@ -4,7 +4,7 @@
     .venv/bin/python scripts/check_serving.py prepare DIR        # 1. export + record expected outputs
     .venv-serving/bin/python scripts/check_serving.py verify DIR # 2. load and run them there
 
-TF Serving's image (Dockerfile.serving, tag from docker/TF_SERVING_VERSION) links the TensorFlow of
+TF Serving's image (Dockerfile.serving, tag from genserve/deploy/TF_SERVING_VERSION) links the TensorFlow of
 its own release, older than the TensorFlow that writes genserve's exports. A SavedModel can use ops or
 op attributes an older runtime lacks; this script proves it does not. Step 1 runs in genserve's venv:
 it exports tiny versions of every family (toy, vae, text, style, dream, gan) and records

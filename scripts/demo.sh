@@ -26,7 +26,7 @@ a.bind(("127.0.0.1", 0)); b.bind(("127.0.0.1", 0)); print(a.getsockname()[1], b.
 export GENSERVE_TARGET="127.0.0.1:$PORT" GENSERVE_REST="127.0.0.1:$REST_PORT"
 step "start the embedded server on $GENSERVE_TARGET (gRPC) and $GENSERVE_REST (REST, metrics; log: $OUT_DIR/server.log)"
 "$GENSERVE" serve --models-dir "$MODELS_DIR" --port "$PORT" --poll-seconds 1 --rest-port "$REST_PORT" \
-  --monitoring-config-file docker/monitoring.config >"$OUT_DIR/server.log" 2>&1 &
+  --monitoring-config-file genserve/deploy/monitoring.config >"$OUT_DIR/server.log" 2>&1 &
 SERVER_PID=$!
 trap 'kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null || true' EXIT
 "$PY" scripts/wait_for_model.py "$GENSERVE_TARGET" toy --timeout 120
@@ -57,3 +57,4 @@ done
 
 step "done: results are in $OUT_DIR"
 ls -1 "$OUT_DIR"
+printf '\nplay with these models in a browser (then open http://127.0.0.1:7860):\n  %s serve --models-dir %s --port 8500 &\n  %s playground --target 127.0.0.1:8500\n' "$GENSERVE" "$MODELS_DIR" "$GENSERVE"

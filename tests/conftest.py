@@ -50,7 +50,7 @@ def toy_server(toy_models_dir: Path) -> str:
         yield target
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "the condition"):
+def wait_until(predicate, timeout: float = 10.0, what: str = "the condition", interval: float = 0.02):
     """Poll `predicate()` until it returns a truthy value (returned); AssertionError after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -62,27 +62,73 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: s
         time.sleep(interval)
 
 
-@pytest.fixture(scope="session")
-def cli_export(tmp_path_factory):
-    """Factory: `cli_export("style", "--backbone", "random-small")` -> a models directory holding that
-    export as version 1, made once per session through `genserve export` (CliRunner). Read-only."""
+def _run_cli(*args, env=None):
     from typer.testing import CliRunner
 
     from genserve.cli import app
 
+    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """Run `genserve` in process: cli("grid", "--n", 3, env={...}) -> typer's Result (every argument
+    passed through str; stdout and stderr apart)."""
+    return _run_cli
+
+
+@pytest.fixture(scope="session")
+def cli_trained(tmp_path_factory):
+    """Factory: make(family, *train_args) trains FAMILY ("vae", "gan") with `genserve train` on
+    synthetic data for one epoch (plus `train_args`), exports it with `genserve export` and returns
+    (workdir, models_dir, the train command's Result)."""
+    def make(family: str, *train_args):
+        root = tmp_path_factory.mktemp(f"{family}_cli")
+        work, models = root / "work", root / "models"
+        trained = _run_cli("train", family, "--workdir", work, "--dataset", "synthetic", "--epochs", "1",
+                           "--quiet", *train_args)
+        assert trained.exit_code == 0, trained.output
+        exported = _run_cli("export", family, "--workdir", work, "--models-dir", models)
+        assert exported.exit_code == 0, exported.output
+        assert (models / family / "1" / "saved_model.pb").exists()
+        return work, models, trained
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def cli_export(tmp_path_factory):
+    """Factory: `cli_export("style", "--backbone", "random-small")` -> a models directory holding that
+    export as version 1, made once per session through `genserve export` (in process). Read-only."""
     made: dict[tuple, Path] = {}
 
     def export(family: str, *options: str) -> Path:
         key = (family, *options)
         if key not in made:
             root = tmp_path_factory.mktemp(f"{family}_models")
-            result = CliRunner().invoke(app, ["export", family, *options, "--models-dir", str(root)])
+            result = _run_cli("export", family, *options, "--models-dir", root)
             assert result.exit_code == 0, result.output
             assert "exported" in result.output and (root / family / "1" / "saved_model.pb").is_file()
             made[key] = root
         return made[key]
 
     return export
+
+
+@pytest.fixture(scope="session")
+def tiny_text_export(tmp_path_factory):
+    """Factory: make(cfg, text) trains a char-LSTM with TextConfig `cfg` on the string `text` (quietly)
+    and exports it as version 1; returns (workdir, models_dir, version folder)."""
+    def make(cfg, text: str):
+        from genserve.export.text import export_text
+        from genserve.training.text import train
+
+        workdir = tmp_path_factory.mktemp("text-work")
+        models = tmp_path_factory.mktemp("models")
+        train(cfg, workdir, verbose=0, log=lambda line: None, text=text)
+        return workdir, models, export_text(workdir, models)
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +145,34 @@ def serve_dir():
             return servers[models_dir]
 
         yield target
+
+
+def export_blocking(models_dir, name: str) -> Path:
+    """A model whose signature "wait" (x float32 (B, 1) -> y) blocks inside Session.run until the run's
+    deadline (a dequeue from a queue nobody fills), costing no CPU: a stand-in for a long request."""
+    import tensorflow as tf
+
+    from genserve.export.writer import save_version
+
+    class Blocking(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, 1), tf.float32, name="x")])
+        def wait(self, x):  # x: (B, 1)
+            queue = tf.raw_ops.FIFOQueueV2(component_types=[tf.float32], shapes=[[]], capacity=1)
+            (value,) = tf.raw_ops.QueueDequeueV2(handle=queue, component_types=[tf.float32])
+            return {"y": x + value}  # (B, 1)
+
+    module = Blocking()
+    return save_version(module, models_dir, name, {"wait": module.wait.get_concrete_function()},
+                        default="wait")
+
+
+@pytest.fixture(scope="session")
+def blocking_models_dir(tmp_path_factory) -> Path:
+    """toy (version 1) beside two blocking models, `dream` and `text` (see export_blocking)."""
+    from genserve.export.toy import export_toy
+
+    root = tmp_path_factory.mktemp("blocking_models")
+    export_toy(root)
+    for name in ("dream", "text"):
+        export_blocking(root, name)
+    return root

@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from genserve.clients import Client, GenserveError, RetryPolicy, SignatureInfo
-from genserve.clients.core import DEFAULT_MAX_MESSAGE_BYTES, VersionStatus
+from genserve.clients import VersionStatus
+from genserve.clients.channel import DEFAULT_MAX_MESSAGE_BYTES
 
 tf = pytest.importorskip("tensorflow")
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2  # noqa: E402
@@ -362,7 +363,7 @@ def test_client_import_does_not_import_tensorflow():
         "import sys\n"
         "import genserve.clients\n"
         "from genserve.clients import Client, GenserveError\n"
-        "import genserve.wire.codec, genserve.clients.core\n"
+        "import genserve.wire.codec, genserve.clients.channel, genserve.clients.pinned, genserve.clients.images\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('tensorflow', 'tensorflow_serving', 'keras', 'tf_keras'))\n"
         "print(len(heavy), heavy[:5])\n"

@@ -8,7 +8,11 @@ Schema validation of every file: tests/test_deploy_schemas.py.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,7 @@ from typer.testing import CliRunner
 from genserve.cli.root import app
 from genserve.deploy import args as A
 from genserve.deploy.kubernetes import PRESTOP_SECONDS
-from genserve.serving.config import parse_models_config
+from genserve.repository import parse_models_config
 from genserve.serving.health import SERVICES
 from test_dockerfile import parse_dockerfile
 
@@ -117,7 +121,7 @@ def test_genserve_dockerfile_cmd_is_genserve_args():
         for src in sources:
             assert src.startswith("${MODELS_DIR}") or (ROOT / src).exists(), src
     # The monitoring file the CMD names is the one the image copies to that path.
-    assert ["docker/monitoring.config", f"{A.CONFIG_DIR}/{A.MONITORING_FILE}"] in copies
+    assert ["genserve/deploy/monitoring.config", f"{A.CONFIG_DIR}/{A.MONITORING_FILE}"] in copies
 
 
 def test_tf_serving_deployment(models, tmp_path):
@@ -150,7 +154,7 @@ def test_tf_serving_deployment(models, tmp_path):
     for name in ("model_config_file", "batching_parameters_file", "monitoring_config_file"):
         directory, _, base = flags[name].rpartition("/")
         assert directory == mount["mountPath"] and base in data, name
-    assert data["batching_parameters.txt"] == (A.DOCKER_DIR / A.BATCHING_FILE).read_text()
+    assert data["batching_parameters.txt"] == A.packaged_text(A.BATCHING_FILE)
     entries = parse_models_config(data["models.config"])
     assert [(e.name, e.base_path) for e in entries] == [("toy", "/models/toy"), ("vae", "/models/vae")]
     assert entries[0].version_labels == {"stable": 1} and entries[0].version_policy == ("latest", 2)
@@ -269,3 +273,80 @@ def test_unknown_runtime_is_a_one_line_error(models, tmp_path):
     result = CliRunner().invoke(app, ["deploy", "kubernetes", "--models-dir", str(models), "--out",
                                       str(tmp_path / "out"), "--runtime", "triton"])
     assert result.exit_code == 1 and "--runtime must be one of tf-serving, genserve" in result.output
+
+
+def _wheel_files() -> set[Path]:
+    """What genserve's wheel holds: every module plus the package data that pyproject.toml declares
+    (setuptools' rule: glob patterns relative to the package directory). The slow test below checks
+    this rule against a wheel setuptools builds."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = ROOT / "genserve"
+    files = set(package.rglob("*.py")).union(*(package.glob(p) for p in patterns["genserve"]))
+    return {path for path in files if "__pycache__" not in path.parts and path.is_file()}
+
+
+def _install_like_a_wheel(site: Path) -> Path:
+    """Copy genserve into `site` as its wheel installs it."""
+    for path in _wheel_files():
+        target = site / path.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return site / "genserve"
+
+
+def _run_installed(site: Path, cwd: Path, *argv: str) -> subprocess.CompletedProcess:
+    """`genserve *argv` (the console script's main) with only `site`'s genserve importable."""
+    code = ("import sys, genserve; from genserve.cli import main; "
+            "assert genserve.__file__.startswith(sys.argv[1]), genserve.__file__; "
+            "sys.argv = ['genserve', *sys.argv[2:]]; sys.exit(main())")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    return subprocess.run([sys.executable, "-c", code, str(site), *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_deploy_from_an_installed_package_outside_the_checkout(models, tmp_path):
+    """The ConfigMap's batching and monitoring files and KServe's TF Serving release come from the
+    installed package, not from a checkout beside it (they once read `docker/` under the repository)."""
+    site, elsewhere = tmp_path / "site", tmp_path / "elsewhere"
+    installed = _install_like_a_wheel(site)
+    elsewhere.mkdir()
+    for extra in ([], ["--kserve", "--storage-uri", "gs://bucket/models"]):
+        out = tmp_path / f"out{len(extra)}"
+        result = _run_installed(site, elsewhere, "deploy", "kubernetes", "--models-dir", str(models),
+                                "--out", str(out), *extra)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+    data = yaml.safe_load((tmp_path / "out0" / "configmap.yaml").read_text())["data"]
+    for name in (A.BATCHING_FILE, A.MONITORING_FILE):
+        assert data[name] == (installed / "deploy" / name).read_text() == A.packaged_text(name)
+    isvc = next(yaml.safe_load_all((tmp_path / "out3" / "inferenceservice.yaml").read_text()))
+    assert isvc["spec"]["predictor"]["model"]["runtimeVersion"] == f"{A.tf_serving_version()}-gpu"
+    assert sorted(p.name for p in elsewhere.iterdir()) == []  # nothing written where it ran
+    # An install that lost a file says so in one line.
+    (installed / "deploy" / A.MONITORING_FILE).unlink()
+    result = _run_installed(site, elsewhere, "deploy", "kubernetes", "--models-dir", str(models),
+                            "--out", str(tmp_path / "out-broken"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "monitoring.config, part of the genserve package" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_the_built_wheel_holds_the_same_files(tmp_path):
+    """setuptools' own wheel (built in isolation, so it needs PyPI once) = `_wheel_files()`."""
+    import zipfile
+
+    src = tmp_path / "src"
+    for name in ("pyproject.toml", "README.md"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / name, src / name)
+    shutil.copytree(ROOT / "genserve", src / "genserve", ignore=shutil.ignore_patterns("__pycache__"))
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                             str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("genserve-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        held = {n for n in archive.namelist() if n.startswith("genserve/")}
+    assert held == {str(p.relative_to(ROOT)) for p in _wheel_files()}
+    assert {"genserve/deploy/monitoring.config", "genserve/deploy/batching_parameters.txt",
+            "genserve/deploy/TF_SERVING_VERSION"} <= held

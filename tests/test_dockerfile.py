@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 
-from genserve.deploy.args import TF_SERVING_FLAGS
+from genserve.deploy.args import TF_SERVING_FLAGS, tf_serving_version
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile.serving"
@@ -87,16 +87,17 @@ def _flags(instructions) -> dict[str, str]:
 
 
 def test_base_image_is_a_pinned_tf_serving_gpu_release(instructions):
-    """The release is named once, in docker/TF_SERVING_VERSION (also read by `make check-serving`);
+    """The release is named once, in genserve/deploy/TF_SERVING_VERSION (also read by `make check-serving`
+    and by the KServe manifests);
     the Dockerfile's ARG default must be the same."""
     (base,) = _all(instructions, "FROM")
     assert base == "tensorflow/serving:${TF_SERVING_VERSION}-gpu", base
-    pinned = (ROOT / "docker" / "TF_SERVING_VERSION").read_text().strip()
+    pinned = tf_serving_version()
     assert re.fullmatch(r"2\.\d+\.\d+", pinned), pinned
     args = [a for a in _all(instructions, "ARG") if a.startswith("TF_SERVING_VERSION=")]
     assert args == [f"TF_SERVING_VERSION={pinned}"], args
     makefile = (ROOT / "Makefile").read_text()
-    assert "docker/TF_SERVING_VERSION" in makefile and "check-serving:" in makefile
+    assert "genserve/deploy/TF_SERVING_VERSION" in makefile and "check-serving:" in makefile
 
 
 def test_flags_are_tf_serving_flags(instructions):
@@ -128,7 +129,7 @@ def test_every_file_flag_points_at_a_copied_file(instructions):
 
 def test_copied_models_dir_is_what_the_writer_produces(instructions, toy_models_dir):
     """Map the image's /models paths back onto an exported directory and check they all exist."""
-    from genserve.serving.config import read_models_config
+    from genserve.repository import read_models_config
 
     models_dir_arg = _args(instructions)["MODELS_DIR"]
     (dest,) = [d for s, d in _copies(instructions) if s.rstrip("/") == models_dir_arg.rstrip("/")]

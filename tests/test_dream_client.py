@@ -11,15 +11,14 @@ import pytest
 from PIL import Image
 
 from genserve import contract as C
+from genserve.clients.images import encode_rgb, save_rgb
 from genserve.clients.dream import (
     DreamSchedule,
     ImageError,
     dream,
-    encode_image,
     load_image,
     octave_shapes,
     resize,
-    save_image,
     tile_starts,
     tiled_ascent,
     tiled_gradient,
@@ -159,9 +158,9 @@ def test_load_and_save_images(tmp_path):
         load_image(tmp_path / "junk.png")
     with pytest.raises(ImageError, match="sides must be"):
         load_image(tmp_path / "in.png", width=20)
-    out = save_image(np.full((10, 12, 3), 300.0), tmp_path / "sub" / "out.png")  # parent created, clipped
+    out = save_rgb(np.full((10, 12, 3), 300.0), tmp_path / "sub" / "out.png")  # parent created, clipped
     assert np.asarray(Image.open(out)).max() == 255
-    assert encode_image(np.zeros((4, 4, 3)), ".jpg")[:2] == b"\xff\xd8"
+    assert encode_rgb(np.zeros((4, 4, 3)), ".jpg")[:2] == b"\xff\xd8"
     assert not list((tmp_path / "sub").glob(".*tmp*"))  # no temporary sibling left behind
 
 

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from genserve.clients import gan as client
+from genserve.clients import images
 
 
 def _fake_sample(seeds):
@@ -88,7 +89,7 @@ def test_interpolate_is_two_calls():
 
 def test_png_is_written_atomically(tmp_path):
     picture = np.linspace(0, 1, 28 * 56).reshape(28, 56)
-    path = client.save_png(picture, tmp_path / "sub" / "strip.png", scale=2)
+    path = images.save_grey(picture, tmp_path / "sub" / "strip.png", scale=2)
     with Image.open(path) as im:
         assert im.size == (112, 56) and im.mode == "L"
     assert [p.name for p in path.parent.iterdir()] == ["strip.png"]  # no temporary file left
@@ -139,3 +140,18 @@ def test_frechet_distance_equals_the_sqrtm_formula():
     (m1, s1), (m2, s2) = feature_stats(a), feature_stats(b)
     reference = np.sum((m1 - m2) ** 2) + np.trace(s1 + s2 - 2 * np.real(linalg.sqrtm(s1 @ s2)))
     assert frechet_distance(m1, s1, m2, s2) == pytest.approx(reference, rel=1e-9)
+
+
+def test_images_are_written_whole_or_not_at_all(tmp_path):
+    """One image module for every client: a save replaces the file through a temporary sibling (none
+    left behind), and a picture that cannot be encoded leaves the earlier file as it was."""
+    path = tmp_path / "grid.png"
+    images.save_grey(np.zeros((4, 4)), path)
+    first = path.read_bytes()
+    images.save_rgb(np.full((5, 6, 3), 128.0), path)
+    assert path.read_bytes() != first and Image.open(path).size == (6, 5)
+    kept = path.read_bytes()
+    with pytest.raises((TypeError, ValueError)):
+        images.save_rgb(np.zeros((2, 2, 2, 2)), path)  # no image shape Pillow can write
+    assert path.read_bytes() == kept and [p.name for p in tmp_path.iterdir()] == ["grid.png"]
+    assert images.tile(np.arange(6 * 4).reshape(6, 2, 2), 2, cols=3).shape == (4, 6)

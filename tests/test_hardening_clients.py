@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from genserve.cli.common import parse_target
-from genserve.clients.core import Client, GenserveError, PinnedModel, RetryPolicy
+from genserve.cli.options import parse_target
+from genserve.clients import Client, GenserveError, PinnedModel, RetryPolicy
 
 
 def _affine(client_or_pinned, **kwargs) -> float:
@@ -102,6 +102,9 @@ def test_pinned_model_keeps_its_version_while_a_new_one_loads(toy_models_dir, tm
         pinned = client.pinned("toy")
         assert pinned.version == 2 and "affine" in pinned.signatures
         assert client.resolve_version("toy") == 2
+        lazy = client.pinned("toy", lazy=True)  # the families' way: the first answer pins
+        assert lazy.version is None and lazy.requests == 0
+        assert _affine(lazy) == 4.0 and lazy.version == 2 and lazy.requests == 1  # no extra request
         export_toy(models, ToyConfig(bias=30.0), version=3)
         deadline = time.monotonic() + 15
         while client.resolve_version("toy") != 3:
@@ -109,11 +112,13 @@ def test_pinned_model_keeps_its_version_while_a_new_one_loads(toy_models_dir, tm
             time.sleep(0.1)
         assert _affine(client) == 32.0  # unpinned: the new latest
         assert _affine(pinned) == 4.0  # pinned: still version 2
+        assert _affine(lazy) == 4.0 and lazy.version == 2
         gone = PinnedModel(client, "toy", 77)
         with pytest.raises(GenserveError) as info:
             _affine(gone)
     assert info.value.code == grpc.StatusCode.NOT_FOUND
-    assert "version 77 is no longer served" in info.value.details and "rerun" in info.value.details
+    assert "version 77 of model 'toy' is no longer served" in info.value.details
+    assert "run again" in info.value.details
 
 
 def test_vae_and_style_clients_pin_through_core(toy_models_dir):
@@ -132,6 +137,30 @@ def test_vae_and_style_clients_pin_through_core(toy_models_dir):
         with pytest.raises(ValueError, match="is it a style export"):
             style.layers()
         assert style.version == 1 and style.pinned().version == 1
+        from genserve.clients.gan import GANModel
+
+        with pytest.raises(ValueError, match="is it a GAN"):  # not a raw "signature not found"
+            GANModel(client, model="toy").grid(2)
+        with pytest.raises(GenserveError) as info:
+            VAEModel(client, model="toy", version=99).latent_dim
+        assert info.value.code == grpc.StatusCode.NOT_FOUND
+        assert "'toy' serves version(s): 2, 1" in info.value.details or \
+            "'toy' serves version(s): 1, 2" in info.value.details, info.value.details
+
+
+@pytest.mark.parametrize("command", [["stylize", "{a}", "{b}", "-o", "{a}"], ["stylize", "{a}", "{b}", "-o", "{b}"],
+                                     ["dream", "{a}", "-o", "{a}"]])
+def test_an_output_never_overwrites_an_input(command, tmp_path):
+    from genserve.cli import app
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(b"photo a")
+    b.write_bytes(b"photo b")
+    args = [part.format(a=a, b=b) for part in command]
+    result = CliRunner().invoke(app, [*args, "--target", "127.0.0.1:1"])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert "is also an input" in result.stderr
+    assert a.read_bytes() == b"photo a" and b.read_bytes() == b"photo b"
 
 
 # --- 3. --target -------------------------------------------------------------------------------------
@@ -159,3 +188,67 @@ def test_every_client_command_rejects_a_bad_target_in_one_line(command, tmp_path
     assert "65535" in result.stderr
     result = CliRunner().invoke(app, ["grid"], env={"GENSERVE_TARGET": "nohost"})
     assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "host:port" in result.stderr
+
+
+# --- 4. what retrying cannot fix fails at once; what it can is announced --------------------------------
+def test_dns_failure_fails_fast_with_the_cause():
+    start = time.monotonic()
+    with Client("nosuchhost.invalid:8500", timeout=20) as client, pytest.raises(GenserveError) as info:
+        client.status("toy")
+    assert time.monotonic() - start < 2.0, "a DNS failure was retried"
+    assert "cannot resolve the host name 'nosuchhost.invalid'" in info.value.details
+
+
+def test_the_rest_port_as_target_fails_fast_naming_the_grpc_port(toy_models_dir):
+    from genserve.serving.server import ModelServer
+
+    with ModelServer(toy_models_dir, poll_seconds=0, rest_port=0) as server:
+        start = time.monotonic()
+        with Client(f"127.0.0.1:{server.rest_port}", timeout=20) as client, pytest.raises(GenserveError) as info:
+            client.status("toy")
+        assert time.monotonic() - start < 2.0, "an HTTP/1.x server was retried"
+        assert "REST port" in info.value.details and "gRPC port" in info.value.details
+        assert _affine(Client(f"127.0.0.1:{server.port}", timeout=20)) == 4.0  # the gRPC port works
+
+
+def test_a_server_not_up_yet_is_waited_for_with_one_line(toy_models_dir):
+    """Connection refused is retried; after a second one `waiting for ...` line goes to on_wait; the
+    server started once that line was seen is reached within the same call."""
+    import socket
+
+    from genserve.serving.server import ModelServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lines: list[str] = []
+    waited = threading.Event()
+    servers: list = []
+
+    def start_when_waited() -> None:
+        if waited.wait(20):
+            server = ModelServer(toy_models_dir, port=port, poll_seconds=0)
+            server.start()
+            servers.append(server)
+
+    starter = threading.Thread(target=start_when_waited)
+    starter.start()
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=30, on_wait=lambda line: (lines.append(line), waited.set())) \
+                as client:
+            assert _affine(client) == 4.0
+    finally:
+        waited.set()
+        starter.join()
+        for server in servers:
+            server.stop(grace=0)
+    assert len(lines) == 1 and lines[0].startswith(f"waiting for 127.0.0.1:{port} (Connection refused")
+
+
+def test_cli_says_the_cause_in_one_line_fast(tmp_path):
+    from genserve.cli import app
+
+    start = time.monotonic()
+    result = CliRunner().invoke(app, ["grid", "--target", "nosuchhost.invalid:8500", "--out", str(tmp_path / "g.png")])
+    assert result.exit_code == 1 and time.monotonic() - start < 5.0
+    assert result.stderr.count("\n") == 1 and "cannot resolve the host name" in result.stderr, result.stderr

@@ -72,6 +72,10 @@ def test_truncated_last_weights_fail_resume_with_one_clear_line(trained, tmp_pat
     cfg = vae.read_config(work)
     with pytest.raises(vae.CheckpointError) as info:
         vae.train(dataclasses.replace(cfg, epochs=2), work, resume=True, verbose=0)
+    from genserve.training import CheckpointError
+
+    assert type(info.value) is CheckpointError  # one class for every family (genserve.training)
+    assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no temporary sibling left
     message = str(info.value)
     assert str(work / "last.weights.h5") in message and "unreadable (truncated?)" in message
     assert "delete it or train without --resume" in message and "\n" not in message
@@ -179,7 +183,7 @@ def test_export_version_beyond_int64_is_refused(tmp_path):
 
 def test_next_version_ignores_non_canonical_folders_and_caps_at_int64(tmp_path):
     from genserve.export.writer import ExportError, next_version, save_version
-    from genserve.layout import MAX_VERSION
+    from genserve.repository import MAX_VERSION
 
     model = tmp_path / "toy"
     for name in ("0012", "²", "+7", "3", ".tmp-99-1", "99999999999999999999"):
@@ -237,9 +241,9 @@ def test_min_side_of_the_vgg_backbone():
 
 @pytest.mark.parametrize("side", [1, 15])
 def test_too_small_style_images_are_invalid_argument(style_target, side):
-    from genserve.clients.core import GenserveError
+    from genserve.clients import GenserveError
     from genserve.clients.style import ImageError, RemoteStyle
-    from genserve.clients.core import Client
+    from genserve.clients import Client
 
     target, _ = style_target
     tiny = np.full((1, side, side, 3), 128.0, np.float32)

@@ -28,7 +28,7 @@ from genserve.cli import app
 from genserve.serving.metrics import DEFAULT_PATH, parse_monitoring_config, read_monitoring_config
 
 ROOT = Path(__file__).resolve().parents[1]
-MONITORING_CONFIG = ROOT / "docker" / "monitoring.config"  # the file Dockerfile.serving ships
+MONITORING_CONFIG = ROOT / "genserve" / "deploy" / "monitoring.config"  # the file Dockerfile.serving ships
 
 
 def _get(url: str, body: bytes | None = None) -> tuple[int, str, dict]:
@@ -166,8 +166,8 @@ def test_cli_checks_before_starting(toy_models_dir, tmp_path):
 
 
 def test_serve_subprocess_with_rest_port_and_monitoring_config(toy_models_dir):
-    """`genserve serve --rest-port P --monitoring-config-file docker/monitoring.config` as Docker runs
-    TF Serving: the status probe, a predict and the metrics page answer on P; SIGTERM stops it."""
+    """`genserve serve --rest-port P --monitoring-config-file genserve/deploy/monitoring.config` as
+    Docker runs TF Serving: the status probe, a predict and the metrics page answer on P; SIGTERM stops it."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         rest_port = s.getsockname()[1]

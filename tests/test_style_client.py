@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from genserve.clients.images import save_rgb
 from genserve.clients.style import (
     MAX_SIDE,
     ImageError,
     load_image,
-    save_image,
     side_by_side,
     stylize,
     target_size,
@@ -127,7 +127,7 @@ def test_save_and_side_by_side(tmp_path):
     b = np.zeros((20, 20, 3), np.float32)
     figure = side_by_side([a, b, a], gap=4)
     assert figure.shape == (40, 60 + 4 + 40 + 4 + 60, 3)
-    path = save_image(figure, tmp_path / "fig" / "side.png")
+    path = save_rgb(figure, tmp_path / "fig" / "side.png")
     back = np.asarray(Image.open(path))
     assert back.shape == (40, 168, 3) and back[0, 0, 0] == 255 and back[20, 80, 0] == 0
 

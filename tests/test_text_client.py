@@ -20,14 +20,8 @@ tf = pytest.importorskip("tensorflow")
 
 
 @pytest.fixture(scope="module")
-def export_path(tmp_path_factory):
-    from genserve.export.text import export_text
-    from genserve.training.text import train
-
-    workdir = tmp_path_factory.mktemp("text-work")
-    models = tmp_path_factory.mktemp("models")
-    train(TINY, workdir, verbose=0, log=lambda line: None, text=TEXT)
-    return export_text(workdir, models)
+def export_path(tiny_text_export):
+    return tiny_text_export(TINY, TEXT)[2]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +34,7 @@ def target(export_path):
 
 @pytest.fixture()
 def text_model(target):
-    from genserve.clients.core import Client
+    from genserve.clients import Client
     from genserve.clients.text import TextModel
 
     with Client(target, timeout=30) as client:
@@ -105,7 +99,7 @@ def test_google_stub_speaks_to_the_export_unchanged(target, text_model):
 
 
 def test_bad_inputs_are_clear_errors(text_model, target):
-    from genserve.clients.core import Client, GenserveError
+    from genserve.clients import Client, GenserveError
     from genserve.clients.text import TextModel, UnknownCharactersError, generate
 
     with pytest.raises(UnknownCharactersError, match="'Z'.*'#'"):
@@ -140,7 +134,7 @@ def test_server_side_generation_is_one_request_and_greedy_matches_stepping(text_
 
 
 def test_server_side_generation_bad_arguments_are_invalid_argument(text_model):
-    from genserve.clients.core import GenserveError
+    from genserve.clients import GenserveError
 
     with pytest.raises(GenserveError) as err:
         text_model.client.predict("text", {"ids": np.zeros((2, 3), np.int32),
@@ -216,7 +210,9 @@ def test_cli_train_and_export_errors(tmp_path):
 
 
 def test_cli_plot_temperatures(tmp_path):
+    (tmp_path / ".t.tmp.png").mkdir()  # the fixed temporary name the plot once used: taken
     result = _run(["plot", "temperatures", "--out", str(tmp_path / "t.png")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".t.tmp.png", "t.png"]  # no temporary left
     assert result.exit_code == 0, result.output
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -19,15 +19,8 @@ tf = pytest.importorskip("tensorflow")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    from genserve.export.text import export_text
-    from genserve.training.text import train
-
-    workdir = tmp_path_factory.mktemp("text-work")
-    models = tmp_path_factory.mktemp("models")
-    train(TINY, workdir, verbose=0, log=lambda line: None, text=TEXT)
-    path = export_text(workdir, models)
-    return workdir, models, path
+def exported(tiny_text_export):
+    return tiny_text_export(TINY, TEXT)
 
 
 @pytest.fixture(scope="module")

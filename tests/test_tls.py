@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from genserve.clients.core import Client, GenserveError, RetryPolicy
+from genserve.clients import Client, GenserveError, RetryPolicy
 from genserve.serving.server import ModelServer
 from genserve.serving.tls import (TlsConfigError, make_ssl_config, read_ssl_config, ssl_config_class,
                                   ssl_config_text)
@@ -163,14 +163,28 @@ def test_cli_client_command_over_tls(tls_server, mtls_server, certs):
     assert "UNAVAILABLE" not in over_tls.output and "toy" in over_tls.output, over_tls.output
     plain = _cli(*common, "--target", tls_server, "--timeout", "1")
     assert plain.exit_code == 1 and "UNAVAILABLE" in plain.output, plain.output
-    # mutual TLS through the environment variables; the default TLS is restored after the command
+    # mutual TLS through the environment variables; nothing of it stays behind for later clients
     env = {"GENSERVE_CA_CERT": str(certs / "ca.pem"), "GENSERVE_CLIENT_CERT": str(certs / "client.pem"),
            "GENSERVE_CLIENT_KEY": str(certs / "client.key")}
     mutual = _cli(*common, "--target", mtls_server, env=env)
     assert mutual.exit_code == 1 and "UNAVAILABLE" not in mutual.output, mutual.output
-    from genserve.clients.core import channel_credentials
+    from genserve.cli.remote import current_tls
 
-    assert channel_credentials() is None
+    assert current_tls() is None and not Client(mtls_server).tls
+
+
+def test_batch_run_uses_the_tls_options(tls_server, certs, tmp_path):
+    """`batch run --tls --ca-cert` reaches a TLS server (the job's model is missing there: NOT_FOUND in
+    the record); the same job without --tls cannot reach it and stops with one line."""
+    job = tmp_path / "job.jsonl"
+    job.write_text('{"id": "g", "kind": "grid", "n": 2}\n')
+    over_tls = _cli("batch", "run", job, "--out", tmp_path / "tls", "--target", tls_server, "--tls",
+                    "--ca-cert", certs / "ca.pem", "--timeout", "5", "--quiet")
+    assert "unreachable" not in over_tls.output, over_tls.output
+    assert "not found" in (tmp_path / "tls" / "results.jsonl").read_text().lower()
+    plain = _cli("batch", "run", job, "--out", tmp_path / "plain", "--target", tls_server, "--timeout", "2",
+                 "--quiet")
+    assert plain.exit_code == 1, plain.output
 
 
 def test_cli_tls_option_errors(certs):
@@ -239,3 +253,19 @@ def test_rest_port_serves_https_with_the_same_certificate(certs, toy_models_dir)
             urllib.request.urlopen(urllib.request.Request(url, body), context=wrong_ca, timeout=10)
         with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
             urllib.request.urlopen(url.replace("https", "http"), body, timeout=10).read()
+
+
+def test_tls_mismatches_fail_fast_with_the_fix(tls_server, toy_server, certs):
+    """A plaintext client on a TLS port, --tls on a plaintext port and an untrusted certificate cannot be
+    fixed by waiting: one line with the fix, within a second or two, not after the 20 s deadline."""
+    import time
+
+    cases = [(tls_server, {}, "speaks TLS: add --tls"),
+             (toy_server, {"tls": True}, "does not speak TLS"),
+             (tls_server, {"root_certificates": str(certs / "other.pem")}, "is not trusted")]
+    for target, kwargs, message in cases:
+        start = time.monotonic()
+        with Client(target, timeout=20, **kwargs) as client, pytest.raises(GenserveError) as e:
+            client.status("toy")
+        assert time.monotonic() - start < 2.0, (message, e.value.details)
+        assert e.value.code == grpc.StatusCode.UNAVAILABLE and message in e.value.details, e.value.details

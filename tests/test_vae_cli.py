@@ -10,28 +10,15 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 pytest.importorskip("tensorflow")
 
 
-def _run(*args, env=None):
-    from genserve.cli import app
-
-    return CliRunner().invoke(app, [str(a) for a in args], env=env)
-
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vae_cli")
-    work, models = root / "work", root / "models"
-    result = _run("train", "vae", "--workdir", work, "--dataset", "synthetic", "--epochs", "1",
-                  "--batch-size", "32", "--train-limit", "128", "--test-limit", "32", "--quiet")
-    assert result.exit_code == 0, result.output
+def trained(cli_trained):
+    work, models, result = cli_trained("vae", "--batch-size", "32", "--train-limit", "128", "--test-limit", "32")
     assert "epoch 1/1" in result.stdout and "nats/image" in result.stdout
-    result = _run("export", "vae", "--workdir", work, "--models-dir", models)
-    assert result.exit_code == 0, result.output
-    assert (models / "vae" / "1" / "saved_model.pb").exists()
     return work, models
 
 
@@ -43,23 +30,23 @@ def target(trained):
         yield address
 
 
-def test_grid_command_writes_the_png(target, tmp_path):
+def test_grid_command_writes_the_png(cli, target, tmp_path):
     out = tmp_path / "grid.png"
-    result = _run("grid", "--target", target, "--n", "6", "--scale", "2", "--out", out)
+    result = cli("grid", "--target", target, "--n", "6", "--scale", "2", "--out", out)
     assert result.exit_code == 0, result.output
     assert "6x6 grid" in result.stdout and "1 request" in result.stdout and "latent size 2" in result.stdout
     with Image.open(out) as im:
         assert im.size == (6 * 28 * 2, 6 * 28 * 2)
 
 
-def test_grid_reads_the_target_from_the_environment(target, tmp_path):
-    result = _run("grid", "--n", "2", "--out", tmp_path / "g.png", env={"GENSERVE_TARGET": target})
+def test_grid_reads_the_target_from_the_environment(cli, target, tmp_path):
+    result = cli("grid", "--n", "2", "--out", tmp_path / "g.png", env={"GENSERVE_TARGET": target})
     assert result.exit_code == 0, result.output
 
 
-def test_encode_command_plots_and_saves_points(target, tmp_path):
+def test_encode_command_plots_and_saves_points(cli, target, tmp_path):
     out, npz = tmp_path / "scatter.png", tmp_path / "points.npz"
-    result = _run("encode", "--target", target, "--dataset", "synthetic", "--limit", "50",
+    result = cli("encode", "--target", target, "--dataset", "synthetic", "--limit", "50",
                   "--batch-size", "20", "--out", out, "--npz", npz)
     assert result.exit_code == 0, result.output
     assert "50 images encoded in 3 request(s)" in result.stdout
@@ -72,10 +59,10 @@ def test_encode_command_plots_and_saves_points(target, tmp_path):
         assert im.format == "PNG"
 
 
-def test_eval_command_prints_elbo_parts(trained, tmp_path):
+def test_eval_command_prints_elbo_parts(cli, trained, tmp_path):
     work, _ = trained
     out = tmp_path / "eval.json"
-    result = _run("eval", "vae", "--workdir", work, "--limit", "32", "--json", out)
+    result = cli("eval", "vae", "--workdir", work, "--limit", "32", "--json", out)
     assert result.exit_code == 0, result.output
     numbers = json.loads(out.read_text())
     assert numbers["images"] == 32
@@ -89,25 +76,25 @@ def test_eval_command_prints_elbo_parts(trained, tmp_path):
     (["--low", "0", "--high", "0.9"], "inside (0, 1)"),
     (["--model", "missing"], "NOT_FOUND"),
 ])
-def test_grid_errors_are_one_line(target, tmp_path, args, message):
-    result = _run("grid", "--target", target, "--out", tmp_path / "x.png", *args)
+def test_grid_errors_are_one_line(cli, target, tmp_path, args, message):
+    result = cli("grid", "--target", target, "--out", tmp_path / "x.png", *args)
     assert result.exit_code == 1
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert result.stderr.count("\n") == 1 and not (tmp_path / "x.png").exists()
 
 
-def test_grid_without_a_server_fails_cleanly(tmp_path):
-    result = _run("grid", "--target", "127.0.0.1:1", "--timeout", "0.5", "--out", tmp_path / "x.png")
+def test_grid_without_a_server_fails_cleanly(cli, tmp_path):
+    result = cli("grid", "--target", "127.0.0.1:1", "--timeout", "0.5", "--out", tmp_path / "x.png")
     assert result.exit_code == 1 and "UNAVAILABLE" in result.stderr
 
 
-def test_missing_inputs_are_one_line_errors(tmp_path):
-    result = _run("export", "vae", "--workdir", tmp_path / "nothing", "--models-dir", tmp_path / "m")
+def test_missing_inputs_are_one_line_errors(cli, tmp_path):
+    result = cli("export", "vae", "--workdir", tmp_path / "nothing", "--models-dir", tmp_path / "m")
     assert result.exit_code == 1 and "train first" in result.stderr
-    result = _run("eval", "vae", "--workdir", tmp_path / "nothing")
+    result = cli("eval", "vae", "--workdir", tmp_path / "nothing")
     assert result.exit_code == 1 and "config.json not found" in result.stderr
-    result = _run("train", "vae", "--workdir", tmp_path / "w", "--dataset", "fashion",
+    result = cli("train", "vae", "--workdir", tmp_path / "w", "--dataset", "fashion",
                   env={"GENSERVE_FASHION_DIR": str(tmp_path / "empty")})
     assert result.exit_code == 1 and "apt-get install dataset-fashion-mnist" in result.stderr
-    result = _run("train", "vae", "--workdir", tmp_path / "w2", "--resume", "--dataset", "synthetic")
+    result = cli("train", "vae", "--workdir", tmp_path / "w2", "--resume", "--dataset", "synthetic")
     assert result.exit_code == 1 and "nothing to resume" in result.stderr

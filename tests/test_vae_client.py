@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genserve.clients import vae
+from genserve.clients import images, vae
 
 
 def test_grid_axis_is_the_books_quantiles():
@@ -32,6 +32,8 @@ def test_grid_axis_rejects_bad_ranges():
         vae.grid_axis(5, float("nan"), 1.0, spacing="linear")
     with pytest.raises(ValueError, match="spacing"):
         vae.grid_axis(5, spacing="log")
+    with pytest.raises(ValueError, match="must increase"):
+        vae.grid_axis(5, 0.9, 0.1)  # a flipped grid is refused, not drawn
 
 
 def test_grid_points_orientation():
@@ -82,7 +84,7 @@ def test_encode_all_batches_and_scales():
 
 def test_save_png_and_scatter(tmp_path):
     picture = np.linspace(0, 1, 56 * 28, dtype=np.float32).reshape(56, 28)
-    path = vae.save_png(picture, tmp_path / "sub" / "grid.png", scale=2)
+    path = images.save_grey(picture, tmp_path / "sub" / "grid.png", scale=2)
     with Image.open(path) as im:
         assert im.size == (56, 112) and im.mode == "L"
         pixels = np.asarray(im)

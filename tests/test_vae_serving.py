@@ -17,11 +17,13 @@ from PIL import Image
 tf = pytest.importorskip("tensorflow")
 
 from genserve import contract as C  # noqa: E402
-from genserve.clients.core import Client, GenserveError  # noqa: E402
-from genserve.clients.vae import VAEModel, grid_points, render_grid, save_png  # noqa: E402
+from genserve.clients import Client, GenserveError  # noqa: E402
+from genserve.clients.images import save_grey  # noqa: E402
+from genserve.clients.vae import VAEModel, grid_points, render_grid  # noqa: E402
 from genserve.data import mnist  # noqa: E402
 from genserve.export import vae as export  # noqa: E402
-from genserve.export.writer import WARMUP_DIR, WARMUP_FILE, read_warmup_file  # noqa: E402
+from genserve.export.writer import WARMUP_DIR, read_warmup_file  # noqa: E402
+from genserve.repository import WARMUP_FILE  # noqa: E402
 from genserve.serving.server import ModelServer  # noqa: E402
 from genserve.training import vae as training  # noqa: E402
 
@@ -128,7 +130,7 @@ def test_grid_is_one_predict_call(exported, server, tmp_path):
     _, _, decoder = training.load_trained(workdir)
     expected = np.asarray(decoder(grid_points(15, 2)))  # (225, 28, 28, 1)
     np.testing.assert_allclose(picture[28:56, 56:84], expected[15 + 2, :, :, 0], atol=1e-6)
-    path = save_png(picture, tmp_path / "grid.png")
+    path = save_grey(picture, tmp_path / "grid.png")
     with Image.open(path) as im:
         assert im.size == (420, 420) and im.mode == "L"
         assert np.abs(np.asarray(im) / 255.0 - picture).max() <= 0.5 / 255 + 1e-6

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genserve.serving.config import (
+from genserve.repository import (
     ConfigError,
     list_versions,
     parse_models_config,
@@ -103,7 +103,7 @@ def test_failure_midway_leaves_no_visible_version(toy_models_copy, monkeypatch):
 
 def test_stale_temp_of_dead_writer_is_invisible_and_cleaned(toy_models_copy):
     from genserve.export.toy import export_toy
-    from genserve.serving.config import discover
+    from genserve.repository import discover
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -120,13 +120,13 @@ def test_stale_temp_of_dead_writer_is_invisible_and_cleaned(toy_models_copy):
 
 def test_version_labels_survive_new_exports(toy_models_copy):
     from genserve.export.toy import export_toy
-    from genserve.export.writer import ExportError, set_version_labels
+    from genserve.repository import ConfigError, set_version_labels
 
     set_version_labels(toy_models_copy, "toy", {"stable": 1, "canary": 2})
     export_toy(toy_models_copy, warmup=False)
     (entry,) = read_models_config(toy_models_copy)
     assert entry.version_labels == {"stable": 1, "canary": 2}
-    with pytest.raises(ExportError, match="no version 9"):
+    with pytest.raises(ConfigError, match="no version 9"):
         set_version_labels(toy_models_copy, "toy", {"stable": 9})
     set_version_labels(toy_models_copy, "toy", {"canary": None})
     assert read_models_config(toy_models_copy)[0].version_labels == {"stable": 1}
@@ -203,3 +203,27 @@ def test_toy_export_matches_contract(toy_models_dir):
         outputs = {k: (s.dtype.name, tuple(s.shape.as_list())) for k, s in fn.structured_outputs.items()}
         assert inputs == {s.key: (s.dtype, s.shape) for s in sig.inputs}
         assert outputs == {s.key: (s.dtype, s.shape) for s in sig.outputs}
+
+
+def test_writer_refuses_a_model_folder_outside_the_models_dir(toy_models_copy, tmp_path):
+    from genserve.export.toy import export_toy
+    from genserve.export.writer import ExportError
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (toy_models_copy / "ext").symlink_to(elsewhere)
+    with pytest.raises(ExportError, match="outside the models directory"):
+        export_toy(toy_models_copy, name="ext", warmup=False)
+    assert list(elsewhere.iterdir()) == []  # nothing written where the user did not point
+
+
+def test_side_files_are_written_whole(tmp_path):
+    from genserve.export.toy import build_toy
+    from genserve.export.writer import BATCHABLE_FIXED_SHAPE, save_version
+
+    module, sigs = build_toy()
+    path = save_version(module, tmp_path, "toy", sigs, default="affine", batching=BATCHABLE_FIXED_SHAPE,
+                        assets={"config.json": b"{}"})
+    assert (path / "batching_params.pbtxt").read_text() == BATCHABLE_FIXED_SHAPE
+    leftovers = [p for p in path.rglob(".*")] + [p for p in tmp_path.glob(".*")]
+    assert leftovers == []  # no temporary sibling of any side file or of models.config

@@ -2,8 +2,10 @@
 
     genserve --help
 
-`genserve.cli.root` holds the typer app; `genserve.cli.common` the shared options; one module per
-family (`genserve.cli.text`, ...). Importing this package is cheap: the app is built on first use.
+`genserve.cli.root` holds the typer app; `options` every shared option and default; `remote` the one
+helper that opens a client (with the --tls options) and turns its errors into one line; `common` the
+checks run before a command's work; `quiet` TensorFlow's start-up noise hidden; one module per family
+(`genserve.cli.text`, ...). Importing this package is cheap: the app is built on first use.
 """
 
 from __future__ import annotations

@@ -49,18 +49,21 @@ def kubernetes(
     from genserve.deploy.kserve import kserve_objects
     from genserve.deploy.kubernetes import DeployError, DeploySpec, core_objects
     from genserve.deploy.render import write_manifests
-    from genserve.serving.config import ConfigError, discover
+    from genserve.repository import ConfigError, locate_models
 
     check_directory(models_dir, "--models-dir")
     check_directory(out, "--out")
     if not re.fullmatch(r"[a-z]([-a-z0-9]{0,40}[a-z0-9])?", name):
         raise fail(f"--name must be a lowercase DNS label (letters, digits, '-'), got {name!r}")
     try:
-        found = discover(models_dir)
+        located = locate_models(models_dir)
     except (FileNotFoundError, ConfigError, OSError) as e:
         raise fail(str(e))
+    refused = [m.error for m in located.values() if m.error]
+    if refused:  # a manifest must not ship a config the server would refuse
+        raise fail(f"model {refused[0]}")
     try:
-        spec = DeploySpec(runtime=runtime, models=[entry for entry, _ in found.values()], name=name,
+        spec = DeploySpec(runtime=runtime, models=[m.entry for m in located.values()], name=name,
                           image=image, replicas=replicas, max_replicas=max_replicas, gpus=gpus, pvc=pvc,
                           model_base_uri=model_base_uri, drain_seconds=drain_seconds)
         files = kserve_objects(spec, storage_uri) if kserve else core_objects(spec)

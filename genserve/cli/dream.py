@@ -11,42 +11,32 @@ from __future__ import annotations
 
 import math
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import (ClientVersionOpt, DEFAULT_TARGET, ExportVersionOpt, TargetOpt,
-                                 check_export_destination, check_number, check_output_path, fail)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class Backbone(str, Enum):
-    vgg16_offline = "vgg16-offline"
-    inception_v3_imagenet = "inception-v3-imagenet"
-    random_small = "random-small"
+from genserve.cli.common import check_export_destination, check_not_input, check_output_path, fail, report_export
+from genserve.cli.options import (DEFAULT_MODELS_DIR, choices, DEFAULT_TARGET, IMAGE_SUFFIXES, BackboneSeedOpt,
+                                  ClientVersionOpt, ExportNameOpt, ExportVersionOpt, ModelOpt, ModelsDirOpt,
+                                  TargetOpt, TimeoutOpt)
+from genserve.cli.remote import remote
 
 
-def register(app, train_app, export_app, eval_app, plot_app) -> None:
-    """Add the dream family's commands to the `genserve` app."""
-    export_app.command("dream")(export_dream)
-    app.command("dream")(dream)
+Backbone = choices("Backbone", "vgg16-offline", "inception-v3-imagenet", "random-small")
 
 
 def export_dream(
-    models_dir: Annotated[Path, typer.Option(help="Serving root (<models_dir>/<name>/<version>/).")] = Path("models"),
+    models_dir: ModelsDirOpt = DEFAULT_MODELS_DIR,
     backbone: Annotated[Backbone, typer.Option(help="vgg16-offline: ImageNet VGG16 from a pinned PyPI wheel (works offline); inception-v3-imagenet: the book's InceptionV3 via Keras's download; random-small: tiny random net for tests.")] = Backbone.vgg16_offline,
-    name: Annotated[str, typer.Option(help="Served model name.")] = "dream",
+    name: ExportNameOpt = "dream",
     version: ExportVersionOpt = None,
     layer: Annotated[Optional[list[str]], typer.Option("--layer", help="LAYER=COEFF, repeatable; default: the backbone's mix (docs/dream.md).")] = None,
     border: Annotated[int, typer.Option(min=0, help="Activation pixels ignored at each edge (the book: 2).")] = 2,
-    seed: Annotated[int, typer.Option(help="Initialisation seed of random-small.")] = 0,
+    seed: BackboneSeedOpt = 0,
 ) -> None:
     """Export the DeepDream model (ascend + gradient signatures) built on a convnet backbone."""
     check_export_destination(models_dir, name)
-    from genserve.export.writer import ExportError
     layers = []
     for item in layer or ():
         name_, _, coeff = item.partition("=")
@@ -62,19 +52,18 @@ def export_dream(
 
     try:
         cfg = DreamConfig(backbone=backbone.value, layers=tuple(layers), border=border, seed=seed)
-        path = run_export(cfg, models_dir, name=name, version=version)
-    except (DataError, ExportError, ValueError) as e:
+    except ValueError as e:
         raise fail(str(e)) from None
     mix = ", ".join(f"{n} {c:g}" for n, c in cfg.layers)
-    typer.echo(f"backbone {cfg.backbone}, layers {mix}, border {cfg.border}")
-    typer.echo(f"exported {path}")
+    report_export(lambda: run_export(cfg, models_dir, name=name, version=version), DataError,
+                  note=f"backbone {cfg.backbone}, layers {mix}, border {cfg.border}")
 
 
 def dream(
     image: Annotated[Path, typer.Argument(help="Input photo (any format Pillow reads).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Result image (PNG or JPEG).")],
     target: TargetOpt = DEFAULT_TARGET,
-    model: Annotated[str, typer.Option(help="Served model name.")] = "dream",
+    model: ModelOpt = "dream",
     version: ClientVersionOpt = None,
     octaves: Annotated[int, typer.Option(help="Octaves, each --scale times larger than the last (the book: 3).")] = 3,
     scale: Annotated[float, typer.Option(help="Size ratio between octaves (the book: 1.4).")] = 1.4,
@@ -84,14 +73,14 @@ def dream(
     width: Annotated[Optional[int], typer.Option(help="Resize the input to this width first (aspect kept).")] = None,
     tile_size: Annotated[int, typer.Option(min=0, help="Octaves larger than this go through tiled `gradient` requests with random shifts; smaller ones are one `ascend` request (0: never tile).")] = 512,
     seed: Annotated[int, typer.Option(help="Seed of the tiles' random shifts.")] = 0,
-    timeout: Annotated[float, typer.Option(help="Deadline per request, seconds.")] = 300.0,
+    timeout: TimeoutOpt = 300.0,
 ) -> None:
     """DeepDream: the book's octave schedule here, gradient ascent on a served dream model."""
     import numpy as np
 
-    from genserve.clients.core import Client, GenserveError
-    from genserve.clients.dream import DreamSchedule, ImageError, RemoteDream, load_image, save_image
+    from genserve.clients.dream import DreamSchedule, RemoteDream, load_image
     from genserve.clients.dream import dream as run_dream
+    from genserve.clients.images import ImageError, save_rgb
 
     schedule = DreamSchedule(octaves=octaves, scale=scale, iterations=iterations, step=step, max_loss=max_loss)
     try:
@@ -100,35 +89,33 @@ def dream(
         raise fail(f"--{str(e).replace('_', '-')}") from None
     if width is not None and width < 1:
         raise fail(f"--width must be >= 1, got {width}")
-    check_number(timeout, "--timeout", 0.0, strictly_above=True)
     if 0 < tile_size < 32:
         raise fail(f"--tile-size must be 0 (never tile) or at least 32 px, got {tile_size}")
+    check_not_input(output, image)
     check_output_path(output, IMAGE_SUFFIXES, "--output")  # before any image is read or request sent
     try:
         picture = load_image(image, width=width)  # (H, W, 3)
     except ImageError as e:
         raise fail(str(e)) from None
     started = time.perf_counter()
-    try:
-        with Client(target, timeout=timeout) as client:
-            remote = RemoteDream(client, model=model, version=version)
 
-            def on_octave(octave: int, x, losses) -> None:
-                stopped = bool(len(losses)) and losses[-1] > max_loss  # the last loss ended the octave
-                steps = len(losses) - int(stopped)
-                span = f"loss {losses[0]:.3g} -> {losses[-1]:.3g}" if len(losses) else "no steps"
-                typer.echo(f"octave {octave}/{octaves}: {x.shape[1]}x{x.shape[0]} px, {steps} steps, {span}"
-                           + (f" (stopped: > max_loss {max_loss:g})" if stopped else ""))
+    def on_octave(octave: int, x, losses) -> None:
+        stopped = bool(len(losses)) and losses[-1] > max_loss  # the last loss ended the octave
+        steps = len(losses) - int(stopped)
+        span = f"loss {losses[0]:.3g} -> {losses[-1]:.3g}" if len(losses) else "no steps"
+        typer.echo(f"octave {octave}/{octaves}: {x.shape[1]}x{x.shape[0]} px, {steps} steps, {span}"
+                   + (f" (stopped: > max_loss {max_loss:g})" if stopped else ""))
 
-            ascend_fn = remote.ascend_fn(tile_size=tile_size, rng=np.random.default_rng(seed))
-            result = run_dream(ascend_fn, picture, schedule, callback=on_octave)
-    except GenserveError as e:
-        raise fail(f"{target}: {e.code.name}: {e.details}") from None
-    except ValueError as e:
-        raise fail(str(e)) from None
-    save_image(result.image, output)
+    with remote(target, timeout) as client:
+        dream_model = RemoteDream(client, model=model, version=version)
+        ascend_fn = dream_model.ascend_fn(tile_size=tile_size, rng=np.random.default_rng(seed))
+        result = run_dream(ascend_fn, picture, schedule, callback=on_octave)
+    save_rgb(result.image, output)
     elapsed = time.perf_counter() - started
     limit = "no max_loss" if math.isinf(max_loss) else f"max_loss {max_loss:g}"
     typer.echo(f"{picture.shape[1]}x{picture.shape[0]} px, {octaves} octaves x {iterations} steps, {limit}: "
-               f"{remote.requests} requests to {model} version {remote.version} in {elapsed:.1f} s; "
+               f"{dream_model.requests} requests to {model} version {dream_model.version} in {elapsed:.1f} s; "
                f"wrote {output}")
+
+
+COMMANDS = {"export dream": export_dream, "dream": dream}

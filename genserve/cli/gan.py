@@ -12,28 +12,21 @@ Heavy imports (TensorFlow) happen inside the command bodies: `genserve --help`, 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from genserve.cli.common import (ClientVersionOpt, DEFAULT_TARGET, ExportVersionOpt, MnistDataset,
-                                 MnistDatasetOpt, ModelOpt, TargetOpt, TimeoutOpt, check_directory,
-                                 check_export_destination, check_number, check_output_path, fail)
+from genserve.cli.common import (check_directory, check_export_destination, check_number, check_output_path,
+                                 check_trained, fail, report_export)
+from genserve.cli.options import (DEFAULT_MODELS_DIR, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
+                                  ExportVersionOpt, JsonOutOpt, MnistDataset, MnistDatasetOpt, ModelOpt,
+                                  ModelsDirOpt, PngOutOpt, QuietOpt, ScaleOpt, SeedOpt, TargetOpt, TimeoutOpt,
+                                  TrainLimitOpt)
+from genserve.cli.remote import remote
 
 WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, state.json, checkpoint).")]
-ScaleOpt = Annotated[int, typer.Option(min=1, max=16, help="Enlarge the PNG by this integer factor.")]
-
-
-def register(app, train_app, export_app, eval_app, plot_app) -> None:
-    """Add the GAN family's commands to the `genserve` app."""
-    train_app.command("gan")(train_gan)
-    export_app.command("gan")(export_gan)
-    eval_app.command("gan")(eval_gan)
-    app.command("gan-grid")(gan_grid)
-    app.command("gan-interpolate")(gan_interpolate)
 
 
 def train_gan(
@@ -44,10 +37,10 @@ def train_gan(
     latent_dim: Annotated[int, typer.Option(min=1, help="Latent size.")] = 100,
     learning_rate: Annotated[float, typer.Option(help="Adam learning rate (both networks).")] = 2e-4,
     label_noise: Annotated[float, typer.Option(help="Discriminator targets are moved this far (x U(0,1)) from 0 and 1.")] = 0.05,
-    train_limit: Annotated[Optional[int], typer.Option(min=1, help="Train on the first N images only.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 1337,
+    train_limit: TrainLimitOpt = None,
+    seed: SeedOpt = 1337,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the workdir's verified checkpoint up to --epochs in total.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar; only the per-epoch summary lines.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train a DCGAN; after every epoch: a checkpoint and an 8x8 sample grid in <workdir>/samples/."""
     check_directory(workdir, "--workdir")
@@ -72,38 +65,29 @@ def train_gan(
 
 def export_gan(
     workdir: WorkdirOpt = Path("work/gan"),
-    models_dir: Annotated[Path, typer.Option(help="Serving root (<models_dir>/<name>/<version>/).")] = Path("models"),
-    name: Annotated[str, typer.Option(help="Served model name.")] = "gan",
+    models_dir: ModelsDirOpt = DEFAULT_MODELS_DIR,
+    name: ExportNameOpt = "gan",
     version: ExportVersionOpt = None,
 ) -> None:
     """Export the generator as a SavedModel with generate (default) and sample signatures."""
-    check_directory(workdir, "--workdir")
     check_export_destination(models_dir, name)
-    from genserve.export.writer import ExportError
-    if not (workdir / "config.json").exists():
-        raise fail(f"{workdir}/config.json not found: train first with `genserve train gan --workdir {workdir}`")
+    check_trained(workdir, "gan")
     from genserve.export.gan import export_gan as run_export
     from genserve.training.gan import CheckpointError
 
-    try:
-        path = run_export(workdir, models_dir, name=name, version=version)
-    except (ExportError, CheckpointError, ValueError) as e:
-        raise fail(str(e)) from None
-    typer.echo(f"exported {path}")
+    report_export(lambda: run_export(workdir, models_dir, name=name, version=version), CheckpointError)
 
 
 def eval_gan(
     workdir: WorkdirOpt = Path("work/gan"),
     samples: Annotated[int, typer.Option(min=2, help="Generated digits to score (at most half the test set; the other half is the reference).")] = 5000,
     seed: Annotated[int, typer.Option(help="Seed of the z draws and of the test-set split.")] = 0,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Classifier score and Fréchet distance of generated digits vs the real test set (and real vs real)."""
-    check_directory(workdir, "--workdir")
+    check_trained(workdir, "gan")
     if json_out is not None:
         check_output_path(json_out, (".json",), "--json")
-    if not (workdir / "config.json").exists():
-        raise fail(f"{workdir}/config.json not found: train first with `genserve train gan --workdir {workdir}`")
     from genserve.data import DataError
     from genserve.training.gan import CheckpointError, evaluate
 
@@ -119,22 +103,13 @@ def eval_gan(
                f"  Fréchet distance   generated {result['fid']:7.3f}   real {result['real_fid']:7.3f}"
                f"   (ratio {result['fid_ratio']:.2f}; real = the other half of the test set)")
     if json_out is not None:
-        from genserve.data import atomic_write_bytes
+        from genserve.files import atomic_write_json
 
-        atomic_write_bytes(json_out, json.dumps({"workdir": str(workdir), "seed": seed, **result},
-                                                indent=2).encode())
-
-
-def _open_model(target: str, timeout: float, model: str, version):
-    from genserve.clients.core import Client
-    from genserve.clients.gan import GANModel
-
-    client = Client(target, timeout=timeout)
-    return client, GANModel(client, model=model, version=version)
+        atomic_write_json(json_out, {"workdir": str(workdir), "seed": seed, **result})
 
 
 def gan_grid(
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("out/gan_grid.png"),
+    out: PngOutOpt = Path("out/gan_grid.png"),
     n: Annotated[int, typer.Option("--n", "-n", help="Digits per side (at most 64).")] = 10,
     seed: Annotated[int, typer.Option(help="First seed; the grid shows seeds seed .. seed + n*n - 1, row-major.")] = 0,
     target: TargetOpt = DEFAULT_TARGET,
@@ -144,28 +119,14 @@ def gan_grid(
     timeout: TimeoutOpt = 30.0,
 ) -> None:
     """Sample an n x n grid of digits in ONE request (the random draw happens on the server, by seed)."""
-    from genserve.clients.core import GenserveError
-    from genserve.clients.gan import grid_seeds, save_png
+    from genserve.clients.gan import grid_seeds
 
-    check_number(timeout, "--timeout", 0.0, strictly_above=True)
     try:
         grid_seeds(n, seed)  # bad --n / --seed: say so before contacting the server
     except ValueError as e:
         raise fail(str(e)) from None
-    check_output_path(out, (".png",), "--out")
-    try:
-        client, gan = _open_model(target, timeout, model, version)
-        with client:
-            start = time.perf_counter()
-            picture = gan.grid(n, seed)
-            elapsed = time.perf_counter() - start
-    except GenserveError as e:
-        raise fail(f"{target}: {e.code.name}: {e.details}") from None
-    except ValueError as e:
-        raise fail(str(e)) from None
-    save_png(picture, out, scale=scale)
-    typer.echo(f"wrote {out}: {n}x{n} digits (seeds {seed}..{seed + n * n - 1}) from {model!r} "
-               f"version {gan.version} at {target}, 1 request, {elapsed * 1000:.1f} ms")
+    _render(lambda gan: gan.grid(n, seed), out, target, model, version, scale, timeout,
+            f"{n}x{n} digits (seeds {seed}..{seed + n * n - 1})", "1 request for the digits")
 
 
 def gan_interpolate(
@@ -181,24 +142,32 @@ def gan_interpolate(
     timeout: TimeoutOpt = 30.0,
 ) -> None:
     """A strip morphing seed A's digit into seed B's: `sample` gives both z, `generate` renders the path."""
-    from genserve.clients.core import GenserveError
-    from genserve.clients.gan import MAX_STEPS, save_png
+    from genserve.clients.gan import MAX_STEPS
 
-    check_number(timeout, "--timeout", 0.0, strictly_above=True)
     if not 2 <= steps <= MAX_STEPS:
         raise fail(f"--steps must be from 2 to {MAX_STEPS}, got {steps}")
+    _render(lambda gan: gan.interpolate(seed_a, seed_b, steps, spherical=not linear), out, target, model,
+            version, scale, timeout,
+            f"{steps} digits from seed {seed_a} to seed {seed_b} ({'linear' if linear else 'slerp'})",
+            "2 requests for the digits")
+
+
+def _render(draw, out: Path, target: str, model: str, version, scale: int, timeout: float, what: str,
+            requests: str) -> None:
+    """Check --out, draw the picture with a served GANModel, save it, say what was written."""
+    from genserve.clients.gan import GANModel
+    from genserve.clients.images import save_grey
+
     check_output_path(out, (".png",), "--out")
-    try:
-        client, gan = _open_model(target, timeout, model, version)
-        with client:
-            start = time.perf_counter()
-            picture = gan.interpolate(seed_a, seed_b, steps, spherical=not linear)
-            elapsed = time.perf_counter() - start
-    except GenserveError as e:
-        raise fail(f"{target}: {e.code.name}: {e.details}") from None
-    except ValueError as e:
-        raise fail(str(e)) from None
-    save_png(picture, out, scale=scale)
-    typer.echo(f"wrote {out}: {steps} digits from seed {seed_a} to seed {seed_b} "
-               f"({'linear' if linear else 'slerp'}) from {model!r} version {gan.version} at {target}, "
-               f"2 requests, {elapsed * 1000:.1f} ms")
+    with remote(target, timeout) as client:
+        gan = GANModel(client, model=model, version=version)
+        start = time.perf_counter()
+        picture = draw(gan)
+        elapsed = time.perf_counter() - start
+    save_grey(picture, out, scale=scale)
+    typer.echo(f"wrote {out}: {what} from {model!r} version {gan.version} at {target}, {requests}, "
+               f"{elapsed * 1000:.1f} ms")
+
+
+COMMANDS = {"train gan": train_gan, "export gan": export_gan, "eval gan": eval_gan, "gan-grid": gan_grid,
+            "gan-interpolate": gan_interpolate}

@@ -3,9 +3,10 @@
     genserve --help
 
 Nothing heavy is imported at module level: `genserve --help` never imports TensorFlow. Each model
-family registers its commands from its own module (`genserve/cli/<family>.py`, listed in
-FAMILY_MODULES), which imports its shared options from `genserve.cli.common`, never from here: no
-import cycle.
+family lists its commands in its own module (`genserve/cli/<family>.py`, named in FAMILY_MODULES) as
+`COMMANDS = {"train vae": train_vae, "grid": grid, ...}` (or registers them with a
+`register(app, train_app, ...)` function), and imports its shared options from `genserve.cli.options`,
+never from here: no import cycle.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 
 import typer
 
-from genserve.cli.common import TlsGroup
+from genserve.cli.remote import TlsGroup
 
 app = typer.Typer(
     name="genserve",
@@ -38,7 +39,7 @@ def _global_options(
                                  "(hidden by default so errors stay one line)."),
 ) -> None:
     if verbose:
-        from genserve.cli.common import uninstall_quiet_tensorflow
+        from genserve.cli.quiet import uninstall_quiet_tensorflow
 
         os.environ["GENSERVE_VERBOSE"] = "1"
         uninstall_quiet_tensorflow()
@@ -50,25 +51,25 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(plot_app, name="plot")
 
 
-# Family modules register their commands here; each exposes register(app, train_app, export_app, ...).
+# Family modules list their commands (COMMANDS: "group name" or "name" -> function) or register them.
 FAMILY_MODULES = ("genserve.cli.serve", "genserve.cli.text", "genserve.cli.vae", "genserve.cli.style",
                   "genserve.cli.dream", "genserve.cli.gan", "genserve.cli.batch",
-                  "genserve.cli.deploy")
+                  "genserve.cli.deploy", "genserve.cli.playground")
+GROUPS = {"": app, "train": train_app, "export": export_app, "eval": eval_app, "plot": plot_app}
 for _name in FAMILY_MODULES:
-    try:
-        _module = importlib.import_module(_name)
-    except ModuleNotFoundError as _e:  # a family not built yet
-        if _e.name != _name:
-            raise
-        continue
-    _module.register(app=app, train_app=train_app, export_app=export_app, eval_app=eval_app,
-                     plot_app=plot_app)
+    _module = importlib.import_module(_name)
+    for _path, _function in getattr(_module, "COMMANDS", {}).items():
+        _group, _, _command = _path.rpartition(" ")
+        GROUPS[_group].command(_command)(_function)
+    if hasattr(_module, "register"):
+        _module.register(app=app, train_app=train_app, export_app=export_app, eval_app=eval_app,
+                         plot_app=plot_app)
 
 
 def main() -> None:
     # TensorFlow's start-up chatter (absl, oneDNN, CUDA probing, deprecation warnings) is noise for a
-    # CLI user and breaks one-line errors: hidden unless --verbose (genserve.cli.common).
-    from genserve.cli.common import install_quiet_tensorflow
+    # CLI user and breaks one-line errors: hidden unless --verbose (genserve.cli.quiet).
+    from genserve.cli.quiet import install_quiet_tensorflow
 
     install_quiet_tensorflow()
     app()

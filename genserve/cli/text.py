@@ -15,23 +15,17 @@ Heavy imports (TensorFlow, matplotlib) happen inside the command bodies, so `gen
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import (DEFAULT_TARGET, ClientVersionOpt, TargetOpt, check_directory,
-                                 check_output_path, fail)
-
-
-def register(app, train_app, export_app, eval_app, plot_app) -> None:
-    """Add the text family's commands to the `genserve` app."""
-    train_app.command("text")(train_text)
-    export_app.command("text")(export_text)
-    app.command("generate")(generate)
-    plot_app.command("temperatures")(plot_temperatures)
+from genserve.cli.common import (check_directory, check_export_destination, check_output_path, check_trained,
+                                 fail, report_export)
+from genserve.cli.options import (DEFAULT_MODELS_DIR, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
+                                  ExportVersionOpt, ModelOpt, ModelsDirOpt, TargetOpt, TimeoutOpt)
+from genserve.cli.remote import remote
 
 
 def train_text(
@@ -84,15 +78,13 @@ def train_text(
 
 def export_text(
     workdir: Annotated[Path, typer.Option(help="Training workdir to export the best checkpoint of.")] = Path("work/text"),
-    models_dir: Annotated[Path, typer.Option(help="Serving root (<models_dir>/<name>/<version>/).")] = Path("models"),
-    name: Annotated[str, typer.Option(help="Served model name.")] = "text",
-    version: Annotated[Optional[int], typer.Option(min=1, help="Version number (default: next free).")] = None,
+    models_dir: ModelsDirOpt = DEFAULT_MODELS_DIR,
+    name: ExportNameOpt = "text",
+    version: ExportVersionOpt = None,
 ) -> None:
     """Export the text model as a SavedModel with next_char, step, prime, info and generate signatures."""
-    check_directory(workdir, option="--workdir")
-    check_directory(models_dir, option="--models-dir")
-    if not (workdir / "best.keras").is_file():
-        raise fail(f"{workdir}/best.keras not found: train first with `genserve train text --workdir {workdir}`")
+    check_export_destination(models_dir, name)
+    check_trained(workdir, "text", "best.keras")
     from genserve.training.text import CheckpointError, verify_checkpoint
 
     try:
@@ -100,18 +92,13 @@ def export_text(
     except CheckpointError as e:
         raise fail(str(e)) from None
     from genserve.export.text import export_text as run_export
-    from genserve.export.writer import ExportError
 
-    try:
-        path = run_export(workdir, models_dir, name=name, version=version)
-    except (ExportError, ValueError, FileNotFoundError) as e:
-        raise fail(str(e)) from None
-    typer.echo(f"exported {path}")
+    report_export(lambda: run_export(workdir, models_dir, name=name, version=version))
 
 
 def generate(
     target: TargetOpt = DEFAULT_TARGET,
-    model: Annotated[str, typer.Option(help="Served model name.")] = "text",
+    model: ModelOpt = "text",
     version: ClientVersionOpt = None,
     seed_text: Annotated[str, typer.Option(help="Text to continue; its last maxlen characters are used.")] = "to be, or not to be, that is the question:\nwhether 'tis nobler in the mind",
     length: Annotated[int, typer.Option(help="Characters to generate per stream (the book: 400; at most 20,000).")] = 400,
@@ -121,15 +108,13 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed -> same text).")] = None,
     replace_unknown: Annotated[Optional[str], typer.Option(help="Character to substitute for seed characters outside the vocabulary.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the result as JSON here.")] = None,
-    timeout: Annotated[float, typer.Option(help="Deadline per request, seconds.")] = 30.0,
+    timeout: TimeoutOpt = 30.0,
     server_side: Annotated[bool, typer.Option("--server-side", help="One `generate` request samples everything on the server (no --top-k; needs an export with the generate signature).")] = False,
 ) -> None:
     """Generate text from a served text model at several temperatures, all streams batched per request."""
-    from genserve.clients.core import Client, GenserveError
-    from genserve.clients.text import BOOK_TEMPERATURES, TextModel, check_temperatures
+    from genserve.clients import GenserveError
+    from genserve.clients.text import BOOK_TEMPERATURES, TextModel, check_length, check_temperatures
     from genserve.clients.text import generate as run_generate
-
-    from genserve.clients.text import check_length
 
     temps = list(temperature) if temperature else list(BOOK_TEMPERATURES)
     try:
@@ -145,9 +130,9 @@ def generate(
         raise fail("--top-k is not available with --server-side")
     streaming = len(temps) * samples == 1 and not server_side
     echo = lambda s: (sys.stdout.write(s), sys.stdout.flush())
-    try:
-        with Client(target, timeout=timeout) as client:
-            text_model = TextModel(client, model=model, version=version)
+    with remote(target, timeout) as client:
+        text_model = TextModel(client, model=model, version=version)
+        try:
             on_step = None
             if streaming:  # one stream: print characters as they arrive
                 on_step = lambda i, ids: echo(text_model.decode(ids[:1]))
@@ -167,12 +152,10 @@ def generate(
                 result = run_generate(text_model, seed_text, length=length, temperatures=temps,
                                       samples=samples, seed=seed, top_k=top_k, replace_unknown=replace_unknown,
                                       on_step=on_step, server_side=server_side)
-    except GenserveError as e:
-        if streaming:
-            echo("\n")  # what was streamed stays on stdout, ended cleanly
-        raise fail(f"{e.code.name}: {e.details}") from None
-    except ValueError as e:
-        raise fail(str(e)) from None
+        except (GenserveError, KeyboardInterrupt):
+            if streaming:
+                echo("\n")  # what was streamed stays on stdout, ended cleanly
+            raise
     if streaming:
         echo("\n")
     else:  # the book's shape: the seed, then each temperature's continuation
@@ -182,10 +165,12 @@ def generate(
             label += f", sample {row['sample'] + 1}" if samples > 1 else ""
             echo(f"{label}\n{result['seed']}{row['text']}\n\n")
     if json_out is not None:
-        from genserve.data import atomic_write_bytes
+        import json
+
+        from genserve.files import atomic_write
 
         record = {"target": target, "model": model, "version": text_model.version, **result}
-        atomic_write_bytes(json_out, json.dumps(record, indent=2, ensure_ascii=False).encode("utf-8"))
+        atomic_write(json_out, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
 def plot_temperatures(
@@ -201,6 +186,7 @@ def plot_temperatures(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from genserve.clients.images import save_figure
     from genserve.clients.text import reweight
 
     rng = np.random.default_rng(seed)
@@ -213,8 +199,9 @@ def plot_temperatures(
         ax.set_xticks(np.arange(p.size))
     fig.suptitle("One distribution re-weighted: softmax(log p / T)")
     fig.tight_layout()
-    tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
+    save_figure(fig, out, dpi=100)
     typer.echo(f"wrote {out}")
+
+
+COMMANDS = {"train text": train_text, "export text": export_text, "generate": generate,
+            "plot temperatures": plot_temperatures}

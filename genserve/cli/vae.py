@@ -12,38 +12,25 @@ Heavy imports (TensorFlow, matplotlib) happen inside the command bodies: `genser
 
 from __future__ import annotations
 
-import json
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import (ClientVersionOpt, DEFAULT_TARGET, ExportVersionOpt, MnistDataset,
-                                 MnistDatasetOpt, ModelOpt, TargetOpt, TimeoutOpt, check_directory,
-                                 check_export_destination, check_number, check_output_path, fail)
+from genserve.cli.common import (check_directory, check_export_destination, check_number, check_output_path,
+                                 check_trained, fail, report_export)
+from genserve.cli.options import (DEFAULT_MODELS_DIR, choices, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
+                                  ExportVersionOpt, JsonOutOpt, MnistDataset, MnistDatasetOpt, ModelOpt,
+                                  ModelsDirOpt, PngOutOpt, QuietOpt, ScaleOpt, SeedOpt, TargetOpt, TimeoutOpt,
+                                  TrainLimitOpt)
+from genserve.cli.remote import remote
 
 WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, checkpoints).")]
 
 
-class Loss(str, Enum):
-    elbo = "elbo"
-    book = "book"
-
-
-class Which(str, Enum):
-    best = "best"
-    last = "last"
-
-
-def register(app, train_app, export_app, eval_app, plot_app) -> None:
-    """Add the VAE family's commands to the `genserve` app."""
-    train_app.command("vae")(train_vae)
-    export_app.command("vae")(export_vae)
-    eval_app.command("vae")(eval_vae)
-    app.command("grid")(grid)
-    app.command("encode")(encode)
+Loss = choices("Loss", "elbo", "book")
+Which = choices("Which", "best", "last")
 
 
 def train_vae(
@@ -54,11 +41,11 @@ def train_vae(
     loss: Annotated[Loss, typer.Option(help="elbo: -ELBO in nats per image; book: the book's per-pixel BCE + 5e-4 KL.")] = Loss.elbo,
     latent_dim: Annotated[int, typer.Option(min=1, help="Latent size (the book: 2).")] = 2,
     learning_rate: Annotated[float, typer.Option(min=0.0, help="RMSprop learning rate.")] = 1e-3,
-    train_limit: Annotated[Optional[int], typer.Option(min=1, help="Train on the first N images only.")] = None,
+    train_limit: TrainLimitOpt = None,
     test_limit: Annotated[Optional[int], typer.Option(min=1, help="Validate on the first N test images only.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 1337,
+    seed: SeedOpt = 1337,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the workdir's last checkpoint up to --epochs in total.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar; only the per-epoch summary lines.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train the book's convolutional VAE (8.4); validates on the test set every epoch."""
     check_directory(workdir, "--workdir")
@@ -80,24 +67,17 @@ def train_vae(
 
 def export_vae(
     workdir: WorkdirOpt = Path("work/vae"),
-    models_dir: Annotated[Path, typer.Option(help="Serving root (<models_dir>/<name>/<version>/).")] = Path("models"),
-    name: Annotated[str, typer.Option(help="Served model name.")] = "vae",
+    models_dir: ModelsDirOpt = DEFAULT_MODELS_DIR,
+    name: ExportNameOpt = "vae",
     version: ExportVersionOpt = None,
     which: Annotated[Which, typer.Option(help="Checkpoint: best (lowest val_loss) or last.")] = Which.best,
 ) -> None:
     """Export the VAE as a SavedModel with decode (default) and encode signatures."""
-    check_directory(workdir, "--workdir")
     check_export_destination(models_dir, name)
-    from genserve.export.writer import ExportError
-    if not (workdir / "config.json").exists():
-        raise fail(f"{workdir}/config.json not found: train first with `genserve train vae --workdir {workdir}`")
+    check_trained(workdir, "vae")
     from genserve.export.vae import export_vae as run_export
 
-    try:
-        path = run_export(workdir, models_dir, name=name, version=version, which=which.value)
-    except (ExportError, ValueError, FileNotFoundError) as e:
-        raise fail(str(e)) from None
-    typer.echo(f"exported {path}")
+    report_export(lambda: run_export(workdir, models_dir, name=name, version=version, which=which.value))
 
 
 def eval_vae(
@@ -107,7 +87,7 @@ def eval_vae(
     samples: Annotated[int, typer.Option(min=1, help="Draws of z ~ q(z|x) per image.")] = 1,
     which: Annotated[Which, typer.Option(help="Checkpoint: best or last.")] = Which.best,
     seed: Annotated[int, typer.Option(help="Seed of the z draws.")] = 0,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
+    json_out: JsonOutOpt = None,
 ) -> None:
     """Test-set negative ELBO in nats per image (reconstruction + KL) and the book's loss."""
     import dataclasses
@@ -134,10 +114,10 @@ def eval_vae(
                f"  book loss       {result['book']:9.4f} (per-pixel BCE + {cfg.book_kl_weight:g} x mean KL term; "
                f"the book reported val_loss 0.1831)")
     if json_out is not None:
-        from genserve.data import atomic_write_bytes
+        from genserve.files import atomic_write_json
 
-        atomic_write_bytes(json_out, json.dumps({"workdir": str(workdir), "dataset": data_cfg.dataset,
-                                                 "samples": samples, **result}, indent=2).encode())
+        atomic_write_json(json_out, {"workdir": str(workdir), "dataset": data_cfg.dataset, "samples": samples,
+                                     **result})
 
 
 def grid(
@@ -148,13 +128,13 @@ def grid(
     low: Annotated[float, typer.Option(help="Start of the range: a quantile of N(0,1) (the book: 0.05), or a z value with --linear.")] = 0.05,
     high: Annotated[float, typer.Option(help="End of the range (the book: 0.95).")] = 0.95,
     linear: Annotated[bool, typer.Option("--linear", help="Space the points evenly in z between --low and --high instead of by quantiles.")] = False,
-    scale: Annotated[int, typer.Option(min=1, max=16, help="Enlarge the PNG by this integer factor.")] = 1,
-    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")] = Path("out/vae_grid.png"),
+    scale: ScaleOpt = 1,
+    out: PngOutOpt = Path("out/vae_grid.png"),
     timeout: TimeoutOpt = 30.0,
 ) -> None:
     """Decode an n x n grid of latent points in ONE request and save it as a PNG."""
-    from genserve.clients.core import Client, GenserveError
-    from genserve.clients.vae import VAEModel, grid_axis, save_png
+    from genserve.clients.images import save_grey
+    from genserve.clients.vae import VAEModel, grid_axis
 
     spacing = "linear" if linear else "quantile"
     try:
@@ -162,20 +142,15 @@ def grid(
     except ValueError as e:
         raise fail(str(e)) from None
     check_output_path(out, (".png",), "--out")
-    try:
-        with Client(target, timeout=timeout) as client:
-            vae = VAEModel(client, model=model, version=version)
-            latent_dim = vae.latent_dim
-            start = time.perf_counter()
-            picture = vae.grid(n, low, high, spacing)
-            elapsed = time.perf_counter() - start
-    except GenserveError as e:
-        raise fail(f"{target}: {e.code.name}: {e.details}") from None
-    except ValueError as e:
-        raise fail(str(e)) from None
-    save_png(picture, out, scale=scale)
-    typer.echo(f"wrote {out}: {n}x{n} grid from {model!r} at {target} (latent size {latent_dim}), "
-               f"1 request, {elapsed * 1000:.1f} ms")
+    with remote(target, timeout) as client:
+        vae = VAEModel(client, model=model, version=version)
+        latent_dim = vae.latent_dim
+        start = time.perf_counter()
+        picture = vae.grid(n, low, high, spacing)
+        elapsed = time.perf_counter() - start
+    save_grey(picture, out, scale=scale)
+    typer.echo(f"wrote {out}: {n}x{n} grid from {model!r} version {vae.version} at {target} (latent size "
+               f"{latent_dim}), 1 request, {elapsed * 1000:.1f} ms")
 
 
 def encode(
@@ -190,12 +165,8 @@ def encode(
     timeout: TimeoutOpt = 60.0,
 ) -> None:
     """Place labelled test images in latent space (positions from the server) and plot them by class."""
-    import numpy as np
-
-    from genserve.clients.core import Client, GenserveError
     from genserve.clients.vae import VAEModel, encode_all, scatter_plot
-    from genserve.data import DataError
-    from genserve.data import mnist
+    from genserve.data import DataError, mnist
 
     check_output_path(out, (".png",), "--out")
     if npz is not None:
@@ -205,22 +176,23 @@ def encode(
     except DataError as e:
         raise fail(str(e)) from None
     images, labels = digits.x_test[:limit], digits.y_test[:limit]
-    try:
-        with Client(target, timeout=timeout) as client:
-            vae = VAEModel(client, model=model, version=version)
-            z_mean, z_log_var = encode_all(vae.encode, images, batch_size=batch_size)
-    except GenserveError as e:
-        raise fail(f"{target}: {e.code.name}: {e.details}") from None
-    except ValueError as e:
-        raise fail(str(e)) from None
+    with remote(target, timeout) as client:
+        vae = VAEModel(client, model=model, version=version)
+        z_mean, z_log_var = encode_all(vae.encode, images, batch_size=batch_size)
     scatter_plot(z_mean, labels, out, title=f"{len(images)} {dataset.value} test images in latent space")
     if npz is not None:
         import io
 
-        from genserve.data import atomic_write_bytes
+        import numpy as np
+
+        from genserve.files import atomic_write
 
         buffer = io.BytesIO()
         np.savez(buffer, z_mean=z_mean, z_log_var=z_log_var, labels=labels)
-        atomic_write_bytes(npz, buffer.getvalue())
+        atomic_write(npz, buffer.getvalue())
     typer.echo(f"wrote {out}: {len(images)} images encoded in {-(-len(images) // batch_size)} request(s); "
                f"z_mean range [{z_mean.min():.2f}, {z_mean.max():.2f}]")
+
+
+COMMANDS = {"train vae": train_vae, "export vae": export_vae, "eval vae": eval_vae, "grid": grid,
+            "encode": encode}

@@ -21,16 +21,15 @@ Two implementations of that call, chosen per octave by `RemoteDream.ascend_fn`:
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from genserve import contract as C
-from genserve.clients.style import ImageError, open_rgb, to_uint8
+from genserve.clients.images import ImageError, load_rgb
+from genserve.clients.pinned import PinnedJob
 
 # (image (H, W, 3), iterations, step, max_loss) -> (image (H, W, 3), loss before each step run (n,))
 AscendFn = Callable[[np.ndarray, int, float, float], tuple[np.ndarray, np.ndarray]]
@@ -70,7 +69,7 @@ class DreamSchedule:
 class DreamResult:
     """What `dream` returns."""
 
-    image: np.ndarray  # (H, W, 3) float32, not clipped (save_png clips)
+    image: np.ndarray  # (H, W, 3) float32, not clipped (images.save_rgb clips)
     shapes: list[tuple[int, int]]  # (h, w) of each octave, smallest first
     losses: list[np.ndarray] = field(default_factory=list)  # per octave: loss before each step run
 
@@ -218,67 +217,39 @@ def load_image(path, width: int | None = None) -> np.ndarray:
         ImageError: missing, unreadable or non-image file; a size outside [MIN_SIDE, MAX_SIDE] or above
             MAX_PIXELS.
     """
-    from PIL import Image
+    def sized(file_width: int, file_height: int) -> tuple[int, int]:
+        size = (file_width, file_height)
+        if width is not None and width != file_width:
+            size = (width, max(1, round(file_height * width / file_width)))
+        if min(size) < MIN_SIDE or max(size) > MAX_SIDE or size[0] * size[1] > MAX_PIXELS:
+            raise ImageError(f"{path}: {size[0]}x{size[1]} px; sides must be in [{MIN_SIDE}, {MAX_SIDE}] "
+                             f"and at most {MAX_PIXELS:,} pixels (use --width)")
+        return size
 
-    path = Path(path)
-    rgb = open_rgb(path)
-    if width is not None and width != rgb.width:
-        height = max(1, round(rgb.height * width / rgb.width))
-        size = (width, height)
-    else:
-        size = rgb.size
-    if min(size) < MIN_SIDE or max(size) > MAX_SIDE or size[0] * size[1] > MAX_PIXELS:
-        raise ImageError(f"{path}: {size[0]}x{size[1]} px; sides must be in [{MIN_SIDE}, {MAX_SIDE}] "
-                         f"and at most {MAX_PIXELS:,} pixels (use --width)")
-    if size != rgb.size:
-        rgb = rgb.resize(size, Image.Resampling.LANCZOS)
-    return np.asarray(rgb, dtype=np.float32)
-
-
-def encode_image(image: np.ndarray, suffix: str = ".png") -> bytes:
-    """(H, W, 3) floats -> the file bytes of `suffix`'s format, clipped to [0, 255] and rounded."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    fmt = Image.registered_extensions().get(suffix.lower(), "PNG")
-    Image.fromarray(to_uint8(image)).save(buffer, format=fmt)
-    return buffer.getvalue()
-
-
-def save_image(image: np.ndarray, path) -> Path:
-    """Write an (H, W, 3) float image atomically (temporary sibling + rename); returns the path."""
-    from genserve.data import atomic_write_bytes
-
-    path = Path(path)
-    atomic_write_bytes(path, encode_image(image, path.suffix or ".png"))
-    return path
+    return load_rgb(path, sized)
 
 
 # --------------------------------------------------------------------------------------------------
 # Over gRPC.
 # --------------------------------------------------------------------------------------------------
-class RemoteDream:
-    """The served dream model as the two calls above.
+class RemoteDream(PinnedJob):
+    """The served dream model as the two calls above, pinned to one version for the job (the first
+    answer's; genserve.clients.pinned).
 
     Args:
-        client: a genserve.clients.core.Client (or anything with its predict_response method).
+        client: a genserve.clients.Client.
         model: the served model name.
         version: a fixed version; None = the latest at the first call, then pinned for the job.
+
+    Attributes:
+        requests: Predict calls made (the benchmark counts them).
     """
 
     def __init__(self, client, model: str = C.DREAM.name, version: int | None = None):
-        self.client, self.model, self.version = client, model, version
-        self.requests = 0  # Predict calls made (the benchmark counts them)
+        super().__init__(client, model, version)
 
     def _predict(self, inputs: dict, signature: str) -> dict[str, np.ndarray]:
-        from genserve.wire.codec import from_tensor_proto
-
-        response = self.client.predict_response(self.model, inputs, signature=signature,
-                                                version=self.version)
-        self.requests += 1
-        if self.version is None and response.model_spec.HasField("version"):
-            self.version = int(response.model_spec.version.value)
-        return {k: from_tensor_proto(v) for k, v in response.outputs.items()}
+        return self.pinned().predict(inputs, signature=signature)
 
     def ascend(self, image: np.ndarray, iterations: int, step: float,
                max_loss: float) -> tuple[np.ndarray, np.ndarray]:

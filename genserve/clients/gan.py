@@ -21,14 +21,13 @@ low-probability region near the origin) or on the straight line, and renders eve
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from genserve import contract as C
-from genserve.clients.core import LatentImageModel
+from genserve.clients.images import png_bytes, tile  # noqa: F401 - png_bytes: training/gan.py imports it here
+from genserve.clients.pinned import LatentImageModel
 
 SampleFn = Callable[[np.ndarray], np.ndarray]  # seeds int64 (B,) -> images (B, 28, 28, 1)
 SampleZFn = Callable[[np.ndarray], np.ndarray]  # seeds int64 (B,) -> z (B, latent)
@@ -50,18 +49,6 @@ def grid_seeds(n: int, seed: int = 0) -> np.ndarray:
     if not -INT64_MAX - 1 <= seed <= INT64_MAX - n * n:
         raise ValueError(f"seed {seed} + {n * n} grid images does not fit in int64")
     return np.arange(seed, seed + n * n, dtype=np.int64)
-
-
-def tile(images: np.ndarray, n: int, cols: int | None = None) -> np.ndarray:
-    """(rows*cols, H, W[, 1]) row-major -> one (rows*H, cols*W) picture; rows = n, cols = n by default."""
-    images = np.asarray(images)
-    if images.ndim == 4:
-        images = images[..., 0]  # (B, H, W)
-    cols = n if cols is None else cols
-    if images.ndim != 3 or images.shape[0] != n * cols:
-        raise ValueError(f"expected {n * cols} images of shape (H, W[, 1]), got {images.shape}")
-    h, w = images.shape[1:]
-    return images.reshape(n, cols, h, w).transpose(0, 2, 1, 3).reshape(n * h, cols * w)
 
 
 def _check_images(images, count: int, what: str) -> np.ndarray:
@@ -130,38 +117,12 @@ def interpolate(sample_z_fn: SampleZFn, generate_fn: GenerateFn, seed_a: int, se
     return tile(images, 1, cols=steps)
 
 
-def png_bytes(picture: np.ndarray, scale: int = 1) -> bytes:
-    """A grey picture with values in [0, 1] as 8-bit PNG bytes (Pillow), optionally enlarged."""
-    from PIL import Image
-
-    pixels = np.clip(np.rint(np.asarray(picture, np.float32) * 255), 0, 255).astype(np.uint8)  # (H, W)
-    image = Image.fromarray(pixels)  # 2-D uint8 -> mode "L"
-    if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def save_png(picture: np.ndarray, path: str | Path, scale: int = 1) -> Path:
-    """Write `picture` as a PNG atomically (temporary sibling + rename). Returns the path."""
-    from genserve.data import atomic_write_bytes
-
-    path = Path(path)
-    atomic_write_bytes(path, png_bytes(picture, scale))
-    return path
-
-
 class GANModel(LatentImageModel):
-    """A served GAN: `sample` / `generate` over a genserve.clients.core.Client.
+    """A served GAN: `sample` / `generate` over a genserve.clients.Client.
 
-    The version is read once (GetModelMetadata) on first use and sent with every later request, so
-    the two requests of an interpolation come from the same version.
-
-    Args:
-        client: an open Client.
-        model: the served model name.
-        version: a specific version, or None for the latest when the job starts.
+    Pinned to one version for the job (genserve.clients.pinned): the two requests of an interpolation
+    come from the same version.
+    Arguments as genserve.clients.pinned.PinnedJob (client, model, version).
     """
 
     FAMILY = "GAN"
@@ -191,15 +152,13 @@ class GANModel(LatentImageModel):
         Raises:
             ValueError: z has the wrong shape or non-finite values (checked before sending).
         """
-        z = np.asarray(z, dtype=np.float32)
-        if z.ndim != 2 or z.shape[1] != self.latent_dim or len(z) == 0:
-            raise ValueError(f"z must have shape (B, {self.latent_dim}) for model {self.model!r}, got {z.shape}")
-        if not np.all(np.isfinite(z)):
-            raise ValueError("z must be finite (found NaN or Inf)")
+        z = self.check_z(z)
         return self.pinned().predict({"z": z}, signature=C.GAN_GENERATE.name)["images"]
 
     def grid(self, n: int = 10, seed: int = 0) -> np.ndarray:
-        """The n x n grid picture (n*28, n*28) in [0, 1], sampled in ONE request."""
+        """The n x n grid picture (n*28, n*28) in [0, 1], sampled in ONE Predict request (after the
+        metadata that shows the served model is a GAN: "is it a GAN?" rather than a missing signature)."""
+        self.latent_dim  # noqa: B018 - checks the signatures
         return render_grid(self.sample, n, seed)
 
     def interpolate(self, seed_a: int, seed_b: int, steps: int = 10, spherical: bool = True) -> np.ndarray:

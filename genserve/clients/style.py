@@ -12,14 +12,14 @@ model's metadata, calls `targets` once per job and `step` once per evaluation. N
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from genserve import contract as C
+from genserve.clients.images import ImageError, load_rgb, to_uint8
+from genserve.clients.pinned import PinnedJob
 
 LossAndGrad = Callable[[np.ndarray], tuple[float, np.ndarray]]  # image (H, W, 3) -> (loss, grad (H, W, 3))
 
@@ -29,31 +29,6 @@ MIN_SIDE = 32  # the smallest --height `load_image` resizes to
 VGG_MIN_SIDE = 16
 MAX_SIDE = 4096
 MAX_PIXELS = 4_000_000  # a (H, W, 3) float32 image of 48 MB stays under the 64 MiB message limit
-
-
-class ImageError(ValueError):
-    """An input image cannot be used; the message says which file and why."""
-
-
-def open_rgb(path):
-    """An image file decoded to an RGB PIL image (every client that reads pictures uses this).
-
-    Raises:
-        ImageError: a directory, a missing file, or a file PIL cannot decode (decompression bombs too).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if path.is_dir():
-        raise ImageError(f"{path}: is a directory, not an image file")
-    if not path.is_file():
-        raise ImageError(f"{path}: no such file")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: not a readable image ({e})") from None
 
 
 @dataclass
@@ -170,40 +145,12 @@ def load_image(path, height: int | None = None, size: tuple[int, int] | None = N
     Raises:
         ImageError: missing, unreadable or non-image file, zero size, or an absurd target size.
     """
-    from PIL import Image
+    def sized(width: int, file_height: int) -> tuple[int, int]:
+        if size is not None:
+            return target_size(size[0], size[1], size[1])
+        return target_size(width, file_height, file_height if height is None else height)
 
-    path = Path(path)
-    rgb = open_rgb(path)
-    if size is None and height is not None:
-        size = target_size(rgb.width, rgb.height, height)
-    elif size is not None:
-        size = target_size(size[0], size[1], size[1])
-    else:
-        size = target_size(rgb.width, rgb.height, rgb.height)
-    if size != rgb.size:
-        rgb = rgb.resize(size, Image.Resampling.LANCZOS)
-    return np.asarray(rgb, dtype=np.float32)  # (H, W, 3)
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """(H, W, 3) floats -> uint8, rounded and clipped to [0, 255]."""
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
-
-
-def save_image(image: np.ndarray, path) -> Path:
-    """Write an (H, W, 3) float image in [0, 255] as PNG (or the suffix's format); returns the path."""
-    from PIL import Image
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # written whole, then renamed
-    try:
-        Image.fromarray(to_uint8(image)).save(tmp, format=Image.registered_extensions().get(
-            path.suffix.lower(), "PNG"))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return load_rgb(path, sized)
 
 
 def side_by_side(images: list[np.ndarray], height: int | None = None, gap: int = 8) -> np.ndarray:
@@ -225,32 +172,23 @@ def side_by_side(images: list[np.ndarray], height: int | None = None, gap: int =
 # --------------------------------------------------------------------------------------------------
 # Over gRPC.
 # --------------------------------------------------------------------------------------------------
-class RemoteStyle:
+class RemoteStyle(PinnedJob):
     """The served loss: `targets` once per job, then `step` as the `(loss, grad)` function.
 
-    The job is pinned to ONE model version, read once from the server (GetModelMetadata's
-    model_spec.version) on the first call and sent with `targets` and every `step`: a version loaded
-    mid-job (perhaps with another backbone) never sees this job's targets, and a pinned version that
-    disappears fails with NOT_FOUND saying so.
+    The job is pinned to ONE model version (genserve.clients.pinned), read from the server's metadata
+    on the first call and sent with `targets` and every `step`: a version loaded mid-job (perhaps with
+    another backbone) never sees this job's targets.
 
     Args:
-        client: a genserve.clients.core.Client.
+        client: a genserve.clients.Client.
         model: the served model name.
         version: a fixed version; None = the latest when the job starts.
     """
 
     def __init__(self, client, model: str = C.STYLE.name, version: int | None = None):
-        self.client, self.model, self.version = client, model, version
+        super().__init__(client, model, version)
         self.targets: dict[str, np.ndarray] | None = None
         self.last_parts: dict[str, float] = {}
-        self._pinned = None
-
-    def pinned(self):
-        """The genserve.clients.core.PinnedModel this job talks to (resolved on first use)."""
-        if self._pinned is None:
-            self._pinned = self.client.pinned(self.model, version=self.version)
-            self.version = self._pinned.version
-        return self._pinned
 
     def layers(self) -> tuple[str, ...]:
         """The style layers, from the `targets` signature's gram_<layer> outputs in the model metadata."""

@@ -7,7 +7,7 @@ advances every stream (all temperatures x samples) together, one `step_fn` call 
 over gRPC a 400-character round at four temperatures is 1 `prime` + 399 `step` requests instead of
 the book's 1,600 `model.predict` calls; with `server_side=True` the export's `generate` signature
 does the whole round in one request. `TextModel` is that step function over
-`genserve.clients.core.Client`; it learns the vocabulary, maxlen, units and layers from the model's
+`genserve.clients.Client`; it learns the vocabulary, maxlen, units and layers from the model's
 own `info` signature, and pins the version that answered it for every later request, so a new
 version exported mid-session never mixes two models (if the pinned version disappears, the session
 ends with one NOT_FOUND line naming it). The state is opaque: (h, c) of shape (B, layers * units)
@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from genserve import contract
+from genserve.clients.pinned import PinnedJob
 
 State = tuple  # opaque to the sampler: (h, c) for the LSTM, each (B, layers * units)
 StepFn = Callable[[np.ndarray, State], tuple[np.ndarray, State]]  # ids (B,), state -> logits (B, V), state
@@ -154,54 +155,31 @@ def check_length(length: int) -> int:
     return length
 
 
-class TextModel:
+class TextModel(PinnedJob):
     """The text model behind a server: `info` once, then `prime`, `step`, `next_char` over gRPC.
 
     Args:
-        client: a connected `genserve.clients.core.Client`.
+        client: a connected `genserve.clients.Client`.
         model: the served model name.
-        version: a fixed version; default the latest, read once (from the reply to `info`, the first
-            request) and then pinned for every request of this TextModel.
+        version: a fixed version; default the latest, pinned by the reply to `info` (the first
+            request) for every later request of this TextModel (genserve.clients.pinned).
     """
 
     def __init__(self, client, model: str = contract.TEXT.name, version: int | None = None):
-        self.client, self.model, self.version = client, model, version
-        self.pinned = False  # True once the latest version was read and fixed
+        super().__init__(client, model, version)
         self._info: TextInfo | None = None
-        self.requests = 0
 
     def _predict(self, signature: str, inputs: dict[str, np.ndarray],
                  output_filter: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-        from genserve.clients.core import GenserveError
-        from genserve.wire.codec import from_tensor_proto
-
         self.info  # noqa: B018 - the first request reads and pins the version
-        self.requests += 1
-        try:
-            response = self.client.predict_response(self.model, inputs, signature=signature,
-                                                    version=self.version, output_filter=output_filter)
-        except GenserveError as e:
-            if e.code.name == "NOT_FOUND" and self.pinned:
-                raise GenserveError(e.code, (
-                    f"version {self.version} of model {self.model!r}, which this session was pinned to, "
-                    f"is no longer served (a newer export replaced it?); run again to use the latest "
-                    f"version")) from None
-            raise
-        return {key: from_tensor_proto(tensor) for key, tensor in response.outputs.items()}
+        return self.pinned().predict(inputs, signature=signature, output_filter=output_filter)
 
     @property
     def info(self) -> TextInfo:
         """Vocabulary, maxlen, units, layers from the `info` signature (one request, then cached);
-        also pins the version that answered when none was given."""
+        its reply pins the version when none was given."""
         if self._info is None:
-            from genserve.wire.codec import from_tensor_proto
-
-            self.requests += 1
-            response = self.client.predict_response(self.model, {"ids": np.zeros((1,), np.int32)},
-                                                    signature=contract.TEXT_INFO.name, version=self.version)
-            out = {key: from_tensor_proto(tensor) for key, tensor in response.outputs.items()}
-            if self.version is None and response.model_spec.HasField("version"):
-                self.version, self.pinned = int(response.model_spec.version.value), True
+            out = self.pinned().predict({"ids": np.zeros((1,), np.int32)}, signature=contract.TEXT_INFO.name)
             vocab = tuple(v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in out["vocabulary"][0])
             layers = int(out["layers"][0]) if "layers" in out else 1
             self._info = TextInfo(vocab, int(out["maxlen"][0]), int(out["units"][0]), layers)
@@ -291,7 +269,7 @@ def generate(model: TextModel, seed_text: str, length: int = 400,
 
     Raises:
         ValueError: bad temperatures, length, samples, top_k or seed text.
-        genserve.clients.core.GenserveError: the server refused (unknown model, ...).
+        genserve.clients.GenserveError: the server refused (unknown model, ...).
     """
     temps = check_temperatures(temperatures)
     check_length(length)

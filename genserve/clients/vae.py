@@ -10,7 +10,7 @@ unchanged over gRPC (genserve's server or TF Serving):
 static shape of `z` in the `decode` signature), so a model name and an address are all it needs.
 
     genserve grid --target 127.0.0.1:8500 --n 15 --out out/vae_grid.png
-    python -c "from genserve.clients.core import Client; from genserve.clients.vae import VAEModel; \
+    python -c "from genserve.clients import Client; from genserve.clients.vae import VAEModel; \
 print(VAEModel(Client('127.0.0.1:8500')).latent_dim)"
 
 The grid follows the book (Deep Learning with Python, 8.4): points at the standard normal's quantiles
@@ -21,7 +21,6 @@ oriented like the encode scatter plot; any further latent dimensions are held at
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from statistics import NormalDist
 from typing import Callable
@@ -29,7 +28,8 @@ from typing import Callable
 import numpy as np
 
 from genserve import contract as C
-from genserve.clients.core import LatentImageModel
+from genserve.clients.images import save_figure, tile
+from genserve.clients.pinned import LatentImageModel
 
 DecodeFn = Callable[[np.ndarray], np.ndarray]  # z (B, latent) float32 -> images (B, 28, 28, 1)
 EncodeFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # images -> (z_mean, z_log_var)
@@ -48,10 +48,10 @@ def grid_axis(n: int, low: float = 0.05, high: float = 0.95, spacing: str = "qua
         spacing: "quantile" or "linear".
 
     Returns:
-        float32 (n,), increasing when low < high.
+        float32 (n,), increasing.
 
     Raises:
-        ValueError: n outside 1..MAX_GRID, an unknown spacing, or quantiles outside (0, 1).
+        ValueError: n outside 1..MAX_GRID, an unknown spacing, low >= high, or quantiles outside (0, 1).
     """
     if not isinstance(n, (int, np.integer)) or not 1 <= n <= MAX_GRID:
         raise ValueError(f"grid size n must be an integer from 1 to {MAX_GRID}, got {n!r}")
@@ -59,6 +59,8 @@ def grid_axis(n: int, low: float = 0.05, high: float = 0.95, spacing: str = "qua
         raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
     if not (np.isfinite(low) and np.isfinite(high)):
         raise ValueError(f"the range must be finite, got {low}..{high}")
+    if not low < high:
+        raise ValueError(f"the range must increase: low {low} is not below high {high}")
     values = np.linspace(low, high, n)  # (n,)
     if spacing == "quantile":
         if not (0 < low < 1 and 0 < high < 1):
@@ -91,17 +93,6 @@ def grid_points(n: int, latent_dim: int, low: float = 0.05, high: float = 0.95,
     if latent_dim > 1:
         z[:, :, row_dim] = axis[::-1, None]  # top row = largest value
     return z.reshape(n * n, latent_dim)
-
-
-def tile(images: np.ndarray, n: int) -> np.ndarray:
-    """(n*n, H, W[, 1]) row-major -> one (n*H, n*W) picture."""
-    images = np.asarray(images)
-    if images.ndim == 4:
-        images = images[..., 0]  # (n*n, H, W)
-    if images.ndim != 3 or images.shape[0] != n * n:
-        raise ValueError(f"expected {n * n} images of shape (H, W[, 1]), got {images.shape}")
-    h, w = images.shape[1:]
-    return images.reshape(n, n, h, w).transpose(0, 2, 1, 3).reshape(n * h, n * w)
 
 
 def render_grid(decode_fn: DecodeFn, n: int = 15, latent_dim: int = 2, low: float = 0.05,
@@ -154,29 +145,6 @@ def encode_all(encode_fn: EncodeFn, images: np.ndarray,
     return np.concatenate(means), np.concatenate(log_vars)
 
 
-def save_png(picture: np.ndarray, path: str | Path, scale: int = 1) -> Path:
-    """Save a grey picture with values in [0, 1] as an 8-bit PNG (Pillow), optionally enlarged.
-
-    Returns:
-        The path written (parent folders are created).
-    """
-    from PIL import Image
-
-    pixels = np.clip(np.rint(np.asarray(picture, np.float32) * 255), 0, 255).astype(np.uint8)  # (H, W)
-    image = Image.fromarray(pixels)  # 2-D uint8 -> mode "L"
-    if scale > 1:
-        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")  # written whole, then renamed
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def scatter_plot(z_mean: np.ndarray, labels: np.ndarray, path: str | Path,
                  title: str = "test images in latent space", class_names=None) -> Path:
     """The classic figure: each image's z_mean (first two coordinates), coloured by its label.
@@ -202,29 +170,15 @@ def scatter_plot(z_mean: np.ndarray, labels: np.ndarray, path: str | Path,
     ax.set_ylabel("z[1]")
     ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_figure(fig, path)
 
 
 class VAEModel(LatentImageModel):
-    """A served VAE: `decode` / `encode` over a genserve.clients.core.Client.
+    """A served VAE: `decode` / `encode` over a genserve.clients.Client.
 
-    The version is read once (GetModelMetadata's model_spec.version) on first use and sent with every
-    later request, so the batches of one `encode` job, or a grid and its latent size, all come from
-    the same version; if that version stops being served the calls fail with NOT_FOUND saying so.
-
-    Args:
-        client: an open Client.
-        model: the served model name.
-        version: a specific version, or None for the latest when the job starts.
+    Pinned to one version for the job (genserve.clients.pinned): the batches of one `encode` job, or a
+    grid and its latent size, all come from the same version.
+    Arguments as genserve.clients.pinned.PinnedJob (client, model, version).
     """
 
     FAMILY = "VAE"
@@ -242,12 +196,7 @@ class VAEModel(LatentImageModel):
                 sending; the served graph also rejects them with INVALID_ARGUMENT).
             GenserveError: the RPC failed.
         """
-        z = np.asarray(z, dtype=np.float32)
-        if z.ndim != 2 or z.shape[1] != self.latent_dim or len(z) == 0:
-            raise ValueError(f"z must have shape (B, {self.latent_dim}) for model {self.model!r}, "
-                             f"got {z.shape}")
-        if not np.all(np.isfinite(z)):
-            raise ValueError("z must be finite (found NaN or Inf)")
+        z = self.check_z(z)
         out = self.pinned().predict({"z": z}, signature=C.VAE_DECODE.name)
         return out["images"]
 

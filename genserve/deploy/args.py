@@ -5,22 +5,48 @@ Kubernetes Deployment) and `genserve serve`'s (the `Dockerfile` image and its De
 
 tests/test_deploy.py fails when Dockerfile.serving's ENTRYPOINT differs from `tf_serving_args()`, when a
 flag here is not one of TF Serving's (TF_SERVING_FLAGS, from main.cc) or when a `genserve serve` flag here
-is not a parameter of the real CLI command.
+is not a parameter of the real CLI command. The files both images and the manifests carry
+(batching_parameters.txt, monitoring.config, TF_SERVING_VERSION) are package data beside this module.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from genserve.layout import DOCKER_PREFIX, MODELS_CONFIG
+from genserve.repository import DOCKER_PREFIX, MODELS_CONFIG
 
 GRPC_PORT = 8500  # both servers: PredictionService, ModelService, grpc.health.v1.Health
 REST_PORT = 8501  # REST API and /monitoring/prometheus/metrics
 CONFIG_DIR = "/etc/genserve"  # where the image (and the ConfigMap in Kubernetes) puts the text configs
 BATCHING_FILE = "batching_parameters.txt"
 MONITORING_FILE = "monitoring.config"
-# The repository's copies of the two text protos (Dockerfile.serving COPYs them, the ConfigMap holds them).
-DOCKER_DIR = Path(__file__).resolve().parents[2] / "docker"
+VERSION_FILE = "TF_SERVING_VERSION"  # the pinned TF Serving release (Dockerfile.serving, Makefile, KServe)
+# The one copy of the two text protos and the release pin: package data beside this module, so an
+# installed genserve writes the same ConfigMap as a checkout (Dockerfile.serving and Dockerfile COPY
+# them from genserve/deploy/, `make` reads the pin there).
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+class DeployError(ValueError):
+    """The options cannot make a working deployment (one line, for the CLI)."""
+
+
+def packaged_text(name: str) -> str:
+    """The text of one of the files above (BATCHING_FILE, MONITORING_FILE, VERSION_FILE).
+
+    Raises:
+        DeployError: the installed package lacks it.
+    """
+    try:
+        return (PACKAGE_DIR / name).read_text(encoding="utf-8")
+    except OSError as e:
+        raise DeployError(f"cannot read {PACKAGE_DIR / name}, part of the genserve package "
+                          f"({e.strerror or e}); reinstall genserve") from None
+
+
+def tf_serving_version() -> str:
+    """The pinned TF Serving release, e.g. "2.19.1" (its image tag without -gpu)."""
+    return packaged_text(VERSION_FILE).strip()
 
 # Every flag of tensorflow_model_server, as tensorflow_serving/model_servers/main.cc defines them at the
 # pinned release (tag 2.19.1, commit eab9c35; unchanged at master 9d981c5, July 2026). The one list:
@@ -100,12 +126,17 @@ def genserve_args(models_dir: str = DOCKER_PREFIX, drain_seconds: int = 20) -> l
 
 
 def prometheus_path() -> str:
-    """The metrics path of docker/monitoring.config (the file both images and the ConfigMap carry)."""
-    from genserve.serving.metrics import read_monitoring_config
+    """The metrics path of genserve/deploy/monitoring.config (the file both images and the ConfigMap
+    carry)."""
+    from genserve.serving.metrics import parse_monitoring_config
 
-    path = read_monitoring_config(DOCKER_DIR / MONITORING_FILE)
+    source = PACKAGE_DIR / MONITORING_FILE
+    try:
+        path = parse_monitoring_config(packaged_text(MONITORING_FILE), source=str(source))
+    except ValueError as e:  # DeployError (a missing file) is one too
+        raise DeployError(str(e)) from None
     if path is None:
-        raise ValueError(f"{DOCKER_DIR / MONITORING_FILE} does not enable Prometheus metrics")
+        raise DeployError(f"{source} does not enable Prometheus metrics")
     return path
 
 

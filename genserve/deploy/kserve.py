@@ -17,6 +17,9 @@ from genserve.deploy import args as A
 from genserve.deploy.kubernetes import DeployError, DeploySpec, container
 
 API = "serving.kserve.io"
+# The KServe release these manifests target; its SDK wheel on PyPI (pinned by sha256) is where the tests
+# take KServe's types from to validate them (`make test-data` fetches it into the cache before pytest).
+SCHEMA_WHEEL = ("kserve", "0.21.0", "df9bc5888704d9085015e08f1a8fced5ff0698f3becc6212d4e7b8234c71623b")
 TFS_GRPC_PORT = 9000  # kserve-tensorflow-serving's --port
 KSERVE_MODEL_DIR = "/mnt/models"
 RUNTIME_NAME = "genserve"
@@ -47,7 +50,7 @@ def inference_services(spec: DeploySpec, storage_uri: str) -> list[dict]:
         model = {
             "modelFormat": {"name": "tensorflow", "version": "2"},
             "storageUri": f"{uri}/{entry.name}",
-            "runtimeVersion": f"{(A.DOCKER_DIR / 'TF_SERVING_VERSION').read_text().strip()}-gpu",
+            "runtimeVersion": f"{A.tf_serving_version()}-gpu",
             # Appended to the runtime's own arguments; the health service as in Dockerfile.serving.
             "args": [a for a in A.tf_serving_args() if a.startswith("--enable_grpc_healthcheck_service")],
             "ports": [{"name": "h2c", "containerPort": TFS_GRPC_PORT, "protocol": "TCP"}],

@@ -15,18 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from genserve.deploy import args as A
-from genserve.layout import DOCKER_PREFIX, MODELS_CONFIG
-from genserve.serving.config import ModelEntry, render_models_config
+from genserve.deploy.args import DeployError
+from genserve.repository import DOCKER_PREFIX, MODELS_CONFIG
+from genserve.repository import ModelEntry, render_models_config
 
 RUNTIMES = ("tf-serving", "genserve")
 DEFAULT_IMAGES = {"tf-serving": "genserve-serving:latest", "genserve": "genserve:latest"}
 URI_SCHEMES = ("gs://", "s3://")  # file systems TF Serving's own builds read base paths from
 PRESTOP_SECONDS = 10  # endpoint removal reaching kube-proxy, ingresses and DNS before the server stops
 CONFIG_VOLUME, MODELS_VOLUME = "config", "models"
-
-
-class DeployError(ValueError):
-    """The options cannot make a working deployment (one line, for the CLI)."""
 
 
 @dataclass(frozen=True)
@@ -105,10 +102,10 @@ def _meta(spec: DeploySpec, name: str) -> dict:
 
 
 def config_map(spec: DeploySpec) -> dict:
-    data = {A.MONITORING_FILE: (A.DOCKER_DIR / A.MONITORING_FILE).read_text()}
+    data = {A.MONITORING_FILE: A.packaged_text(A.MONITORING_FILE)}
     if spec.runtime == "tf-serving":  # genserve serve reads models.config from --models-dir, batching per version
         data[MODELS_CONFIG] = deployed_models_config(spec)
-        data[A.BATCHING_FILE] = (A.DOCKER_DIR / A.BATCHING_FILE).read_text()
+        data[A.BATCHING_FILE] = A.packaged_text(A.BATCHING_FILE)
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(spec, f"{spec.name}-config"),
             "data": data}
 

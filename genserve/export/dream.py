@@ -25,14 +25,21 @@ VGG19-shaped net for tests). The config is written to assets.extra/config.json.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from genserve import contract as C
-from genserve.export.writer import input_signature, save_version
+from genserve.export.writer import (
+    concrete_signatures,
+    config_asset,
+    input_signature,
+    read_config_asset,
+    save_version,
+)
+from genserve.training import JsonConfig
 
 BACKBONES = ("vgg16-offline", "inception-v3-imagenet", "random-small")
 # Layer -> coefficient. The Inception mix is the book's. The VGG16 mix was chosen by looking at dreams
@@ -51,7 +58,7 @@ WARMUP_SIZE = (64, 80)  # (H, W) of the warmup requests: small, so loading stays
 
 
 @dataclass(frozen=True)
-class DreamConfig:
+class DreamConfig(JsonConfig):
     """The dream loss. Defaults: the offline VGG16 with genserve's layer mix, the book's border of 2."""
 
     backbone: str = "vgg16-offline"
@@ -67,17 +74,6 @@ class DreamConfig:
         object.__setattr__(self, "layers", tuple((str(n), float(c)) for n, c in self.layers))
         if self.border < 0:
             raise ValueError(f"border must be >= 0, got {self.border}")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "DreamConfig":
-        data = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
-        data["layers"] = tuple(tuple(pair) for pair in data.get("layers", ()))
-        return cls(**data)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,8 +215,7 @@ class DreamModule(tf.Module):
 
 def signatures(module: DreamModule) -> dict:
     """Concrete functions of `ascend` (the default) and `gradient`, inputs named by the contract."""
-    return {C.DREAM_ASCEND.name: module.ascend.get_concrete_function(),
-            C.DREAM_GRADIENT.name: module.gradient.get_concrete_function()}
+    return concrete_signatures(module, C.DREAM_ASCEND, C.DREAM_GRADIENT)
 
 
 def warmup_requests(size: tuple[int, int] = WARMUP_SIZE) -> list:
@@ -234,17 +229,10 @@ def warmup_requests(size: tuple[int, int] = WARMUP_SIZE) -> list:
 
 def export_dream(cfg: DreamConfig, models_dir, name: str = C.DREAM.name, version: int | None = None,
                  warmup: bool = True, features=None) -> Path:
-    """Build the dream model from `cfg.backbone` and write it as a new version of `name`.
-
-    Args:
-        cfg: the loss config; its backbone decides where the weights come from.
-        models_dir: the served tree (<models_dir>/<name>/<version>/).
-        version: explicit version; None = the next one.
-        warmup: also write TF Serving's warmup requests.
-        features: an already built `build_model(cfg)` to reuse (default: build one).
-
-    Returns:
-        the version folder.
+    """Build the dream model from `cfg.backbone` (or reuse `features`, an already built
+    `build_model(cfg)`) and write it as version `version` (None: the next one) of `name` under
+    `models_dir`, with its config and (if `warmup`) TF Serving's warmup requests. Returns the version
+    folder.
 
     Raises:
         genserve.data.DataError: backbone weights cannot be obtained.
@@ -258,9 +246,9 @@ def export_dream(cfg: DreamConfig, models_dir, name: str = C.DREAM.name, version
                                else "keras vgg caffe: RGB->BGR, minus ImageNet BGR mean") + ", inside the graph"
     return save_version(module, models_dir, name, signatures(module), default=C.DREAM_ASCEND.name,
                         version=version, warmup=warmup_requests() if warmup else None,
-                        assets={"config.json": (json.dumps(config, indent=2) + "\n").encode()})
+                        assets=config_asset(config))
 
 
 def load_config(version_dir) -> DreamConfig:
     """The DreamConfig an export was built with (from assets.extra/config.json)."""
-    return DreamConfig.from_json((Path(version_dir) / "assets.extra" / "config.json").read_text())
+    return DreamConfig.from_json(read_config_asset(version_dir))

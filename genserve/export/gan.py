@@ -34,7 +34,7 @@ def build_module(generator, latent_dim: int):
     """
     import tensorflow as tf
 
-    from genserve.export.writer import input_signature
+    from genserve.export.writer import concrete_signatures, input_signature
     from genserve.training.gan import latent_from_seeds
 
     class GANModule(tf.Module):
@@ -54,11 +54,7 @@ def build_module(generator, latent_dim: int):
             return {"images": tf.cast(images, tf.float32), "z": z}
 
     module = GANModule()
-    signatures = {
-        C.GAN_GENERATE.name: module.generate.get_concrete_function(),
-        C.GAN_SAMPLE.name: module.sample.get_concrete_function(),
-    }
-    return module, signatures
+    return module, concrete_signatures(module, C.GAN_GENERATE, C.GAN_SAMPLE)
 
 
 def warmup_requests(latent_dim: int) -> list[tuple[str, dict[str, np.ndarray]]]:

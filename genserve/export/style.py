@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from genserve import contract as C
-from genserve.export.writer import save_version
+from genserve.export.writer import config_asset, read_config_asset, save_version
 from genserve.training.style import StyleConfig, build_model, compute_targets, loss_and_gradient
 
 WARMUP_SIZE = (32, 48)  # (H, W) of the warmup requests: small, so loading stays fast
@@ -151,9 +151,9 @@ def export_style(cfg: StyleConfig, models_dir, name: str = C.STYLE.name, version
     config["preprocessing"] = "keras vgg caffe: RGB->BGR, minus ImageNet BGR mean, inside the graph"
     return save_version(module, models_dir, name, signatures(module), default=C.STYLE_STEP.name,
                         version=version, warmup=warmup_requests(module) if warmup else None,
-                        assets={"config.json": (json.dumps(config, indent=2) + "\n").encode()})
+                        assets=config_asset(config))
 
 
 def load_config(version_dir) -> StyleConfig:
     """The StyleConfig an export was built with (from assets.extra/config.json)."""
-    return StyleConfig.from_json((Path(version_dir) / "assets.extra" / "config.json").read_text())
+    return StyleConfig.from_json(read_config_asset(version_dir))

@@ -81,7 +81,7 @@ def build_module(model, cfg, vocab):
     """
     import tensorflow as tf
 
-    from genserve.export.writer import input_signature
+    from genserve.export.writer import concrete_signatures, input_signature
 
     encoder = model.get_layer("onehot" if cfg.encoding == "onehot" else "embedding")
     cells = [model.get_layer(lstm_name(i)).cell for i in range(cfg.layers)]
@@ -216,13 +216,8 @@ def build_module(model, cfg, vocab):
             return {"ids": tf.transpose(out.stack(), [1, 0])}  # (n, B) -> (B, n)
 
     module = TextModule()
-    signatures = {
-        contract.TEXT_NEXT_CHAR.name: module.next_char.get_concrete_function(),
-        contract.TEXT_STEP.name: module.step.get_concrete_function(),
-        contract.TEXT_PRIME.name: module.prime.get_concrete_function(),
-        contract.TEXT_INFO.name: module.info.get_concrete_function(),
-        contract.TEXT_GENERATE.name: module.generate.get_concrete_function(),
-    }
+    signatures = concrete_signatures(module, contract.TEXT_NEXT_CHAR, contract.TEXT_STEP,
+                                     contract.TEXT_PRIME, contract.TEXT_INFO, contract.TEXT_GENERATE)
     return module, signatures
 
 

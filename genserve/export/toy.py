@@ -40,7 +40,7 @@ def build_toy(cfg: ToyConfig = ToyConfig()):
     """
     import tensorflow as tf
 
-    from genserve.export.writer import input_signature
+    from genserve.export.writer import concrete_signatures, input_signature
 
     class Toy(tf.Module):
         def __init__(self):
@@ -59,11 +59,7 @@ def build_toy(cfg: ToyConfig = ToyConfig()):
             return {"y": f * self.w * x}  # (B, 1)
 
     module = Toy()
-    signatures = {
-        TOY_AFFINE.name: module.affine.get_concrete_function(),
-        TOY_SCALE.name: module.scale.get_concrete_function(),
-    }
-    return module, signatures
+    return module, concrete_signatures(module, TOY_AFFINE, TOY_SCALE)
 
 
 def export_toy(models_dir, cfg: ToyConfig = ToyConfig(), name: str = TOY.name,

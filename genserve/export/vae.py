@@ -34,7 +34,7 @@ def build_module(encoder, decoder, latent_dim: int):
     """
     import tensorflow as tf
 
-    from genserve.export.writer import input_signature
+    from genserve.export.writer import concrete_signatures, input_signature
 
     class VAEModule(tf.Module):
         def __init__(self):
@@ -55,11 +55,7 @@ def build_module(encoder, decoder, latent_dim: int):
             return {"z_mean": tf.cast(z_mean, tf.float32), "z_log_var": tf.cast(z_log_var, tf.float32)}
 
     module = VAEModule()
-    signatures = {
-        C.VAE_DECODE.name: module.decode.get_concrete_function(),
-        C.VAE_ENCODE.name: module.encode.get_concrete_function(),
-    }
-    return module, signatures
+    return module, concrete_signatures(module, C.VAE_DECODE, C.VAE_ENCODE)
 
 
 def warmup_requests(latent_dim: int) -> list[tuple[str, dict[str, np.ndarray]]]:

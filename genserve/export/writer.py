@@ -1,51 +1,60 @@
-"""Versioned, atomic SavedModel writer in TF Serving's layout, plus `models.config` and warmup records.
+"""Versioned, atomic SavedModel writer in TF Serving's layout (genserve.repository), keeping its
+`models.config` up to date.
 
     <models_dir>/
       models.config                      text-format ModelServerConfig listing every model
       <name>/<version>/saved_model.pb    one complete SavedModel per integer version
       <name>/<version>/assets.extra/tf_serving_warmup_requests   (optional) PredictionLog TFRecords
 
-A version is written into a hidden temporary sibling (`<name>/.tmp-<version>-<pid>`) and renamed into
-place, so a server polling the folder never sees half an export; a failed save removes its temporary
-folder, and temporary folders left by dead processes are removed by the next save.
+A version is written into a hidden temporary sibling (`<name>/.tmp-<version>-<pid>`), proven on TF
+Serving's path (genserve.export.verify) and renamed into place, so a server polling the folder never
+sees half an export; a failed save removes its temporary folder, and temporary folders left by dead
+processes are removed by the next save.
 
     python -c "from genserve.export.toy import export_toy; print(export_toy('out/models'))"
 
-References: TF Serving's SavedModel warmup (https://www.tensorflow.org/tfx/serving/saved_model_warmup)
-and model server config (https://www.tensorflow.org/tfx/serving/serving_config).
+Reference: TF Serving's model server config (https://www.tensorflow.org/tfx/serving/serving_config).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from genserve.contract import DEFAULT_SIGNATURE_KEY
-from genserve.data import atomic_write_bytes
-from genserve.layout import (
+from genserve.export.verify import (  # noqa: F401 (ExportError, read_warmup_file: public here too)
+    ExportError,
+    check_signatures,
+    check_warmup,
+    read_warmup_file,
+    verify_export,
+    write_warmup_file,
+)
+from genserve.files import atomic_write, fsync_dir
+from genserve.repository import (  # noqa: F401 (set_version_*: callers may import them from here)
     ASSETS_EXTRA,
     BATCHING_PARAMS_FILE,
-    MAX_VERSION,
-    MAX_WARMUP_RECORDS,
-    TMP_RE,
-    WARMUP_FILE,
-    parse_version,
-)
-from genserve.serving.config import (
     DOCKER_PREFIX,
+    EXPORT_TMP_RE,
+    MAX_VERSION,
     MODELS_CONFIG,
-    ModelEntry,
-    list_versions,
+    WARMUP_PATH,
+    ConfigError,
+    RepositoryError,
+    export_temp_dir,
+    next_free_version,
+    outside,
     read_models_config,
-    render_models_config,
-    scan_model_dirs,
+    set_version_labels,
+    set_version_policy,
+    write_models_config,
 )
+from genserve.repository import check_model_name as _check_name
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +68,6 @@ max_batch_size { value: 8192 }
 batch_timeout_micros { value: 2000 }
 max_enqueued_batches { value: 100 }
 """
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-class ExportError(RuntimeError):
-    """An export cannot be written as asked; the message says why and what to do."""
 
 
 def input_signature(signature, **shapes) -> list:
@@ -86,6 +90,25 @@ def input_signature(signature, **shapes) -> list:
             for spec in signature.inputs]
 
 
+CONFIG_ASSET = "config.json"  # the model's config, under assets.extra/, so a version rebuilds from disk
+
+
+def config_asset(config: dict) -> dict[str, bytes]:
+    """The `assets` entry of save_version that writes `config` as assets.extra/config.json."""
+    return {CONFIG_ASSET: (json.dumps(config, indent=2) + "\n").encode()}
+
+
+def read_config_asset(version_dir) -> str:
+    """The text of a version's assets.extra/config.json (see config_asset)."""
+    return (Path(version_dir) / ASSETS_EXTRA / CONFIG_ASSET).read_text()
+
+
+def concrete_signatures(module, *specs) -> dict:
+    """signature name -> concrete function, for contract signatures that `module` implements as
+    tf.functions of the same name (their input_signature fixed by `input_signature`)."""
+    return {spec.name: getattr(module, spec.name).get_concrete_function() for spec in specs}
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -102,7 +125,7 @@ def clean_stale_temps(model_dir: Path) -> list[Path]:
     if not Path(model_dir).is_dir():
         return removed
     for path in Path(model_dir).iterdir():
-        match = TMP_RE.match(path.name)
+        match = EXPORT_TMP_RE.match(path.name)
         if match and path.is_dir() and not _pid_alive(int(match.group(2))):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
@@ -110,38 +133,29 @@ def clean_stale_temps(model_dir: Path) -> list[Path]:
 
 
 def next_version(model_dir: Path) -> int:
-    """1 + the largest version folder under `model_dir` (complete or not), or 1 for none.
-
-    Only canonical int64 folder names count (genserve.layout.parse_version: "12", never "0012" or
-    "²"), so a stray folder cannot push the numbering past what a server can hold.
+    """1 + the largest version folder under `model_dir` (complete or not), or 1 for none; only
+    canonical int64 folder names count (repository.parse_version), so a stray folder cannot push the
+    numbering past what a server can hold.
 
     Raises:
         ExportError: the largest version is already MAX_VERSION (2**63-1).
     """
-    model_dir = Path(model_dir)
-    names = [p.name for p in model_dir.iterdir()] if model_dir.is_dir() else []
-    taken = [v for v in map(parse_version, names) if v is not None]
-    latest = max(taken, default=0)
-    if latest >= MAX_VERSION:
-        raise ExportError(f"{model_dir} already holds version {latest}, the largest int64; "
-                          "give an explicit free --version")
-    return latest + 1
+    try:
+        return next_free_version(model_dir)
+    except RepositoryError as e:
+        raise ExportError(str(e)) from None
 
 
 def check_model_name(name: str) -> str:
-    """A served model name that fits the models-directory layout (genserve.layout): letters, digits,
-    '_', '.', '-', starting with a letter or digit, at most 255 characters, and not a file name the
-    layout itself uses (models.config, in any case).
+    """A model name an export may create (genserve.repository.check_model_name).
 
     Raises:
         ExportError: saying why.
     """
-    if not isinstance(name, str) or not _NAME_RE.match(name) or len(name) > 255:
-        raise ExportError(f"model name {name!r} must be letters, digits, '_', '.', '-' "
-                          "and start with a letter or digit (at most 255 characters)")
-    if name.lower() == MODELS_CONFIG.lower():
-        raise ExportError(f"model name {name!r} is the models directory's config file; choose another name")
-    return name
+    try:
+        return _check_name(name)
+    except RepositoryError as e:
+        raise ExportError(str(e)) from None
 
 
 def check_models_dir(models_dir) -> Path:
@@ -151,8 +165,6 @@ def check_models_dir(models_dir) -> Path:
     Raises:
         ExportError: naming the file and what is wrong with it.
     """
-    from genserve.serving.config import ConfigError
-
     models_dir = Path(models_dir)
     if models_dir.exists() and not models_dir.is_dir():
         raise ExportError(f"models directory {models_dir} is a file, not a folder")
@@ -167,15 +179,6 @@ def check_models_dir(models_dir) -> Path:
     except (OSError, UnicodeDecodeError) as e:
         raise ExportError(f"{config} cannot be read ({e}); fix or delete it") from None
     return models_dir
-
-
-def _input_specs(fn) -> dict:
-    """key -> tf.TensorSpec of a signature function's inputs (the keys TF gives the saved signature)."""
-    args, kwargs = fn.structured_input_signature
-    names = list(fn.function_type.parameters)
-    specs = {(spec.name or names[i]): spec for i, spec in enumerate(args)}
-    specs.update(kwargs)
-    return specs
 
 
 def track_captured_variables(module, signatures: dict) -> int:
@@ -198,73 +201,6 @@ def track_captured_variables(module, signatures: dict) -> int:
     # A plain list attribute is tracked by tf.Module / AutoTrackable (wrapped in a ListWrapper).
     setattr(module, "_genserve_captured_variables", variables)
     return len(variables)
-
-
-def _check_signatures(signatures: dict, default: str) -> None:
-    if not signatures:
-        raise ExportError("no signatures given")
-    if default not in signatures:
-        raise ExportError(f"default signature {default!r} is not among {sorted(signatures)}")
-    if DEFAULT_SIGNATURE_KEY in signatures:
-        raise ExportError(f"do not name a signature {DEFAULT_SIGNATURE_KEY!r}; pass default= instead")
-    for name, fn in signatures.items():
-        _input_specs(fn)
-        if not isinstance(fn.structured_outputs, dict):
-            raise ExportError(f"signature {name!r} must return a dict of named tensors "
-                              f"(the contract's output keys), got {type(fn.structured_outputs).__name__}")
-
-
-def _check_warmup(name: str, signatures: dict, default: str,
-                  warmup: list[tuple[str, dict[str, np.ndarray]]]) -> None:
-    if len(warmup) > MAX_WARMUP_RECORDS:
-        raise ExportError(f"{len(warmup)} warmup requests; TF Serving reads at most {MAX_WARMUP_RECORDS}")
-    for sig_name, inputs in warmup:
-        fn = signatures[default] if sig_name == DEFAULT_SIGNATURE_KEY else signatures.get(sig_name)
-        if fn is None:
-            raise ExportError(f"warmup request for model {name!r} names unknown signature {sig_name!r}")
-        expected = set(_input_specs(fn))
-        if set(inputs) != expected:
-            raise ExportError(f"warmup request for {sig_name!r} has inputs {sorted(inputs)}, "
-                              f"the signature takes {sorted(expected)}")
-
-
-def write_warmup_file(path: Path, model_name: str,
-                      requests: list[tuple[str, dict[str, np.ndarray]]]) -> Path:
-    """Write TF Serving's warmup file: one PredictionLog (predict_log.request) per TFRecord.
-
-    Args:
-        path: the file to write (normally <version>/assets.extra/tf_serving_warmup_requests).
-        model_name: goes into each request's model_spec.name.
-        requests: (signature name, {input key: array}) pairs.
-    Returns:
-        `path`.
-    """
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for sig_name, inputs in requests:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = model_name
-            request.model_spec.signature_name = sig_name
-            for key, value in inputs.items():
-                request.inputs[key].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
-            record = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(record.SerializeToString())
-    return path
-
-
-def read_warmup_file(path: Path) -> list:
-    """The PredictionLog messages of a warmup file (for tests and for the embedded server's replay)."""
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    records = []
-    for raw in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-        records.append(prediction_log_pb2.PredictionLog.FromString(raw))
-    return records
 
 
 def save_version(module, models_dir, name: str, signatures: dict, default: str,
@@ -302,15 +238,18 @@ def save_version(module, models_dir, name: str, signatures: dict, default: str,
     if version is not None and (not isinstance(version, int) or isinstance(version, bool)
                                 or not 1 <= version <= MAX_VERSION):
         raise ExportError(f"version must be an integer from 1 to {MAX_VERSION} (int64), got {version!r}")
-    _check_signatures(signatures, default)
+    check_signatures(signatures, default)
     if warmup:
-        _check_warmup(name, signatures, default, warmup)
+        check_warmup(name, signatures, default, warmup)
     for rel in assets or {}:
         if Path(rel).is_absolute() or ".." in Path(rel).parts or not rel:
             raise ExportError(f"asset path {rel!r} must be relative, inside assets.extra/")
 
     model_dir = Path(models_dir) / name
     model_dir.mkdir(parents=True, exist_ok=True)
+    why = outside(model_dir, models_dir)
+    if why:  # nothing is written outside where the user pointed
+        raise ExportError(f"model folder {why}")
     for stale in clean_stale_temps(model_dir):
         log.info("removed stale temporary export %s", stale)
     if version is None:
@@ -320,23 +259,22 @@ def save_version(module, models_dir, name: str, signatures: dict, default: str,
         raise ExportError(f"version {version} of model {name!r} already exists at {final}; "
                           "versions are immutable: omit the version to write the next one")
 
-    tmp = model_dir / f".tmp-{version}-{os.getpid()}"
+    tmp = export_temp_dir(model_dir, version)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         served = {DEFAULT_SIGNATURE_KEY: signatures[default], **signatures}
         track_captured_variables(module, signatures)
         tf.saved_model.save(module, str(tmp), signatures=served)
         if warmup:
-            write_warmup_file(tmp / WARMUP_DIR / WARMUP_FILE, name, warmup)
+            write_warmup_file(tmp.joinpath(*WARMUP_PATH), name, warmup)
         if batching is not None:
-            (tmp / BATCHING_PARAMS_FILE).write_text(batching, encoding="utf-8")
+            atomic_write(tmp / BATCHING_PARAMS_FILE, batching)
         for rel, data in (assets or {}).items():
-            target = tmp / WARMUP_DIR / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+            atomic_write(tmp / ASSETS_EXTRA / rel, data)
         verify_export(tmp, name)
         try:
             os.rename(tmp, final)  # atomic; fails if another writer took the number meanwhile
+            fsync_dir(model_dir)
         except OSError as e:
             raise ExportError(f"could not move the export into {final} ({e.strerror}); "
                               "another writer may have taken that version") from None
@@ -344,108 +282,8 @@ def save_version(module, models_dir, name: str, signatures: dict, default: str,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("exported %s version %d to %s", name, version, final)
-    write_models_config(models_dir, base_path_prefix)
+    try:
+        write_models_config(models_dir, base_path_prefix)
+    except ConfigError as e:  # checked above; changed meanwhile
+        raise ExportError(f"version {version} is written, but models.config was not updated: {e}") from None
     return final
-
-
-def verify_export(path: Path, name: str) -> int:
-    """Prove a written (not yet renamed) export on TF Serving's path before anyone can see it: load it
-    into a graph Session with the `serve` tag, check every variable was restored, and replay its warmup
-    requests by the SignatureDefs' tensor names (TF Serving replays them at load, and a failing one
-    fails the load).
-
-    Returns:
-        How many warmup requests ran.
-    Raises:
-        ExportError: a variable is not restored or a warmup request fails; the export is discarded.
-    """
-    from genserve.serving.execute import replay_warmup
-    from genserve.serving.loader import load_saved_model
-
-    try:
-        model = load_saved_model(path)
-    except RuntimeError as e:
-        raise ExportError(f"model {name!r}: the export does not load on TF Serving's path: {e}") from None
-    try:
-        model.require_restored()
-        return replay_warmup(model, name)
-    except RuntimeError as e:
-        raise ExportError(f"model {name!r}: {e}") from None
-    finally:
-        model.close()
-
-
-def write_models_config(models_dir, base_path_prefix: str = DOCKER_PREFIX) -> Path:
-    """(Re)write `<models_dir>/models.config` for every model folder in `models_dir`.
-
-    Entries already in the file (their base_path and version_labels) are kept; model folders not yet
-    listed are added with base_path `<prefix>/<name>`.
-
-    Returns:
-        The path of models.config.
-    Raises:
-        ConfigError: an existing models.config cannot be parsed (it is left untouched).
-    """
-    models_dir = Path(models_dir)
-    entries = list(read_models_config(models_dir) or [])
-    listed = {e.name for e in entries}
-    prefix = base_path_prefix.rstrip("/")
-    for name in scan_model_dirs(models_dir):
-        if name not in listed:
-            entries.append(ModelEntry(name, f"{prefix}/{name}" if prefix else name))
-    path = models_dir / MODELS_CONFIG
-    atomic_write_bytes(path, render_models_config(entries).encode())
-    return path
-
-
-def set_version_labels(models_dir, name: str, labels: dict[str, int]) -> Path:
-    """Set (or, with value None, remove) version labels of model `name` in models.config.
-
-    Raises:
-        ExportError: the model is not in models.config, or a label names a version not on disk.
-    """
-    models_dir = Path(models_dir)
-    write_models_config(models_dir)
-    entries = read_models_config(models_dir) or []
-    by_name = {e.name: e for e in entries}
-    if name not in by_name:
-        raise ExportError(f"model {name!r} is not in {models_dir / MODELS_CONFIG}")
-    on_disk = set(list_versions(models_dir / name))
-    merged = dict(by_name[name].version_labels)
-    for label, version in labels.items():
-        if version is None:
-            merged.pop(label, None)
-        elif version not in on_disk:
-            raise ExportError(f"label {label!r}: model {name!r} has no version {version} "
-                              f"(on disk: {sorted(on_disk)})")
-        else:
-            merged[label] = version
-    entries = [dataclasses.replace(e, version_labels=merged) if e.name == name else e for e in entries]
-    path = models_dir / MODELS_CONFIG
-    atomic_write_bytes(path, render_models_config(entries).encode())
-    return path
-
-
-def set_version_policy(models_dir, name: str, policy: tuple) -> Path:
-    """Set model `name`'s model_version_policy in models.config: ("latest", n), ("all",) or
-    ("specific", (v, ...)). TF Serving serves only the latest version unless told otherwise.
-
-    Raises:
-        ExportError: the model is not in models.config or the policy is malformed.
-    """
-    models_dir = Path(models_dir)
-    write_models_config(models_dir)
-    entries = read_models_config(models_dir) or []
-    if name not in {e.name for e in entries}:
-        raise ExportError(f"model {name!r} is not in {models_dir / MODELS_CONFIG}")
-    ok = (policy == ("all",) or (len(policy) == 2 and policy[0] == "latest" and int(policy[1]) >= 1)
-          or (len(policy) == 2 and policy[0] == "specific" and policy[1]
-              and all(int(v) >= 1 for v in policy[1])))
-    if not ok:
-        raise ExportError(f"bad version policy {policy!r}: use ('latest', n), ('all',) or ('specific', (v, ...))")
-    if policy[0] == "specific":
-        policy = ("specific", tuple(sorted(set(int(v) for v in policy[1]))))
-    entries = [dataclasses.replace(e, version_policy=tuple(policy)) if e.name == name else e for e in entries]
-    path = models_dir / MODELS_CONFIG
-    atomic_write_bytes(path, render_models_config(entries).encode())
-    return path

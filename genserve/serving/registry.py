@@ -13,27 +13,30 @@ sources/storage_path/file_system_storage_path_source.cc):
   unknown label INVALID_ARGUMENT;
 - a version whose load failed is reported by GetModelStatus as END with the error, and is retried on
   later polls (with backoff), so a version caught mid-copy is served once the copy is complete;
-- base paths must stay inside the models directory unless the operator allows external ones.
+- every model folder, version folder and symlink in a version must stay inside the models directory
+  unless the operator allows external base paths (genserve.repository); a model or version that leaves
+  it is refused with a log line and reported (GetModelStatus), and never blocks the other models.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genserve.layout import DOCKER_PREFIX
-from genserve.serving.config import (
+from genserve.repository import (
+    DOCKER_PREFIX,
     MODELS_CONFIG,
     ConfigError,
     ModelEntry,
-    discover,
-    list_versions,
+    check_tree_contained,
+    default_entries,
+    locate,
     parse_models_config,
-    resolve_entries,
+    resolve_base_path,
+    scan_versions,
 )
 from genserve.serving.errors import ServingError, clip, short
 
@@ -85,6 +88,8 @@ class _Model:
     versions: dict = field(default_factory=dict)  # version -> LoadedVersion (swapped, never mutated)
     failed: dict = field(default_factory=dict)  # version -> _Failure
     ended: dict = field(default_factory=dict)  # version -> reason (unloaded versions, for status)
+    refused: dict = field(default_factory=dict)  # version -> why its folder is refused (containment)
+    error: str | None = None  # why the whole model folder is refused (containment)
     load_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -159,8 +164,13 @@ class ModelRegistry:
         self._file_read = False
 
     # -- configuration ----------------------------------------------------------------------------
+    @property
+    def _root(self) -> Path | None:
+        """What every served path must stay inside (None: external base paths allowed)."""
+        return None if self.allow_external_base_paths else self.models_dir
+
     def _discover(self, reread_config: bool = True) -> dict:
-        """name -> (entry, local folder). models.config is re-read when `reread_config`; a reload
+        """name -> repository.Located. models.config is re-read when `reread_config`; a reload
         request's config stays in force until the file's content changes."""
         if not self.models_dir.is_dir():
             raise FileNotFoundError(f"models directory {self.models_dir} does not exist"
@@ -179,9 +189,8 @@ class ModelRegistry:
                 self._file_text, self._file_entries, self._file_read = text, entries, True
         entries = self._config_entries if self._config_entries is not None else self._file_entries
         if entries is None:  # no models.config: every folder with a version
-            return discover(self.models_dir, self.base_path_prefix, self.allow_external_base_paths)
-        return resolve_entries(entries, self.models_dir, self.base_path_prefix,
-                               self.allow_external_base_paths)
+            entries = default_entries(self.models_dir, self.base_path_prefix)
+        return locate(entries, self.models_dir, self.base_path_prefix, self.allow_external_base_paths)
 
     def reload_config(self, entries: list[ModelEntry]) -> None:
         """Serve exactly `entries` from now on (HandleReloadConfigRequest); returns once every listed
@@ -195,7 +204,9 @@ class ModelRegistry:
         names = [e.name for e in entries]
         if len(set(names)) != len(names):
             raise ConfigError("a model is listed twice in the config")
-        resolve_entries(entries, self.models_dir, self.base_path_prefix, self.allow_external_base_paths)
+        for entry in entries:  # an explicit request is refused whole (TF Serving answers it with the error)
+            resolve_base_path(entry.base_path, self.models_dir, self.base_path_prefix,
+                              self.allow_external_base_paths)
         previous = self._config_entries
         self._config_entries = list(entries)
         try:
@@ -222,12 +233,15 @@ class ModelRegistry:
                 log.error("poll: %s; keeping the models already loaded", e)
                 return
             models = {}
-            for name, (entry, local) in found.items():
+            for name, located in found.items():
                 model = self._models.get(name)
-                if model is None or model.local != local:
-                    model = _Model(entry, local)
+                if model is None or model.local != located.local:
+                    model = _Model(located.entry, located.local)
                 else:
-                    model.entry = entry
+                    model.entry = located.entry
+                if located.error != model.error and located.error:
+                    log.error("model %s refused: %s", name, located.error)
+                model.error = located.error
                 models[name] = model
             for name in set(self._models) - set(models):
                 log.info("model %s is no longer configured; unloaded", name)
@@ -238,7 +252,11 @@ class ModelRegistry:
                 self._refresh_model(model)
 
     def _refresh_model(self, model: _Model) -> None:
-        on_disk = list_versions(model.local)
+        found, refused = ({}, {}) if model.error else scan_versions(model.local, self._root)
+        for version in refused.keys() - model.refused.keys():
+            log.error("model %s version %d refused: %s", model.entry.name, version, refused[version])
+        model.refused = refused
+        on_disk = list(found)
         wanted = model.entry.served_versions(on_disk)
         now = time.monotonic()
         with model.load_lock:
@@ -249,7 +267,7 @@ class ModelRegistry:
                 failure = model.failed.get(version)
                 if failure is not None and now < failure.retry_at:
                     continue
-                loaded = self._load(model, version, failure)
+                loaded = self._load(model, version, found[version], failure)
                 if loaded is not None:
                     versions[version] = loaded
                     model.versions = dict(versions)  # serve it as soon as it is ready
@@ -260,7 +278,7 @@ class ModelRegistry:
                     failure = model.failed.get(version)
                     if failure is not None and now < failure.retry_at:
                         continue
-                    loaded = self._load(model, version, failure)
+                    loaded = self._load(model, version, found[version], failure)
                     if loaded is not None:
                         log.warning("model %s: no version its policy (%s) wants could be loaded; "
                                     "serving version %d meanwhile", model.entry.name,
@@ -279,9 +297,11 @@ class ModelRegistry:
                 del model.failed[version]  # gone from disk: nothing to retry
             model.versions = versions  # atomic swap
 
-    def _load(self, model: _Model, version: int, failure: _Failure | None) -> LoadedVersion | None:
-        path = model.local / str(version)
+    def _load(self, model: _Model, version: int, path: Path,
+              failure: _Failure | None) -> LoadedVersion | None:
+        """Load `path` (the version folder, resolved and contained) or record why it failed."""
         try:
+            check_tree_contained(path, self._root)  # e.g. variables/ a symlink to elsewhere
             loaded = load_version(model.entry.name, version, path, self.session_config)
             try:
                 if self.on_load is not None:  # e.g. a bad batching_params.pbtxt fails the load
@@ -359,19 +379,16 @@ class ModelRegistry:
         states = {v: VersionStatus(v, "AVAILABLE") for v in model.versions}
         for v, failure in model.failed.items():
             states.setdefault(v, VersionStatus(v, "END", "UNKNOWN", failure.message))
+        for v, reason in model.refused.items():
+            states.setdefault(v, VersionStatus(v, "END", "PERMISSION_DENIED", reason))
         for v, reason in model.ended.items():
             states.setdefault(v, VersionStatus(v, "END"))
+        why = f": {model.error}" if model.error else ""
         if version is not None:
             if version not in states:
-                raise ServingError("NOT_FOUND", f"Could not find version {version} of model {short(name)}")
+                raise ServingError("NOT_FOUND", f"Could not find version {version} of model "
+                                                f"{short(name)}{why}")
             return [states[version]]
         if not states:
-            raise ServingError("NOT_FOUND", f"Could not find any versions of model {short(name)}")
+            raise ServingError("NOT_FOUND", f"Could not find any versions of model {short(name)}{why}")
         return [states[v] for v in sorted(states)]
-
-    def entries(self) -> list[ModelEntry]:
-        return [m.entry for m in self._models.values()]
-
-    def replace_entry(self, name: str, **changes) -> None:
-        model = self._model(name)
-        model.entry = dataclasses.replace(model.entry, **changes)

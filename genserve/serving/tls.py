@@ -137,13 +137,13 @@ def server_ssl_context(config, source: str = "SSLConfig"):
 
 def read_ssl_config(path):
     """Read and check an SSLConfig text file (see parse_ssl_config). Raises TlsConfigError."""
+    from genserve.files import read_file
+
     path = Path(path)
-    if path.is_dir():
-        raise TlsConfigError(f"{path} is a directory, not an SSLConfig file")
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise TlsConfigError(f"cannot read {path}: {e.strerror or e}") from None
+        raw = read_file(path, "SSLConfig file")
+    except ValueError as e:
+        raise TlsConfigError(str(e)) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

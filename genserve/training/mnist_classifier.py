@@ -22,11 +22,12 @@ The classifier is trained once (a few epochs, >= 99 % test accuracy) and cached 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from genserve.files import atomic_path, atomic_write
 
 FEATURES_LAYER = "features"  # the penultimate layer: FID features (B, feature_units)
 CLASSES = 10
@@ -100,11 +101,9 @@ def train_classifier(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarra
     info = {"test_accuracy": accuracy, "epochs": epochs, "train_images": len(xtr),
             "test_images": len(xte), "config": asdict(cfg)}
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")  # Keras wants the .keras suffix
-    model.save(tmp)
-    os.replace(tmp, path)
-    _atomic_write_text(_info_path(path), json.dumps(info, indent=2))
+    with atomic_path(path) as tmp:  # the temporary sibling keeps the .keras suffix Keras wants
+        model.save(tmp)
+    atomic_write(_info_path(path), json.dumps(info, indent=2))
     return model, info
 
 
@@ -238,12 +237,6 @@ def _as_float(images: np.ndarray) -> np.ndarray:
 
 def _info_path(path: Path) -> Path:
     return Path(path).with_suffix(".json")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    from genserve.data import atomic_write_bytes
-
-    atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 
 if __name__ == "__main__":

@@ -17,12 +17,12 @@ the combination image per evaluation (the book pushes all three images through V
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import tensorflow as tf
 
 from genserve.data.vgg import CAFFE_BGR_MEAN
+from genserve.training import JsonConfig
 
 BACKBONES = ("vgg19-imagenet", "vgg16-imagenet", "vgg16-offline", "random-small")
 # random-small: VGG19's layer names and pooling, a handful of channels, seeded random weights (tests).
@@ -31,7 +31,7 @@ _SMALL_WIDTHS = (8, 16, 16, 32, 32)  # channels per block of random-small
 
 
 @dataclass(frozen=True)
-class StyleConfig:
+class StyleConfig(JsonConfig):
     """The loss model. Defaults are the book's values (backbone VGG19 with ImageNet weights)."""
 
     backbone: str = "vgg19-imagenet"
@@ -55,18 +55,6 @@ class StyleConfig:
             raise ValueError(f"style_norm must be 'image' or 'layer', not {self.style_norm!r}")
         if not self.style_layers:
             raise ValueError("style_layers must name at least one layer")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "StyleConfig":
-        data = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
-        if "style_layers" in data:
-            data["style_layers"] = tuple(data["style_layers"])
-        return cls(**data)
 
 
 # --------------------------------------------------------------------------------------------------

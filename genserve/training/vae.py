@@ -18,10 +18,8 @@ that is unreadable anyway (truncated by a full disk, copied half) is named in a 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +30,17 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-IMAGE_SHAPE = (28, 28, 1)
+from genserve.files import atomic_path, atomic_write, atomic_write_json
+from genserve.training import CheckpointError, JsonConfig
+from genserve.training.vae_eval import (  # noqa: F401 (the losses and evaluation are public here too)
+    IMAGE_SHAPE,
+    bce_sum,
+    book_loss,
+    decoder_logits,
+    evaluate,
+    kl_to_standard_normal,
+)
+
 LOSSES = ("elbo", "book")
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
@@ -41,12 +49,8 @@ BEST_ENCODER = "best_encoder.weights.h5"
 BEST_DECODER = "best_decoder.weights.h5"
 
 
-class CheckpointError(ValueError):
-    """A workdir file exists but cannot be read; the message names it and says what to do."""
-
-
 @dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(JsonConfig):
     """Model and training settings; defaults are the book's listing 8.23-8.27."""
 
     latent_dim: int = 2
@@ -72,47 +76,6 @@ class VAEConfig:
             raise ValueError("the decoder upsamples once by 2: conv_strides must multiply to 2")
         if self.latent_dim < 1 or self.batch_size < 1 or self.epochs < 0:
             raise ValueError("latent_dim and batch_size must be >= 1 and epochs >= 0")
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> "VAEConfig":
-        raw = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
-        return cls(**raw)
-
-
-# ----------------------------------------------------------------------------------- losses
-def bce_sum(x, logits):
-    """Binary cross-entropy summed over pixels, from logits (numerically stable form).
-
-    -[x log s(l) + (1 - x) log(1 - s(l))] = max(l, 0) - l x + log(1 + exp(-|l|)).
-    Args: x, logits: (B, 28, 28, 1). Returns: (B,) nats.
-    """
-    x = ops.cast(x, "float32")
-    per_pixel = ops.relu(logits) - logits * x + ops.log1p(ops.exp(-ops.abs(logits)))
-    return ops.sum(ops.reshape(per_pixel, (ops.shape(per_pixel)[0], -1)), axis=-1)
-
-
-def kl_to_standard_normal(z_mean, z_log_var):
-    """KL(N(mean, exp(log_var)) || N(0, I)) = -1/2 sum(1 + log var - mean^2 - var) (Kingma & Welling, App. B).
-
-    Args: z_mean, z_log_var: (B, latent). Returns: (B,) nats.
-    """
-    return -0.5 * ops.sum(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
-
-
-def book_loss(x, logits, z_mean, z_log_var, kl_weight: float = 5e-4):
-    """The seed's loss per image: mean-over-pixels BCE + kl_weight * mean(-(1 + lv - m^2 - e^lv)).
-
-    Returns: (B,).
-    """
-    pixels = math.prod(IMAGE_SHAPE)
-    mean_bce = bce_sum(x, logits) / pixels
-    kl_term = -ops.mean(1.0 + z_log_var - ops.square(z_mean) - ops.exp(z_log_var), axis=-1)
-    return mean_bce + kl_weight * kl_term
 
 
 # ------------------------------------------------------------------------------------ model
@@ -160,16 +123,6 @@ def build_decoder(cfg: VAEConfig) -> keras.Model:
     logits = layers.Conv2D(1, 3, padding="same", name="logits")(x)  # (B, 28, 28, 1)
     images = layers.Activation("sigmoid", name="images")(logits)
     return keras.Model(z, images, name="decoder")
-
-
-def decoder_logits(decoder: keras.Model, z):
-    """Run `decoder` up to its 'logits' layer (the sigmoid is applied in the loss, stably)."""
-    x = z
-    for layer in decoder.layers[1:]:  # skip the InputLayer
-        if layer.name == "images":
-            break
-        x = layer(x)
-    return x  # (B, 28, 28, 1)
 
 
 class VAE(keras.Model):
@@ -272,7 +225,7 @@ class _Checkpointer(keras.callbacks.Callback):
         _save_weights(self.model, self.workdir / LAST_WEIGHTS)  # model + optimizer state
         self.state["epoch"] = epoch + 1
         self.state["history"].append({"epoch": epoch + 1, **logs})
-        _write_json(self.workdir / STATE_FILE, self.state)
+        atomic_write_json(self.workdir / STATE_FILE, self.state)
         order = ("loss", "reconstruction", "kl")
         keys = sorted(logs, key=lambda k: (k.startswith("val_"), order.index(k.removeprefix("val_"))
                                            if k.removeprefix("val_") in order else len(order), k))
@@ -321,7 +274,7 @@ def train(cfg: VAEConfig, workdir: str | Path, resume: bool = False, data=None,
         if any(getattr(saved, f) != getattr(cfg, f) for f in shape_fields):
             raise ValueError(f"{workdir} holds a model with a different shape; train into a new workdir")
         state = _read_state(workdir / STATE_FILE)
-    _write_text(workdir / CONFIG_FILE, cfg.to_json())
+    atomic_write(workdir / CONFIG_FILE, cfg.to_json())
 
     model = new_model(cfg)
     if resume:  # verified before the data is loaded: a damaged checkpoint fails fast
@@ -367,68 +320,10 @@ def load_trained(workdir: str | Path, which: str = "best") -> tuple[VAEConfig, k
     raise ValueError(f"which must be 'best' or 'last', got {which!r}")
 
 
-# --------------------------------------------------------------------------------- evaluate
-def evaluate(cfg: VAEConfig, encoder: keras.Model, decoder: keras.Model, images: np.ndarray,
-             samples: int = 1, seed: int = 0, batch_size: int = 500) -> dict[str, float]:
-    """Test-set loss terms per image, averaged over images and `samples` draws of z ~ q(z|x).
-
-    Args:
-        images: uint8 (N, 28, 28, 1).
-    Returns:
-        {"reconstruction", "kl", "neg_elbo" (nats per image), "book" (the seed's loss), "images"}.
-    """
-    rng = np.random.default_rng(seed)
-    totals = {"reconstruction": 0.0, "kl": 0.0, "book": 0.0}
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].astype(np.float32) / 255.0  # (b, 28, 28, 1)
-        z_mean, z_log_var = (np.asarray(t) for t in encoder(x, training=False))  # (b, latent)
-        kl = np.asarray(kl_to_standard_normal(z_mean, z_log_var))  # (b,)
-        for _ in range(samples):
-            eps = rng.standard_normal(z_mean.shape).astype(np.float32)
-            logits = decoder_logits(decoder, z_mean + np.exp(0.5 * z_log_var) * eps)
-            totals["reconstruction"] += float(np.sum(bce_sum(x, logits))) / samples
-            totals["kl"] += float(np.sum(kl)) / samples
-            totals["book"] += float(np.sum(book_loss(x, logits, z_mean, z_log_var,
-                                                     cfg.book_kl_weight))) / samples
-    n = len(images)
-    out = {k: v / n for k, v in totals.items()}
-    out["neg_elbo"] = out["reconstruction"] + out["kl"]
-    out["images"] = n
-    return out
-
-
-def _tmp_sibling(path: Path) -> Path:
-    """A hidden temporary name beside `path` keeping its suffix (Keras insists on `.weights.h5`)."""
-    stem = path.name.removesuffix(".weights.h5")
-    suffix = path.name[len(stem):]
-    return path.with_name(f".{stem}.tmp-{os.getpid()}{suffix}")
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary sibling, flushed to disk, then rename over `path`."""
-    tmp = _tmp_sibling(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_json(path: Path, obj) -> None:
-    _write_text(path, json.dumps(obj, indent=2))
-
-
 def _save_weights(model, path: Path) -> None:
-    """model.save_weights through a temporary sibling renamed into place."""
-    tmp = _tmp_sibling(path)
-    try:
+    """model.save_weights through a temporary sibling (genserve.files) renamed into place."""
+    with atomic_path(path) as tmp:
         model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _load_weights(model, path: Path, hint: str) -> None:

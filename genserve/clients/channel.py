@@ -1,10 +1,12 @@
-"""The thin gRPC client: Predict, GetModelMetadata and GetModelStatus against TF Serving or genserve.
+"""The channel of the thin gRPC client: Predict, GetModelMetadata and GetModelStatus against TF Serving or genserve.
 
 No TensorFlow here: requests are genserve's own wire-compatible messages (genserve/wire/protos),
 sent by TF Serving's method paths, so the same client talks to `tensorflow_model_server` and to
 `genserve serve`. Every call has a deadline; UNAVAILABLE (server not up yet, connection refused or
 reset) is retried with exponential backoff inside that deadline; every other failure surfaces at once
-as `GenserveError` carrying the gRPC code and details.
+as `GenserveError` carrying the gRPC code and details (UNAVAILABLE that waiting cannot fix, such as a
+DNS failure or a TLS mismatch, is not retried: genserve.clients.failures). TLS is passed to each Client (TlsSettings);
+pinning one model version for a job is genserve.clients.pinned.
 
     python -c "from genserve.clients import Client; c = Client('127.0.0.1:8500', timeout=2); print(c.status('vae'))"
 """
@@ -13,43 +15,32 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import grpc
 import numpy as np
 
-from genserve.wire.codec import dtype_name, from_tensor_proto, to_tensor_proto
+from genserve.clients.failures import diagnose
+from genserve.clients.messages import (METADATA_METHOD, PREDICT_METHOD, STATUS_METHOD, GenserveError,
+                                       Inputs, SignatureInfo, VersionStatus, model_spec, predict_request,
+                                       signatures_from_metadata)
+from genserve.clients.tls import TlsSettings, channel_credentials, tls_settings
+from genserve.wire.codec import from_tensor_proto
 from genserve.wire.protos import serving_pb2
 
-PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
-METADATA_METHOD = "/tensorflow.serving.PredictionService/GetModelMetadata"
-STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"
-SIGNATURE_DEF_MAP_TYPE = "tensorflow.serving.SignatureDefMap"  # the Any's type name TF Serving packs
+if TYPE_CHECKING:  # pragma: no cover
+    from genserve.clients.pinned import PinnedModel
+
+__all__ = ["Client", "DEFAULT_MAX_MESSAGE_BYTES", "GenserveError", "Outputs", "RetryPolicy", "SignatureInfo",
+           "TlsSettings", "VersionStatus", "channel_credentials", "predict_request", "signatures_from_metadata",
+           "tls_settings"]
 
 # Large enough for a 1024x1024x3 float32 image (12 MiB raw) even when a server answers in the *_val
 # fields, where a negative int32 costs up to 10 bytes (a 3 MB uint8 reply becomes ~6 MB).
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-Inputs = Mapping[str, Any]
 Outputs = dict[str, np.ndarray]
-
-
-class GenserveError(Exception):
-    """A failed RPC: the gRPC status code and the server's (or the client's) explanation.
-
-    Attributes:
-        code: a `grpc.StatusCode`, e.g. `grpc.StatusCode.NOT_FOUND`.
-        details: the human-readable message.
-    """
-
-    def __init__(self, code: grpc.StatusCode, details: str):
-        super().__init__(code, details)
-        self.code = code
-        self.details = details
-
-    def __str__(self) -> str:
-        return f"{self.code.name}: {self.details}"
 
 
 @dataclass(frozen=True)
@@ -87,161 +78,9 @@ class RetryPolicy:
         base = min(self.max_backoff, self.initial_backoff * self.multiplier ** min(attempt - 1, 64))
         return base * (1.0 + self.jitter * (rng or random).random())
 
-
-@dataclass(frozen=True)
-class SignatureInfo:
-    """One served signature as GetModelMetadata describes it.
-
-    `inputs` / `outputs` map a tensor key to (dtype name, shape): dtype names are the contract's
-    ("float32", "int32", "string", ...); a shape is a tuple with None for an unknown size (-1), or
-    None when even the rank is unknown.
-    """
-
-    inputs: dict[str, tuple[str, tuple | None]] = field(default_factory=dict)
-    outputs: dict[str, tuple[str, tuple | None]] = field(default_factory=dict)
-    method_name: str = ""
-
-
-class VersionStatus(NamedTuple):
-    """One entry of GetModelStatus: a version and its state ("AVAILABLE", "LOADING", "END", ...)."""
-
-    version: int
-    state: str
-
-
-def _tensor_info(info) -> tuple[str, tuple | None]:
-    shape = info.tensor_shape
-    if shape.unknown_rank:
-        return dtype_name(info.dtype), None
-    return dtype_name(info.dtype), tuple(None if d.size < 0 else int(d.size) for d in shape.dim)
-
-
-def _model_spec(spec, model: str, signature: str | None, version: int | None,
-                version_label: str | None) -> None:
-    """Fill a ModelSpec in place; version stays unset for "latest" (a set 0 would mean version 0)."""
-    if version is not None and version_label is not None:
-        raise ValueError("give either version or version_label, not both")
-    spec.name = model
-    if signature:
-        spec.signature_name = signature
-    if version is not None:
-        spec.version.SetInParent()  # presence even for version 0
-        spec.version.value = int(version)
-    elif version_label is not None:
-        spec.version_label = version_label
-
-
-def predict_request(model: str, inputs: Inputs, signature: str | None = None,
-                    version: int | None = None, version_label: str | None = None,
-                    output_filter: Iterable[str] | None = None) -> serving_pb2.PredictRequest:
-    """The PredictRequest that Client.predict sends (arguments as there).
-
-    Raises:
-        TypeError: inputs is not a mapping.
-        ValueError: an input dtype a TensorProto cannot carry; version and version_label together.
-    """
-    if not isinstance(inputs, Mapping):
-        raise TypeError(f"inputs must be a dict of tensor key -> array, got {type(inputs).__name__}")
-    request = serving_pb2.PredictRequest()
-    _model_spec(request.model_spec, model, signature, version, version_label)
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(to_tensor_proto(value))
-    if output_filter is not None:
-        if isinstance(output_filter, str):
-            output_filter = [output_filter]
-        request.output_filter.extend(output_filter)
-    return request
-
-
-def signatures_from_metadata(response, model: str = "") -> dict[str, SignatureInfo]:
-    """Signature name -> SignatureInfo from a GetModelMetadataResponse (genserve's or TF's class).
-
-    Raises:
-        GenserveError: code INTERNAL when the reply carries no SignatureDefMap under "signature_def".
-    """
-    if "signature_def" not in response.metadata:
-        raise GenserveError(grpc.StatusCode.INTERNAL,
-                            f"GetModelMetadata for {model!r} returned no signature_def entry")
-    packed = response.metadata["signature_def"]
-    # Any.Unpack would compare full type names (genserve.wire vs tensorflow.serving) and refuse; the
-    # bytes are compatible, so check the URL's type name and parse the value directly.
-    type_name = packed.type_url.rsplit("/", 1)[-1]
-    if type_name != SIGNATURE_DEF_MAP_TYPE:
-        raise GenserveError(grpc.StatusCode.INTERNAL,
-                            f"signature_def metadata of {model!r} has type {packed.type_url!r}, "
-                            f"expected type.googleapis.com/{SIGNATURE_DEF_MAP_TYPE}")
-    signature_map = serving_pb2.SignatureDefMap.FromString(packed.value)
-    return {
-        name: SignatureInfo(
-            inputs={k: _tensor_info(v) for k, v in sorted(sig.inputs.items())},
-            outputs={k: _tensor_info(v) for k, v in sorted(sig.outputs.items())},
-            method_name=sig.method_name,
-        )
-        for name, sig in sorted(signature_map.signature_def.items())
-    }
-
-
-@dataclass(frozen=True)
-class TlsSettings:
-    """TLS for Clients built without TLS arguments (PEM bytes or file paths, as Client takes them)."""
-
-    enabled: bool = False
-    root_certificates: bytes | str | None = None
-    client_cert: bytes | str | None = None
-    client_key: bytes | str | None = None
-
-
-_default_tls = TlsSettings()
-
-
-def set_default_tls(settings: TlsSettings | None) -> TlsSettings:
-    """Set the TLS used by every later Client(...) given no TLS arguments (the CLI's --tls options
-    do this for the length of a command). Returns the previous settings, to restore."""
-    global _default_tls
-    previous, _default_tls = _default_tls, settings or TlsSettings()
-    return previous
-
-
-def _pem(value: bytes | str | None, what: str) -> bytes | None:
-    """PEM bytes from bytes, PEM text or a file path. Raises ValueError with one line."""
-    if value is None or isinstance(value, bytes):
-        return value
-    text = str(value)
-    if text.lstrip().startswith("-----BEGIN "):
-        return text.encode()
-    try:
-        data = open(text, "rb").read()
-    except OSError as e:
-        raise ValueError(f"cannot read the {what} {text}: {e.strerror or e}") from None
-    if b"-----BEGIN " not in data:
-        raise ValueError(f"{text} is not a PEM file (the {what}; expected '-----BEGIN ...')")
-    return data
-
-
-def channel_credentials(tls: bool | None = None, root_certificates=None, client_cert=None,
-                        client_key=None):
-    """grpc.ChannelCredentials for Client's TLS arguments, or None for a plaintext channel.
-
-    Raises:
-        ValueError: only one of client_cert / client_key; TLS material with tls=False; an unreadable
-            or non-PEM file.
-    """
-    given = any(v is not None for v in (root_certificates, client_cert, client_key))
-    if tls is None and not given:
-        d = _default_tls
-        tls, root_certificates, client_cert, client_key = (d.enabled, d.root_certificates, d.client_cert,
-                                                           d.client_key)
-    elif tls is None:
-        tls = True
-    elif not tls and given:
-        raise ValueError("root_certificates / client_cert / client_key need tls=True")
-    if not tls:
-        return None
-    if (client_cert is None) != (client_key is None):
-        raise ValueError("give both the client certificate and its key (mutual TLS), or neither")
-    return grpc.ssl_channel_credentials(root_certificates=_pem(root_certificates, "CA certificate"),
-                                        private_key=_pem(client_key, "client key"),
-                                        certificate_chain=_pem(client_cert, "client certificate"))
+def _reason(details: str) -> str:
+    """The last clause of gRPC's UNAVAILABLE details ("Connection refused"), for the waiting line."""
+    return details.rsplit(": ", 1)[-1].strip() or "unavailable"
 
 
 class Client:
@@ -260,25 +99,33 @@ class Client:
             attempt) turns retries off.
         options: extra gRPC channel options, appended after genserve's (e.g.
             ("grpc.ssl_target_name_override", "localhost") when the certificate names another host).
-        tls: connect over TLS (grpc.secure_channel). None: TLS when any of the three below is given,
-            else the process default (set_default_tls; the CLI's --tls / $GENSERVE_TLS), else plaintext.
+        tls: connect over TLS (grpc.secure_channel): a TlsSettings, or True with the three below.
+            None: TLS exactly when any of the three below is given. There is no process-wide
+            default: the CLI passes its --tls options to each Client it builds.
         root_certificates: PEM bytes, or the path of a PEM file, of the CA that signed the server's
             certificate (None with TLS: the system's roots).
         client_cert, client_key: PEM bytes or paths of this client's certificate and key, for a server
             that verifies clients (SSLConfig client_verify). Both or neither.
+        on_wait: called once with a line ("waiting for HOST:PORT ...") when retries have gone on for
+            a second (the CLI prints it on stderr); None: silent.
+
+    Only what time can fix is retried: a refused connection or a server answering UNAVAILABLE. A
+    DNS failure, an HTTP/1.x (REST) port or a TLS/plaintext mismatch fails at once with the cause and
+    the fix (genserve.clients.failures).
     """
 
     def __init__(self, target: str, timeout: float = 30.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  retry: RetryPolicy = RetryPolicy(),
-                 options: Iterable[tuple[str, Any]] = (), tls: bool | None = None,
+                 options: Iterable[tuple[str, Any]] = (), tls: "bool | TlsSettings | None" = None,
                  root_certificates: bytes | str | None = None, client_cert: bytes | str | None = None,
-                 client_key: bytes | str | None = None):
+                 client_key: bytes | str | None = None, on_wait: Callable[[str], None] | None = None):
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self.target = target
         self.timeout = float(timeout)
         self.retry = retry
+        self.on_wait = on_wait
         self._rng = random.Random()
         channel_options = [
             ("grpc.max_send_message_length", int(max_message_bytes)),
@@ -341,7 +188,7 @@ class Client:
         started = time.monotonic()
         deadline = started + budget
         limit = self.retry.max_attempts
-        attempt = 0
+        attempt, waiting = 0, False
         while True:
             attempt += 1
             try:
@@ -352,11 +199,19 @@ class Client:
                 raise GenserveError(code, self._gave_up(details, attempt, started, budget, code)) from None
             if code != grpc.StatusCode.UNAVAILABLE:
                 raise GenserveError(code, details) from None
+            cause = diagnose(self.target, details, self.tls)
+            if cause is not None:  # DNS, a REST port, TLS mismatch: waiting cannot fix it
+                raise GenserveError(code, cause) from None
             left = deadline - time.monotonic()
             if (limit is not None and attempt >= limit) or left < 0.01:
                 raise GenserveError(code, self._gave_up(details, attempt, started, budget, code)) from None
             # Sleep the backoff, but keep a last attempt inside the deadline.
-            time.sleep(max(0.0, min(self.retry.backoff(attempt, self._rng), left - 0.01)))
+            wait = max(0.0, min(self.retry.backoff(attempt, self._rng), left - 0.01))
+            if self.on_wait is not None and not waiting and time.monotonic() + wait - started >= 1.0:
+                waiting = True
+                self.on_wait(f"waiting for {self.target} ({_reason(details)}; retrying for up to "
+                             f"{budget:g} s) ...")
+            time.sleep(wait)
 
     def _gave_up(self, details: str, attempts: int, started: float, budget: float,
                  code: grpc.StatusCode) -> str:
@@ -429,7 +284,7 @@ class Client:
         """The undecoded GetModelMetadataResponse (metadata_field "signature_def"); its
         model_spec.version says which version the server resolved the request to."""
         request = serving_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-        _model_spec(request.model_spec, model, None, version, version_label)
+        model_spec(request.model_spec, model, None, version, version_label)
         return self._call(self._metadata, request, timeout)
 
     def metadata(self, model: str, version: int | None = None, version_label: str | None = None,
@@ -456,27 +311,28 @@ class Client:
         return self.pinned(model, version, version_label, timeout).version
 
     def pinned(self, model: str, version: int | None = None, version_label: str | None = None,
-               timeout: float | None = None) -> "PinnedModel":
-        """The model at ONE version for a whole job: the version is read once (GetModelMetadata's
-        model_spec.version; the latest unless `version`/`version_label` say otherwise) and sent with
-        every later request, so a version loaded mid-job never answers half of it.
+               timeout: float | None = None, lazy: bool = False) -> "PinnedModel":
+        """The model at ONE version for a whole job (genserve.clients.pinned.PinnedModel): the version
+        is read once (the latest unless `version`/`version_label` say otherwise) and sent with every
+        later request, so a version loaded mid-job never answers half of it.
 
             with Client(target) as client:
                 style = client.pinned("style")       # style.version == 3, style.signatures
                 style.predict({...}, signature="targets"); style.predict({...}, signature="step")
 
+        Args:
+            lazy: send no request now; the first answer (a Predict reply's or GetModelMetadata's
+                model_spec.version) fixes the version. Default: read it now with GetModelMetadata.
+
         Raises:
-            GenserveError: as resolve_version.
+            GenserveError: as resolve_version (not with lazy).
         """
-        response = self.metadata_response(model, version, version_label, timeout)
-        signatures = signatures_from_metadata(response, model)
-        if not response.model_spec.HasField("version"):
-            if version is None:
-                raise GenserveError(grpc.StatusCode.INTERNAL,
-                                    f"{self.target}: GetModelMetadata for {model!r} names no version; "
-                                    "pass an explicit version to pin")
-            return PinnedModel(self, model, int(version), signatures)
-        return PinnedModel(self, model, int(response.model_spec.version.value), signatures)
+        from genserve.clients.pinned import PinnedModel
+
+        pin = PinnedModel(self, model, version, version_label=version_label, confirmed=False)
+        if not lazy:
+            pin.resolve(timeout)
+        return pin
 
     # -- ModelService/GetModelStatus ------------------------------------------------------------
     def status(self, model: str, version: int | None = None, version_label: str | None = None,
@@ -490,7 +346,7 @@ class Client:
             GenserveError: NOT_FOUND for an unknown model or version, or any other RPC failure.
         """
         request = serving_pb2.GetModelStatusRequest()
-        _model_spec(request.model_spec, model, None, version, version_label)
+        model_spec(request.model_spec, model, None, version, version_label)
         response = self._call(self._status, request, timeout)
         states = serving_pb2.ModelVersionStatus.State
         found = []
@@ -501,111 +357,3 @@ class Client:
                 state = f"STATE_{entry.state}"
             found.append(VersionStatus(int(entry.version), state))
         return sorted(found, key=lambda s: -s.version)
-
-
-class PinnedModel:
-    """A served model pinned to one version (see `Client.pinned`): every call sends that version.
-
-    When the server no longer serves the version (it was unloaded mid-job), calls raise
-    GenserveError NOT_FOUND with a message that says so, instead of silently switching versions.
-
-    Attributes:
-        client, model, version: the client, the model name and the pinned version.
-        signatures: signature name -> SignatureInfo, read with the version.
-    """
-
-    def __init__(self, client: Client, model: str, version: int,
-                 signatures: dict[str, SignatureInfo] | None = None):
-        self.client, self.model, self.version = client, model, int(version)
-        self.signatures = signatures if signatures is not None else {}
-
-    def __repr__(self) -> str:
-        return f"PinnedModel({self.model!r}, version={self.version}, target={self.client.target!r})"
-
-    def _gone(self, error: GenserveError) -> GenserveError:
-        if error.code != grpc.StatusCode.NOT_FOUND:
-            return error
-        return GenserveError(error.code, f"model {self.model!r} version {self.version} is no longer "
-                                         f"served by {self.client.target} (this job pinned it when it "
-                                         f"started; rerun to use the current version): {error.details}")
-
-    def predict_response(self, inputs: Inputs, signature: str | None = None,
-                         output_filter: Iterable[str] | None = None,
-                         timeout: float | None = None) -> serving_pb2.PredictResponse:
-        """Client.predict_response at the pinned version."""
-        try:
-            return self.client.predict_response(self.model, inputs, signature, version=self.version,
-                                                output_filter=output_filter, timeout=timeout)
-        except GenserveError as e:
-            raise self._gone(e) from None
-
-    def predict(self, inputs: Inputs, signature: str | None = None,
-                output_filter: Iterable[str] | None = None, timeout: float | None = None) -> Outputs:
-        """Client.predict at the pinned version (raises NOT_FOUND, explained, if it is gone)."""
-        response = self.predict_response(inputs, signature, output_filter, timeout)
-        return {key: from_tensor_proto(tensor) for key, tensor in response.outputs.items()}
-
-    def predict_fn(self, signature: str | None = None, output_filter: Iterable[str] | None = None,
-                   timeout: float | None = None) -> Callable[[Inputs], Outputs]:
-        """`inputs -> outputs` for one signature at the pinned version (see Client.predict_fn)."""
-        keys = None if output_filter is None else list(output_filter)
-
-        def call(inputs: Inputs) -> Outputs:
-            return self.predict(inputs, signature=signature, output_filter=keys, timeout=timeout)
-
-        call.__name__ = f"predict_{self.model}_v{self.version}_{signature or 'default'}"
-        return call
-
-
-class LatentImageModel:
-    """A served model that maps latent vectors z (B, latent) to images (the VAE's `decode`, the GAN's
-    `generate`), pinned to one version for the whole job.
-
-    The version is read once (GetModelMetadata's model_spec.version) on first use and sent with every
-    later request; if that version stops being served, the calls fail with NOT_FOUND saying so.
-    Subclasses set `FAMILY` (for messages), `LATENT_SIGNATURE` (the signature whose input `z` fixes
-    the latent size) and `REQUIRED_SIGNATURES`.
-
-    Args:
-        client: an open Client.
-        model: the served model name.
-        version: a specific version, or None for the latest when the job starts.
-    """
-
-    FAMILY = "latent model"
-    LATENT_SIGNATURE = ""
-    REQUIRED_SIGNATURES: tuple = ()
-
-    def __init__(self, client, model: str, version: int | None = None):
-        self.client, self.model, self.version = client, model, version
-        self._latent_dim: int | None = None
-        self._pinned = None
-
-    def pinned(self) -> "PinnedModel":
-        """The PinnedModel this job talks to (resolved on first use)."""
-        if self._pinned is None:
-            self._pinned = self.client.pinned(self.model, version=self.version)
-            self.version = self._pinned.version
-        return self._pinned
-
-    @property
-    def latent_dim(self) -> int:
-        """The latent size, read once from GetModelMetadata (the shape of `z` in LATENT_SIGNATURE).
-
-        Raises:
-            GenserveError: the model is unknown or the server unreachable.
-            ValueError: the served model lacks the family's signatures or a fixed latent size.
-        """
-        if self._latent_dim is None:
-            signatures = self.pinned().signatures
-            sig = signatures.get(self.LATENT_SIGNATURE)
-            missing = [name for name in self.REQUIRED_SIGNATURES if name not in signatures]
-            if sig is None or "z" not in sig.inputs or missing:
-                wanted = "/".join(repr(n) for n in self.REQUIRED_SIGNATURES or (self.LATENT_SIGNATURE,))
-                raise ValueError(f"model {self.model!r} has no {wanted} signature(s) with input 'z' "
-                                 f"(signatures: {', '.join(sorted(signatures))}); is it a {self.FAMILY}?")
-            _, shape = sig.inputs["z"]
-            if shape is None or len(shape) != 2 or shape[1] is None:
-                raise ValueError(f"model {self.model!r} does not fix the latent size (z has shape {shape})")
-            self._latent_dim = int(shape[1])
-        return self._latent_dim

@@ -1,0 +1,83 @@
+"""Which failed connections are worth retrying, and what to tell the user about the others.
+
+A client that cannot reach its server retries only what time can fix: a refused connection (the server
+is not up yet, or restarting) and a server that answers UNAVAILABLE (draining, overloaded). Everything
+else fails at once with one line naming the cause and the fix, instead of retrying until the deadline
+and then asking "is the server running?":
+
+| cause (gRPC's words in the status details)                      | what the user is told            |
+|-----------------------------------------------------------------|----------------------------------|
+| DNS failure ("Domain name not found", "hostname lookup error")  | check the host name of --target  |
+| an HTTP/1.x server ("http1.x server", "Failed parsing HTTP/2")  | that is a REST port, not gRPC    |
+| TLS to a plaintext server ("WRONG_VERSION_NUMBER", ...)          | drop --tls                       |
+| certificate not trusted ("CERTIFICATE_VERIFY_FAILED", ...)       | --ca-cert: the CA that signed it |
+| plaintext to a TLS server ("Socket closed" / reset, and a TLS   | add --tls (and --ca-cert)        |
+|   handshake with the port succeeds)                              |                                  |
+
+    python -c "from genserve.clients.failures import diagnose; print(diagnose('h:1', 'Domain name not found', False))"
+"""
+
+from __future__ import annotations
+
+DNS_MARKS = ("domain name not found", "hostname lookup error", "dns resolution failed",
+             "name or service not known", "could not resolve", "errors resolving")
+HTTP1_MARKS = ("http1.x server", "failed parsing http/2")
+NOT_TLS_MARKS = ("wrong_version_number", "packet_length_too_long", "http_request", "record_too_large")
+UNTRUSTED_MARKS = ("certificate_verify_failed", "certificate verify failed", "unable to get local issuer",
+                   "self signed certificate", "self-signed certificate")
+CLOSED_MARKS = ("socket closed", "connection reset", "end of tcp stream", "broken pipe")
+
+
+def _host_port(target: str) -> tuple[str, int] | None:
+    address = target[len("dns:///"):] if target.startswith("dns:///") else target
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or target.startswith("unix:"):
+        return None
+    return host.strip("[]"), int(port)
+
+
+def speaks_tls(target: str, timeout: float = 1.0) -> bool:
+    """Whether the server at host:port completes a TLS handshake (certificate not checked): tells a
+    TLS server from a plaintext one when a plaintext client's connection is closed on it."""
+    import socket
+    import ssl
+
+    address = _host_port(target)
+    if address is None:
+        return False
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    try:
+        with socket.create_connection(address, timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=address[0] or None):
+                return True
+    except (OSError, ssl.SSLError, ValueError):
+        return False
+
+
+def diagnose(target: str, details: str, tls: bool) -> str | None:
+    """One line naming a cause that retrying cannot fix, with the fix; None when the failure may pass
+    (a refused connection, a server answering UNAVAILABLE), so the call should be retried.
+
+    Args:
+        target: the client's "host:port".
+        details: the UNAVAILABLE status' details, as gRPC gave them.
+        tls: whether the client connects over TLS.
+    """
+    text = details.lower()
+    host = (_host_port(target) or (target, 0))[0]
+    if any(mark in text for mark in DNS_MARKS):
+        return f"cannot resolve the host name {host!r} of --target {target} (DNS); check its spelling"
+    if any(mark in text for mark in HTTP1_MARKS):
+        return (f"{target} answers plain HTTP/1.x, not gRPC: that is a REST port (genserve serve's REST "
+                "port is --rest-port, 8501 by default); give the gRPC port (8500 by default) as --target")
+    if tls and any(mark in text for mark in NOT_TLS_MARKS):
+        return f"{target} does not speak TLS (a plaintext gRPC server?): drop --tls / --ca-cert"
+    if tls and any(mark in text for mark in UNTRUSTED_MARKS):
+        return (f"the certificate of {target} is not trusted: give --ca-cert the CA certificate that "
+                "signed it (not the server's own certificate), and a --target host the certificate names")
+    if not tls and any(mark in text for mark in CLOSED_MARKS) and speaks_tls(target):
+        return f"{target} speaks TLS: add --tls (and --ca-cert CA.pem unless the system's roots trust it)"
+    return None
