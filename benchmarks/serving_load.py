@@ -30,23 +30,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.harness import export_untrained_vae  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def export_untrained_vae(models_dir: Path) -> int:
-    """The book-size VAE with random weights exported to models_dir/vae/1. Returns the latent size."""
-    from genserve.export.vae import export_vae
-    from genserve.training import vae as training
-
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        cfg = training.VAEConfig()
-        model = training.new_model(cfg)
-        (workdir / training.CONFIG_FILE).write_text(cfg.to_json())
-        model.encoder.save_weights(workdir / training.BEST_ENCODER)
-        model.decoder.save_weights(workdir / training.BEST_DECODER)
-        export_vae(workdir, models_dir, version=1)
-    return cfg.latent_dim
 
 
 def run_server(models_dir: Path, batching: bool, port_file: Path, batch_threads: int | None) -> None:
@@ -186,7 +171,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        latent = export_untrained_vae(tmp / "models")
+        from genserve.training.vae import VAEConfig
+
+        export_untrained_vae(tmp / "models", tmp / "vae-work", VAEConfig(), version=1)
+        latent = VAEConfig().latent_dim
         rows = {}
         for batching in (False, True):
             proc, target = start_server(tmp / "models", batching, tmp, args.batch_threads)

@@ -180,7 +180,7 @@ class ServingMetrics:
 
 
 # -- MonitoringConfig ----------------------------------------------------------------------------------
-def _monitoring_config_class():
+def monitoring_config_class():
     """tensorflow.serving.MonitoringConfig (config/monitoring_config.proto) in a private descriptor
     pool: the tensorflow-serving-api wheel does not ship it."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -212,7 +212,7 @@ def parse_monitoring_config(text: str, source: str = "monitoring config") -> str
     from google.protobuf import text_format
 
     try:
-        config = text_format.Parse(text, _monitoring_config_class()())
+        config = text_format.Parse(text, monitoring_config_class()())
     except text_format.ParseError as e:
         raise ValueError(f"{source}: not a MonitoringConfig ({e})") from None
     if not config.prometheus_config.enable:
