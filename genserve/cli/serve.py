@@ -23,6 +23,21 @@ ModelsDir = Annotated[Path, typer.Option("--models-dir", help="Models directory 
                                          "models.config), as written by `genserve export`.")]
 
 
+def _read_config(path: Path | None, option: str, module: str, reader: str):
+    """None without `path`, else `module.reader(path)` (a TF Serving config file) with any failure
+    as one `error: OPTION: ...` line."""
+    if path is None:
+        return None
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), reader)(path)
+    except OSError as e:
+        raise fail(f"{option}: cannot read {path}: {e.strerror or e}") from None
+    except ValueError as e:  # TlsConfigError is one too
+        raise fail(f"{option}: {e}") from None
+
+
 def serve(
     models_dir: ModelsDir = Path("models"),
     port: Annotated[int, typer.Option(help="gRPC port (0 = any free port).", min=0, max=65535)] = CLI_PORT,
@@ -94,27 +109,12 @@ def serve(
         check_number(model_config_file_poll_seconds, "--model-config-file-poll-seconds", 0.0)
     if rest_port and rest_port == port:
         raise fail(f"--rest-port must differ from --port (both {port})")
-    prometheus_path = None
-    if monitoring_config_file is not None:
-        from genserve.serving.metrics import read_monitoring_config
-
-        try:
-            prometheus_path = read_monitoring_config(monitoring_config_file)
-        except OSError as e:
-            raise fail(f"--monitoring-config-file: cannot read {monitoring_config_file}: {e.strerror or e}")
-        except ValueError as e:
-            raise fail(f"--monitoring-config-file: {e}")
-        if prometheus_path is not None and not rest_port:
-            raise fail("--monitoring-config-file enables Prometheus metrics, which are served on the REST "
-                       "port: set --rest-port (e.g. 8501)")
-    ssl_config = None
-    if ssl_config_file is not None:
-        from genserve.serving.tls import TlsConfigError, read_ssl_config
-
-        try:
-            ssl_config = read_ssl_config(ssl_config_file)
-        except TlsConfigError as e:
-            raise fail(f"--ssl-config-file: {e}")
+    prometheus_path = _read_config(monitoring_config_file, "--monitoring-config-file",
+                                   "genserve.serving.metrics", "read_monitoring_config")
+    if prometheus_path is not None and not rest_port:
+        raise fail("--monitoring-config-file enables Prometheus metrics, which are served on the REST "
+                   "port: set --rest-port (e.g. 8501)")
+    ssl_config = _read_config(ssl_config_file, "--ssl-config-file", "genserve.serving.tls", "read_ssl_config")
     from genserve.repository import ConfigError, discover, list_versions
 
     try:
