@@ -11,11 +11,37 @@ checks run before a command's work; `quiet` TensorFlow's start-up noise hidden; 
 from __future__ import annotations
 
 
+# Top-level module -> the pyproject extra that installs it: a command whose extra is missing says which
+# one to install, in one line (exit 1), instead of a traceback.
+EXTRAS = {"typer": "client", "click": "client", "PIL": "client", "scipy": "client", "matplotlib": "client",
+          "tensorflow": "tf", "keras": "tf", "tensorflow_serving": "tf", "aiohttp": "tf",
+          "prometheus_client": "tf", "grpc_health": "tf", "yaml": "tf", "ray": "batch",
+          "gradio": "playground", "gradio_client": "playground"}
+
+
+def missing_extra(error: ModuleNotFoundError) -> str | None:
+    """The one-line advice for a ModuleNotFoundError of a package an extra installs, else None."""
+    extra = EXTRAS.get((error.name or "").partition(".")[0])
+    if extra is None:
+        return None
+    return (f"error: this command needs the '{extra}' extra ({error.name} is not installed): "
+            f"pip install 'genserve[{extra}]'")
+
+
 def main() -> None:
     """Console entry point (`genserve`, `python -m genserve`)."""
-    from genserve.cli.root import main as _main
+    import sys
 
-    _main()
+    try:
+        from genserve.cli.root import main as _main
+
+        _main()
+    except ModuleNotFoundError as e:
+        advice = missing_extra(e)
+        if advice is None:
+            raise
+        print(advice, file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def __getattr__(name: str):
