@@ -95,7 +95,8 @@ def serve(
     ssl_config_file: Annotated[Path | None, typer.Option(
         help="Serve gRPC over TLS: an SSLConfig text file (like TF Serving's --ssl_config_file) with "
              "server_key, server_cert (PEM contents inline), optional custom_ca and client_verify. The "
-             "REST port stays plaintext, as in TF Serving.")] = None,
+             "REST port then serves HTTPS with the same certificate (a genserve addition: TF Serving's "
+             "REST port stays plaintext).")] = None,
 ) -> None:
     """Serve every model in a models directory over TF Serving's gRPC API (Predict, metadata, status)."""
     check_directory(models_dir, "--models-dir")
@@ -161,7 +162,8 @@ def serve(
     typer.echo(f"serving {models} on {host}:{bound} ({kind}; Ctrl-C to stop)", err=False)
     if server.rest_target is not None:
         metrics = f"; metrics at {prometheus_path}" if prometheus_path else ""
-        typer.echo(f"REST API on http://{server.rest_target}/v1/models/<name>{metrics}")
+        scheme = "https" if ssl_config is not None else "http"
+        typer.echo(f"REST API on {scheme}://{server.rest_target}/v1/models/<name>{metrics}")
     stop.wait()
     # A bounded drain: new requests are refused at once on both ports, requests in flight on both get
     # --drain-seconds together, then the process ends even if a graph is still running (its thread
