@@ -1,0 +1,169 @@
+"""Several replicas behind one Client target (issue 18): three `genserve serve` processes on loopback.
+
+    .venv/bin/python -m pytest tests/test_replicas.py -q
+
+Covers: how a target string becomes a gRPC target (comma lists, dns:///, one target unchanged); a
+`Client` on "127.0.0.1:a,127.0.0.1:b,127.0.0.1:c" spreads its requests over all three (each replica's
+Prometheus request counter shows it); a replica that is down from the start costs no call; SIGKILL
+of one replica during a `batch run` of 2,000 small items loses no item and writes no duplicate record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from benchmarks.harness import ServerProcess, free_port
+from genserve.clients.replicas import SERVICE_CONFIG, channel_target
+from tests.conftest import wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+MONITORING = REPO / "genserve" / "deploy" / "monitoring.config"
+METRICS_PATH = "/monitoring/prometheus/metrics"
+
+
+# -- the target string (no server) ------------------------------------------------------------------
+def test_one_target_keeps_grpc_defaults_and_a_list_gets_round_robin_with_health_checks():
+    single = channel_target("127.0.0.1:8500")
+    assert single.uri == "127.0.0.1:8500" and not single.replicated and single.options == ()
+    listed = channel_target("127.0.0.1:1, 127.0.0.1:2,127.0.0.1:3")
+    assert listed.uri == "ipv4:127.0.0.1:1,127.0.0.1:2,127.0.0.1:3"
+    config = json.loads(dict(listed.options)["grpc.service_config"])
+    assert config == {"loadBalancingConfig": [{"round_robin": {}}],
+                      "healthCheckConfig": {"serviceName": "tensorflow.serving.PredictionService"}}
+    assert dict(listed.options)["grpc.default_authority"] == "127.0.0.1:1"
+    assert channel_target("[::1]:1,[::1]:2").uri == "ipv6:[::1]:1,[::1]:2"
+    dns = channel_target("dns:///genserve-headless.default.svc.cluster.local:8500")
+    assert dns.uri.startswith("dns:///") and dict(dns.options)["grpc.service_config"] == SERVICE_CONFIG
+    named = channel_target("localhost:1,localhost:2")  # names resolved once; authority as written
+    assert re.fullmatch(r"ipv[46]:\S+:1,\S+:2", named.uri) and dict(named.options)["grpc.default_authority"] == "localhost:1"
+
+
+@pytest.mark.parametrize("bad", ["127.0.0.1:1,[::1]:2", "127.0.0.1:1,dns:///x:2", "127.0.0.1:1,nope"])
+def test_a_bad_replica_list_is_refused_in_one_line(bad):
+    with pytest.raises(ValueError, match="replica|IPv4 and IPv6"):
+        channel_target(bad)
+
+
+def test_cli_targets_accept_replica_lists():
+    from genserve.cli.options import parse_target
+
+    assert parse_target(" 127.0.0.1:1, localhost:2 ") == "127.0.0.1:1,localhost:2"
+    for bad in ("127.0.0.1:1,", "127.0.0.1:1,127.0.0.1:70000", "127.0.0.1:1,unix:/tmp/s"):
+        with pytest.raises(ValueError):
+            parse_target(bad)
+
+
+# -- three real replicas ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    """A tiny VAE export (random weights, no training)."""
+    from genserve.export.vae import export_vae
+    from genserve.training import vae as vae_training
+
+    root = tmp_path_factory.mktemp("replicas")
+    work = root / "vae"
+    work.mkdir()
+    cfg = vae_training.VAEConfig(conv_filters=(4, 8, 8, 8), dense_units=8)
+    vae = vae_training.new_model(cfg)
+    (work / vae_training.CONFIG_FILE).write_text(cfg.to_json())
+    vae.encoder.save_weights(work / vae_training.BEST_ENCODER)
+    vae.decoder.save_weights(work / vae_training.BEST_DECODER)
+    export_vae(work, root / "models")
+    return root / "models"
+
+
+@pytest.fixture(scope="module")
+def replicas(models_dir, tmp_path_factory):
+    """Three `genserve serve` processes over the same models directory, metrics on their REST ports."""
+    logs = tmp_path_factory.mktemp("replica_logs")
+    servers = [ServerProcess(models_dir, "--disable-batching", "--monitoring-config-file", str(MONITORING),
+                             "--drain-seconds", "1", rest=True, log=logs / f"replica{i}.log")
+               for i in range(3)]
+    try:
+        for server in servers:
+            server.start()
+        for server in servers:
+            server.wait_ready("vae", timeout=180)
+        yield servers
+    finally:
+        for server in servers:
+            server.kill()
+
+
+def _target(servers) -> str:
+    return ",".join(server.target for server in servers)
+
+
+def _requests_ok(server, model: str = "vae") -> float:
+    """The replica's :tensorflow:serving:request_count for `model` with status OK (Prometheus text)."""
+    with urllib.request.urlopen(f"http://{server.rest_target}{METRICS_PATH}", timeout=10) as reply:
+        text = reply.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(":tensorflow:serving:request_count") and f'model_name="{model}"' in line \
+                and 'status="OK"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_client_on_three_replicas_spreads_requests_over_all_three(replicas):
+    import numpy as np
+
+    from genserve.clients import Client
+
+    before = [_requests_ok(server) for server in replicas]
+    with Client(_target(replicas), timeout=30) as client:
+        for _ in range(30):
+            out = client.predict("vae", {"z": np.zeros((1, 2), np.float32)}, signature="decode")
+            assert out["images"].shape == (1, 28, 28, 1)
+    served = [_requests_ok(server) - b for server, b in zip(replicas, before)]
+    assert sum(served) == 30 and all(n >= 5 for n in served), served  # round_robin: ~10 each
+
+
+def test_a_replica_down_from_the_start_costs_no_call(replicas):
+    import numpy as np
+
+    from genserve.clients import Client, RetryPolicy
+
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    with Client(f"{dead},{replicas[0].target}", timeout=10, retry=RetryPolicy.disabled()) as client:
+        client.status("vae")  # waits for the first READY replica
+        for _ in range(10):
+            client.predict("vae", {"z": np.zeros((1, 2), np.float32)}, signature="decode")
+
+
+def test_sigkill_of_a_replica_during_a_batch_run_loses_no_item_and_duplicates_none(replicas, tmp_path):
+    items = 2000
+    job = tmp_path / "job.jsonl"
+    job.write_text("".join(json.dumps({"id": f"p{i}", "kind": "decode", "points": [[i / items, -0.5]]}) + "\n"
+                           for i in range(items)))
+    out = tmp_path / "out"
+    results = out / "results.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    batch = subprocess.Popen([sys.executable, "-m", "genserve", "batch", "run", str(job), "--out", str(out),
+                              "--target", _target(replicas), "--max-rows", "8", "--concurrency", "4",
+                              "--timeout", "60", "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        done = lambda: len(results.read_text().splitlines()) if results.exists() else 0  # noqa: E731
+        wait_until(lambda: done() >= 200 or batch.poll() is not None, timeout=120, what="200 records")
+        at_kill = done()
+        replicas[1].kill()
+        output, _ = batch.communicate(timeout=180)
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+    assert batch.returncode == 0, output
+    assert at_kill < items, "the job finished before the kill: nothing was tested"
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    ids = [record["id"] for record in records]
+    assert len(ids) == len(set(ids)) == items  # no item lost, none written twice
+    assert all(record["status"] == "ok" for record in records)
