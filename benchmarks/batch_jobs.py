@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--max-rows", type=int, default=None, help="rows per request (default per kind)")
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive loop (batch rows only)")
     parser.add_argument("--text-workdir", type=Path, help="a trained text workdir (default: random weights)")
     args = parser.parse_args()
 
@@ -131,26 +132,29 @@ def measure(args, tmp: Path, target: str) -> list[tuple]:
     items = [{"id": f"t{i:05d}", "kind": "text", "seed_text": SEED_TEXT, "length": args.length,
               "temperature": TEMPERATURES[i % 4], "seed": i} for i in range(args.text_items)]
     job.write_text("".join(json.dumps(item) + "\n" for item in items))
-    sample = items[:args.naive_sample]
+    sample = [] if args.no_naive else items[:args.naive_sample]
     naive = 0.0
     for item in sample:
         naive += run(GENSERVE + ["generate", "--target", target, "--server-side", "--seed-text", SEED_TEXT,
                                  "--length", str(args.length), "-t", str(item["temperature"]),
                                  "--seed", str(item["seed"]), "--json", str(tmp / f"naive-{item['id']}.json")])
-    per_item = naive / len(sample)
-    naive_all = per_item * len(items)
+    naive_all = naive / len(sample) * len(items) if sample else 0.0
     chars = len(items) * args.length
-    rows.append((f"naive: `genserve generate --server-side` x {len(items)} (extrapolated)", len(items),
-                 naive_all, chars, naive_all))
+    if sample:
+        rows.append((f"naive: `genserve generate --server-side` x {len(items)} (extrapolated)", len(items),
+                     naive_all, chars, naive_all))
     extra = ["--concurrency", str(args.concurrency), "--quiet"]
     if args.max_rows:
         extra += ["--max-rows", str(args.max_rows)]
     engines = ["local"] + ([] if args.no_ray else ["ray"])
-    for engine in engines:
+    # --models-dir: the same job with no server of its own (the models served in process)
+    models_dir = ["--models-dir", str(tmp / "models")]
+    for engine in engines + ["models-dir"]:
         out = tmp / f"text-{engine}"
-        seconds = run(GENSERVE + ["batch", "run", str(job), "--out", str(out), "--target", target,
-                                  "--engine", engine] + extra)
-        rows.append((f"batch run --engine {engine} (whole process)", len(items), seconds, chars, naive_all))
+        where = models_dir if engine == "models-dir" else ["--target", target, "--engine", engine]
+        seconds = run(GENSERVE + ["batch", "run", str(job), "--out", str(out)] + where + extra)
+        label = "batch run --models-dir" if engine == "models-dir" else f"batch run --engine {engine}"
+        rows.append((f"{label} (whole process)", len(items), seconds, chars, naive_all))
         for item in sample:  # the same text as the naive loop's
             want = json.loads((tmp / f"naive-{item['id']}.json").read_text())["samples"][0]["text"]
             got = (out / f"{item['id']}.txt").read_text()
@@ -160,16 +164,18 @@ def measure(args, tmp: Path, target: str) -> list[tuple]:
     job = tmp / "grid.jsonl"
     job.write_text("".join(json.dumps({"id": f"g{i:04d}", "kind": "grid", "n": args.n}) + "\n"
                            for i in range(args.grid_items)))
+    naive_runs = 0 if args.no_naive else args.naive_sample
     naive = sum(run(GENSERVE + ["grid", "--target", target, "--n", str(args.n), "--out",
-                                str(tmp / f"naive-grid-{i}.png")]) for i in range(args.naive_sample))
-    naive_all = naive / args.naive_sample * args.grid_items
-    rows.append((f"naive: `genserve grid --n {args.n}` x {args.grid_items} (extrapolated)", args.grid_items,
-                 naive_all, 0, naive_all))
-    for engine in engines:
-        seconds = run(GENSERVE + ["batch", "run", str(job), "--out", str(tmp / f"grid-{engine}"), "--target",
-                                  target, "--engine", engine] + extra)
-        rows.append((f"batch run --engine {engine}: {args.grid_items} grids (whole process)", args.grid_items,
-                     seconds, 0, naive_all))
+                                str(tmp / f"naive-grid-{i}.png")]) for i in range(naive_runs))
+    naive_all = naive / naive_runs * args.grid_items if naive_runs else 0.0
+    if naive_runs:
+        rows.append((f"naive: `genserve grid --n {args.n}` x {args.grid_items} (extrapolated)", args.grid_items,
+                     naive_all, 0, naive_all))
+    for engine in engines + ["models-dir"]:
+        where = models_dir if engine == "models-dir" else ["--target", target, "--engine", engine]
+        seconds = run(GENSERVE + ["batch", "run", str(job), "--out", str(tmp / f"grid-{engine}")] + where + extra)
+        label = "batch run --models-dir" if engine == "models-dir" else f"batch run --engine {engine}"
+        rows.append((f"{label}: {args.grid_items} grids (whole process)", args.grid_items, seconds, 0, naive_all))
     return rows
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Batch jobs' part of `make demo` (called by scripts/demo.sh after the family demos; under a minute):
 # write a job file with a few dozen items of every kind whose model is in the served directory (text,
-# decode + grid, stylize), run it with `genserve batch run` against the running server, show the
+# decode + grid, gan_grid, stylize), run it with `genserve batch run` against the running server, show the
 # results file, then run the same command again to show that finished items are skipped.
 #
 #   MODELS_DIR=out/models OUT_DIR=out GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_batch.sh
@@ -40,6 +40,8 @@ if "vae" in served:
     items += [{"id": f"grid-{i}", "kind": "grid", "n": 5 + i, "scale": 2} for i in range(int(env["GRIDS"]))]
     items += [{"id": f"walk-{i}", "kind": "decode", "points": [[-2 + 0.5 * k, -1 + 0.5 * i] for k in range(9)],
                "scale": 2} for i in range(5)]
+if "gan" in served:
+    items += [{"id": f"digits-{i}", "kind": "gan_grid", "n": 6, "seed": 100 * i, "scale": 2} for i in range(4)]
 if "style" in served:
     for name in ("chelsea-cat", "van-gogh-village-street-auvers"):  # both share the style image
         items.append({"id": f"style-{name}", "kind": "stylize", "content": f"{env['IMAGES']}/{name}.jpg",

@@ -50,7 +50,7 @@ def toy_server(toy_models_dir: Path) -> str:
         yield target
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "the condition"):
+def wait_until(predicate, timeout: float = 10.0, what: str = "the condition", interval: float = 0.02):
     """Poll `predicate()` until it returns a truthy value (returned); AssertionError after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -145,3 +145,34 @@ def serve_dir():
             return servers[models_dir]
 
         yield target
+
+
+def export_blocking(models_dir, name: str) -> Path:
+    """A model whose signature "wait" (x float32 (B, 1) -> y) blocks inside Session.run until the run's
+    deadline (a dequeue from a queue nobody fills), costing no CPU: a stand-in for a long request."""
+    import tensorflow as tf
+
+    from genserve.export.writer import save_version
+
+    class Blocking(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, 1), tf.float32, name="x")])
+        def wait(self, x):  # x: (B, 1)
+            queue = tf.raw_ops.FIFOQueueV2(component_types=[tf.float32], shapes=[[]], capacity=1)
+            (value,) = tf.raw_ops.QueueDequeueV2(handle=queue, component_types=[tf.float32])
+            return {"y": x + value}  # (B, 1)
+
+    module = Blocking()
+    return save_version(module, models_dir, name, {"wait": module.wait.get_concrete_function()},
+                        default="wait")
+
+
+@pytest.fixture(scope="session")
+def blocking_models_dir(tmp_path_factory) -> Path:
+    """toy (version 1) beside two blocking models, `dream` and `text` (see export_blocking)."""
+    from genserve.export.toy import export_toy
+
+    root = tmp_path_factory.mktemp("blocking_models")
+    export_toy(root)
+    for name in ("dream", "text"):
+        export_blocking(root, name)
+    return root

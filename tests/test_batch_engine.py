@@ -4,9 +4,11 @@
 
 Covers: the results layout and records, grouping (requests counted by the backend), an error item
 that does not stop the job (exit 1), resume after a simulated kill, --force, determinism across
-concurrency and request sizes, --models-dir equal to --target, the same text as
-`genserve generate --server-side`, a pinned version that disappears, and no TensorFlow import
-with --target.
+concurrency and request sizes, --models-dir equal to --target (outputs, version policy, dtype checks),
+the same text as `genserve generate --server-side`, a pinned version that is not served, no TensorFlow
+import with --target, SIGINT/SIGTERM on a real `genserve batch run` process (records == files, the
+rerun does only the rest), a server that is not there or goes away mid-job (one line, nothing finished
+lost), and the Ray executor (its stop file, and the same files as the thread pool).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def outputs(out: Path) -> dict[str, bytes]:
 
 
 def run_local(job, out, backend=None, **kw):
-    from genserve.batch.local import JobOptions, run_job
+    from genserve.batch.driver import JobOptions, run_job
 
     opts = JobOptions(out=out, progress=False, **kw)
     return run_job(job, opts, backend=backend)
@@ -136,9 +138,9 @@ def test_cli_job_writes_files_and_records_and_exit_code_1(target, job, tmp_path)
 
 
 def test_grouping_one_generate_request_and_one_decode_request(target, job, tmp_path):
-    from genserve.batch.backends import RemoteBackend
+    from genserve.batch.backend import Backend
 
-    backend = RemoteBackend(target)
+    backend = Backend(target)
     try:
         summary = run_local(job, tmp_path / "out", backend=backend, concurrency=1)
     finally:
@@ -180,9 +182,9 @@ def test_resume_after_a_kill_skips_ok_items_and_gives_identical_outputs(target, 
     (out / "results.jsonl").write_bytes(b"".join(lines[:4]) + lines[4][:17])
     (out / ".g1.png.tmp-batch-123-456").write_bytes(b"half a png")
     kept = {json.loads(line)["id"] for line in lines[:4]}
-    from genserve.batch.backends import RemoteBackend
+    from genserve.batch.backend import Backend
 
-    backend = RemoteBackend(target)
+    backend = Backend(target)
     try:
         summary = run_local(job, out, backend=backend)
     finally:
@@ -224,20 +226,20 @@ def test_models_dir_engine_gives_the_same_outputs(models_dir, target, job, tmp_p
     assert records(tmp_path / "local")["t0"]["version"] == 1
 
 
-def test_pinned_version_that_disappears_fails_items_clearly(target, tmp_path):
-    from genserve.batch.backends import RemoteBackend
+def test_pinned_version_that_is_not_served_fails_items_clearly(target, tmp_path):
+    from genserve.batch.backend import Backend
 
     job = tmp_path / "job.jsonl"
     job.write_text(json.dumps({"id": "g", "kind": "grid", "n": 2}) + "\n"
                    + json.dumps({"id": "x", "kind": "grid", "model": "no-such-model"}) + "\n")
-    backend = RemoteBackend(target, versions={"vae": 7})  # as if version 7 had been unloaded mid-job
+    backend = Backend(target, versions={"vae": 7})  # as Ray's actors get the driver's versions
     try:
         summary = run_local(job, tmp_path / "out", backend=backend)
     finally:
         backend.close()
     assert summary.failed == 2
     got = records(tmp_path / "out")
-    assert "version 7 (pinned for this job)" in got["g"]["error"]
+    assert "model 'vae' version 7" in got["g"]["error"] and "NOT_FOUND" in got["g"]["error"]
     assert "'no-such-model'" in got["x"]["error"] and "NOT_FOUND" in got["x"]["error"]
 
 
@@ -255,18 +257,172 @@ def test_target_mode_imports_no_tensorflow(target, job, tmp_path):
 # ~30 s on 2 cores (ray.init ~10 s, an actor pool ~15 s); Ray is in the `dev` extra, so CI runs it.
 def test_ray_engine_gives_the_same_outputs_as_the_local_engine(target, job, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 'genserve[batch]')")
-    from genserve.batch.local import JobOptions
-    from genserve.batch.ray_engine import run_job_ray
+    from genserve.batch.driver import JobOptions, run_job
 
     run_local(job, tmp_path / "local", target=target)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the 2 CI cores
     try:
-        summary = run_job_ray(job, JobOptions(out=tmp_path / "ray", target=target, concurrency=2,
-                                              progress=False), actor_cpus=0.5)
+        summary = run_job(job, JobOptions(out=tmp_path / "ray", target=target, concurrency=2, engine="ray",
+                                          progress=False))
         assert (summary.ok, summary.failed, summary.skipped) == (10, 2, 0)
         assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
         assert records(tmp_path / "ray")["t0"]["version"] == 1
-        again = run_job_ray(job, JobOptions(out=tmp_path / "ray", target=target, progress=False))
+        assert not (tmp_path / "ray" / ".batch-plan.jsonl").exists()
+        again = run_job(job, JobOptions(out=tmp_path / "ray", target=target, engine="ray", progress=False))
         assert (again.skipped, again.failed) == (10, 2)  # resume works the same way
     finally:
         ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Issue 16: --models-dir is the server's semantics, not a second backend's.
+# ---------------------------------------------------------------------------------------------------
+def test_models_dir_follows_the_version_policy_like_the_server(models_dir, tmp_path):
+    import shutil
+
+    from genserve.export.writer import set_version_policy
+    from genserve.serving.server import serve
+
+    models = tmp_path / "models"
+    shutil.copytree(models_dir, models)
+    shutil.copytree(models / "vae" / "1", models / "vae" / "2")  # a newer version the policy does not serve
+    set_version_policy(models, "vae", ("specific", (1,)))
+    job = tmp_path / "job.jsonl"
+    job.write_text(json.dumps({"id": "g", "kind": "grid", "n": 2}) + "\n")
+    result = _run("batch", "run", job, "--out", tmp_path / "local", "--models-dir", models, "--quiet")
+    assert result.exit_code == 0, result.output
+    with serve(models, poll_seconds=0) as address:
+        assert run_local(job, tmp_path / "remote", target=address).ok == 1
+    assert records(tmp_path / "local")["g"]["version"] == records(tmp_path / "remote")["g"]["version"] == 1
+
+
+def test_models_dir_refuses_a_wrong_dtype_as_the_server_does(models_dir):
+    import numpy as np
+
+    from genserve.batch.backend import open_backend
+    from genserve.clients import GenserveError
+
+    backend = open_backend(models_dir=models_dir)
+    try:
+        with pytest.raises(GenserveError) as err:
+            backend.predict("vae", "decode", {"z": np.zeros((1, 2), np.float64)})  # the graph takes float32
+        assert err.value.code.name == "INVALID_ARGUMENT"
+    finally:
+        backend.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Issue 16: an interrupted job loses nothing; issue 17: no server stops the job with one line.
+# ---------------------------------------------------------------------------------------------------
+def wait_until(condition, timeout: float = 60.0, what: str = "the condition"):
+    """Poll `condition()` until it is true (a condition, not a fixed sleep); fail after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def count_records(out: Path) -> int:
+    path = out / "results.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+SLOW_ITEMS = 10  # one chunk each (--max-rows 1): each a server-side `generate` of 1,000 characters
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_records_every_finished_item_and_the_rerun_does_only_the_rest(target, tmp_path, signum):
+    import signal
+
+    job = tmp_path / "job.jsonl"
+    job.write_text("".join(json.dumps({"id": f"s{i}", "kind": "text", "seed_text": SEED, "length": 1000,
+                                       "temperature": 1.0, "seed": i}) + "\n" for i in range(SLOW_ITEMS)))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "genserve", "batch", "run", str(job), "--out", str(out), "--target", target,
+               "--concurrency", "1", "--max-rows", "1", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: count_records(out) >= 1 or process.poll() is not None, what="a first record")
+        process.send_signal(getattr(signal, signum))
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stdout + stderr
+    done = records(out)
+    assert 1 <= len(done) < SLOW_ITEMS, "the job ended before the signal: make SLOW items slower"
+    files = {p.name for p in out.iterdir() if p.name != "results.jsonl"}
+    assert files == {f"{i}.txt" for i in done}  # records == files: nothing finished is unrecorded
+    assert all(r["status"] == "ok" for r in done.values())
+    line = f"interrupted: {len(done)} done, {SLOW_ITEMS - len(done)} left; run the same command to finish"
+    assert stderr.strip().splitlines() == [line]
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert (f"{SLOW_ITEMS} item(s): {SLOW_ITEMS - len(done)} ok, 0 failed, {len(done)} skipped"
+            in rerun.stdout)
+
+
+def test_no_server_stops_the_job_with_one_line_and_no_records(job, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "out"
+    result = _run("batch", "run", job, "--out", out, "--target", f"127.0.0.1:{port}", "--timeout", "1",
+                  "--quiet")
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("stopped: the server at 127.0.0.1:") and "unreachable" in lines[0]
+    assert "0 done, 12 left; run the same command to finish" in lines[0]
+    assert count_records(out) == 0
+
+
+def test_ray_actors_run_nothing_once_the_driver_asks_them_to_stop(target, tmp_path):
+    """The Ray executor's stop signal crosses processes as DIR/.batch-stop (no Ray needed to check it:
+    the actor class is plain Python)."""
+    from genserve.batch.backend import STOP_FILE
+    from genserve.batch.executors import ChunkActor, _chunk_to_json
+    from genserve.batch.job import parse_job
+    from genserve.batch.plan import make_plan
+
+    chunks = make_plan(parse_job([json.dumps({"id": "g", "kind": "grid", "n": 2})]))
+    out = tmp_path / "out"
+    out.mkdir()
+    actor = ChunkActor(str(out), target, None, {"vae": 1}, 30.0, (1, 1), None)
+    (out / STOP_FILE).touch()
+    stopped = actor({"chunk": [_chunk_to_json(chunks[0])]})
+    assert json.loads(stopped["records"][0]) == [] and not (out / "g.png").exists()
+    (out / STOP_FILE).unlink()
+    ran = actor({"chunk": [_chunk_to_json(chunks[0])]})
+    assert [r["id"] for r in json.loads(ran["records"][0])] == ["g"] and (out / "g.png").exists()
+
+
+def test_a_server_that_goes_away_mid_job_stops_it_without_losing_finished_items(models_dir, tmp_path):
+    import threading
+
+    from genserve.serving.server import ModelServer
+
+    job = tmp_path / "job.jsonl"
+    job.write_text("".join(json.dumps({"id": f"s{i}", "kind": "text", "seed_text": SEED, "length": 1000,
+                                       "temperature": 1.0, "seed": i}) + "\n" for i in range(SLOW_ITEMS)))
+    out = tmp_path / "out"
+    server = ModelServer(models_dir, port=0, poll_seconds=0)
+    server.start()
+    done = {}
+    worker = threading.Thread(target=lambda: done.setdefault("summary", run_local(
+        job, out, target=f"127.0.0.1:{server.port}", concurrency=1, max_rows=1, timeout=2.0)))
+    worker.start()
+    try:
+        wait_until(lambda: count_records(out) >= 1 or not worker.is_alive(), what="a first record")
+    finally:
+        server.stop(grace=0)
+    worker.join(timeout=60)
+    summary = done["summary"]
+    assert summary.exit_code == 1 and "unreachable" in summary.stopped, summary.line()
+    assert summary.line().endswith(f"{summary.items - summary.left} done, {summary.left} left; "
+                                   "run the same command to finish") and summary.left >= 1
+    ok = {i for i, r in records(out).items() if r["status"] == "ok"}
+    assert {p.name for p in out.iterdir() if p.name != "results.jsonl"} == {f"{i}.txt" for i in ok}

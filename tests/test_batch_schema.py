@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from genserve.batch import catalog, plan, schema
-from genserve.batch.results import Results, atomic_write, read_records
+from genserve.batch import job as schema
+from genserve.batch import fields, kinds, plan
+from genserve.batch.results import Results, read_records
+from genserve.files import temp_sibling
 
 
 def _run(*args):
@@ -56,8 +58,8 @@ def test_defaults_seed_and_relative_paths(tmp_path):
     job.write_text('{"id": "a", "kind": "text"}\n'
                    '{"id": "s", "kind": "stylize", "content": "c.png", "style": "/abs/s.png"}\n')
     a, s = schema.validate_job(job)
-    assert a.params["length"] == 400 and catalog.text_temperatures(a.params) == [0.2, 0.5, 1.0, 1.2]
-    assert a.params["seed"] == schema.default_seed("a") and a.model == "text"
+    assert a.params["length"] == 400 and kinds.text_temperatures(a.params) == [0.2, 0.5, 1.0, 1.2]
+    assert a.params["seed"] == fields.default_seed("a") and a.model == "text"
     assert s.params["content"] == str(job.parent / "c.png") and s.params["style"] == "/abs/s.png"
     again = schema.validate_job(job)
     assert again[0].fingerprint == a.fingerprint  # same line, same fingerprint
@@ -116,16 +118,15 @@ def test_torn_last_line_is_ignored_and_cut(tmp_path):
     out.mkdir()
     good = json.dumps({"id": "a", "status": "ok", "outputs": []}) + "\n"
     (out / "results.jsonl").write_text(good + "garbage line\n" + '{"id": "b", "sta')
-    (out / ".a.txt.tmp-batch-1-2").write_text("half")
+    temp_sibling(out / "a.txt").write_text("half")  # genserve.files' temporary name
+    (out / ".a.txt.tmp-batch-1-2").write_text("half")  # the name earlier versions used
     records, intact = read_records(out / "results.jsonl")
     assert set(records) == {"a"} and intact == len(good) + len("garbage line\n")
     results = Results(out)
-    assert results.removed_temporaries == 1 and not list(out.glob(".*tmp-batch*"))
+    assert results.removed_temporaries == 2 and not list(out.glob(".*tmp-*"))
     results.append({"id": "b", "status": "ok", "outputs": []})
     results.close()
     assert (out / "results.jsonl").read_text().endswith('\n{"id": "b", "outputs": [], "status": "ok"}\n')
-    atomic_write(out / "x.txt", b"hello")
-    assert (out / "x.txt").read_bytes() == b"hello"
 
 
 def test_out_must_be_a_folder(tmp_path):
@@ -136,13 +137,27 @@ def test_out_must_be_a_folder(tmp_path):
     assert result.exit_code == 1 and "is not a folder" in result.stderr
 
 
+class FakeGan:
+    """The GAN client's `sample` call (the runner's only view of the model): seed s -> a digit filled
+    with s % 256."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def sample(self, seeds):
+        self.calls[("gan", "sample")] += 1
+        return np.broadcast_to((seeds % 256 / 255.0)[:, None, None, None], (len(seeds), 28, 28, 1))
+
+
 class FakeGanBackend:
-    """An injected `sample` call (the runners' only view of a model): seed s -> a digit filled with s % 256."""
+    """A backend whose GAN family client is FakeGan (the runners ask backend.family for it)."""
 
     def __init__(self):
         from collections import Counter
 
-        self.calls, self.cache = Counter(), {}
+        from genserve.batch.backend import StopFlag
+
+        self.calls, self.stop = Counter(), StopFlag()
 
     @property
     def requests(self):
@@ -151,20 +166,17 @@ class FakeGanBackend:
     def version(self, model):
         return 3
 
-    def predict(self, model, signature, inputs, output_keys=None):
-        self.calls[(model, signature)] += 1
-        seeds = inputs["seed"]
-        return {"images": np.broadcast_to((seeds % 256 / 255.0)[:, None, None, None], (len(seeds), 28, 28, 1))}
+    def family(self, cls, model):
+        return FakeGan(self.calls)
 
     def close(self):
         pass
 
 
-@pytest.mark.skipif("gan_grid" not in schema.KINDS, reason="the GAN family's contract is not there yet")
 def test_gan_grids_share_one_sample_request(tmp_path):
     from PIL import Image
 
-    from genserve.batch.local import JobOptions, run_job
+    from genserve.batch.driver import JobOptions, run_job
 
     job = tmp_path / "job.jsonl"
     job.write_text('{"id": "a", "kind": "gan_grid", "n": 2, "seed": 10}\n'
@@ -178,3 +190,40 @@ def test_gan_grids_share_one_sample_request(tmp_path):
     assert pixels.shape == (56, 56) and pixels[0, 0] == 10 and pixels[0, 28] == 11 and pixels[28, 0] == 12
     with Image.open(tmp_path / "out" / "b.png") as im:
         assert im.size == (3 * 28 * 2, 3 * 28 * 2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Issue 16: names that collide, paths posing as model names, control characters, a BOM.
+# ---------------------------------------------------------------------------------------------------
+def _problems(*objs) -> dict:
+    with pytest.raises(schema.JobError) as err:
+        schema.parse_job([json.dumps(o) for o in objs])
+    return {(line, name): why for line, name, why in err.value.problems}
+
+
+def test_two_items_that_would_write_one_file_are_refused():
+    found = _problems({"id": "a", "kind": "text", "temperatures": [0.5, 1.0]},  # a-t0.5-s0.txt, a-t1-s0.txt
+                      {"id": "a-t0.5-s0", "kind": "text", "temperature": 0.5})  # a-t0.5-s0.txt too
+    assert "writes a-t0.5-s0.txt, as does item 'a' (line 1" in found[(2, "id")]
+    found = _problems({"id": "Grid", "kind": "grid"}, {"id": "grid", "kind": "decode", "points": [[0, 0]]})
+    assert "writes grid.png, as does item 'Grid'" in found[(2, "id")]  # one file on macOS / Windows
+    assert len(schema.parse_job([json.dumps({"id": "a", "kind": "text", "temperatures": [0.5, 1.0]}),
+                                 json.dumps({"id": "a-t0.5", "kind": "text"})])) == 2
+
+
+@pytest.mark.parametrize("model", ["../elsewhere/vae", "/abs/vae", "a/b", "vae\n", "v\x00ae", ".hidden", "", 3])
+def test_model_must_be_a_plain_model_name(model):
+    found = _problems({"id": "g", "kind": "grid", "model": model})
+    assert "must be a served model name" in found[(1, "model")]
+
+
+@pytest.mark.parametrize("item_id", ["nl\n", "tab\there", "cr\r", "del\x7f", "a/b", "..", ""])
+def test_ids_with_control_characters_or_separators_are_refused(item_id):
+    found = _problems({"id": item_id, "kind": "grid"})
+    assert "must be a string of letters" in found[(1, "id")]
+
+
+def test_a_job_file_saved_with_a_byte_order_mark_is_read(tmp_path):
+    job = tmp_path / "job.jsonl"
+    job.write_bytes(b"\xef\xbb\xbf" + b'{"id": "g", "kind": "grid", "n": 2}\n')
+    assert [i.id for i in schema.validate_job(job)] == ["g"]

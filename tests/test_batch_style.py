@@ -27,8 +27,8 @@ def target(tmp_path_factory):
 
 
 def test_items_sharing_a_style_share_one_targets_request(target, tmp_path):
-    from genserve.batch.backends import RemoteBackend
-    from genserve.batch.local import JobOptions, run_job
+    from genserve.batch.backend import Backend
+    from genserve.batch.driver import JobOptions, run_job
 
     rng = np.random.default_rng(0)
     for name, size in (("c1.png", (40, 32)), ("c2.png", (40, 32)), ("wave.png", (30, 30))):
@@ -38,7 +38,7 @@ def test_items_sharing_a_style_share_one_targets_request(target, tmp_path):
     common = {"kind": "stylize", "style": "wave.png", "height": 32, "iterations": 1, "evals_per_iteration": 2}
     job.write_text("".join(json.dumps({"id": i, "content": c, **common}) + "\n"
                            for i, c in (("a", "c1.png"), ("b", "c2.png"), ("bad", "broken.png"))))
-    backend = RemoteBackend(target)
+    backend = Backend(target)
     try:
         summary = run_job(job, JobOptions(out=tmp_path / "out", concurrency=1, progress=False), backend=backend)
     finally:

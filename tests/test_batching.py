@@ -216,3 +216,23 @@ def test_deadlines_in_the_queue(toy_models_dir):
     assert not any(t.is_alive() for t in batcher._threads)
     with pytest.raises(ValueError, match="increasing"):
         BatchingParams(max_batch_size=4, allowed_batch_sizes=(4, 2, 4))
+
+
+def test_rest_requests_share_batches_too(batched_toy):
+    """The REST front end awaits the batcher's Future (service.predict): its requests merge like gRPC's."""
+    import json
+    import urllib.request
+
+    with ModelServer(batched_toy, poll_seconds=0, enable_batching=True, rest_port=0) as server:
+        batcher = server.registry.resolve("toy").extras["batcher"]
+
+        def call(i):
+            body = json.dumps({"instances": [[float(i)]]}).encode()
+            with urllib.request.urlopen(f"http://{server.rest_target}/v1/models/toy:predict", body,
+                                        timeout=TIMEOUT) as response:
+                return json.loads(response.read())["predictions"][0]["y"][0]
+
+        results = _concurrently([lambda i=i: call(i) for i in range(6)])
+    assert results == [2.0 * i + 2.0 for i in range(6)]  # version 2: y = 2x + 2
+    assert batcher.tasks == 6 and batcher.runs < 6  # merged
+

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 
 import grpc
 import numpy as np
@@ -22,6 +21,7 @@ from tensorflow_serving.apis import (  # noqa: E402
 )
 from tensorflow_serving.config import model_server_config_pb2  # noqa: E402
 
+from conftest import wait_until  # noqa: E402
 from genserve.serving.server import ModelServer  # noqa: E402
 
 TIMEOUT = 20.0
@@ -109,20 +109,19 @@ def test_reload_holds_until_models_config_changes(two_models):
     config = two_models / "models.config"
     with ModelServer(two_models, poll_seconds=0.1) as server, grpc.insecure_channel(server.target) as channel:
         _reload(channel, ("other", "other"))
-        time.sleep(0.5)  # several polls with an unchanged models.config
+        polls = server.polls
+        wait_until(lambda: server.polls >= polls + 3, TIMEOUT, "three polls")  # models.config unchanged
         assert server.loaded_versions() == {"other": [1]}
 
         config.write_text(config.read_text() + "\n")  # any change to the file: it wins again
-        deadline = time.monotonic() + TIMEOUT
-        while server.loaded_versions() != {"toy": [1, 2]} and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.loaded_versions() == {"toy": [1, 2]}
+        wait_until(lambda: server.loaded_versions() == {"toy": [1, 2]}, TIMEOUT, "models.config to win")
 
     # config_poll_seconds=0: models.config is read once (TF Serving's default for the flag) while
     # versions are still polled.
     with ModelServer(two_models, poll_seconds=0.1, config_poll_seconds=0) as server:
         config.write_text(config.read_text().replace('"toy"', '"other"', 1).replace("/models/toy", "/models/other"))
-        time.sleep(0.5)
+        polls = server.polls
+        wait_until(lambda: server.polls >= polls + 3, TIMEOUT, "three polls")
         assert server.loaded_versions() == {"toy": [1, 2]}
 
 

@@ -29,6 +29,7 @@ tf = pytest.importorskip("tensorflow")
 
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
+from conftest import wait_until  # noqa: E402
 from genserve.clients.core import Client, GenserveError  # noqa: E402
 
 TIMEOUT = 30
@@ -61,8 +62,16 @@ def models(tmp_path_factory) -> Path:
 
 
 class Served:
-    def __init__(self, proc: subprocess.Popen, target: str, log: Path):
-        self.proc, self.target, self.log = proc, target, log
+    def __init__(self, proc: subprocess.Popen, target: str, log: Path, rest: str):
+        self.proc, self.target, self.log, self.rest = proc, target, log, rest
+
+    def in_flight(self) -> float:
+        """The server's own count of Predicts admitted and unanswered (its Prometheus gauge)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://{self.rest}/monitoring/prometheus/metrics", timeout=10) as page:
+            text = page.read().decode()
+        return float(re.search(r"^:genserve:serving:requests_in_flight (\S+)$", text, re.M).group(1))
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -74,17 +83,25 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(models, tmp_path_factory):
+    import socket
+
     log = tmp_path_factory.mktemp("log") / "server.log"
+    monitoring = log.with_name("monitoring.config")
+    monitoring.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
+    with socket.socket() as s:  # a free port for REST (`--rest-port 0` means no REST server)
+        s.bind(("127.0.0.1", 0))
+        rest_port = s.getsockname()[1]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     with open(log, "w") as err:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("genserve")), "serve", "--models-dir",
                                  str(models), "--port", "0", "--poll-seconds", "0",
-                                 "--max-concurrent", "2", "--max-queue", "2", "--drain-seconds", "2"],
+                                 "--max-concurrent", "2", "--max-queue", "2", "--drain-seconds", "2",
+                                 "--rest-port", str(rest_port), "--monitoring-config-file", str(monitoring)],
                                 stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     line = proc.stdout.readline()
     match = re.search(r" on 127\.0\.0\.1:(\d+)", line)
     assert match, (line, log.read_text()[-2000:])
-    served = Served(proc, f"127.0.0.1:{match.group(1)}", log)
+    served = Served(proc, f"127.0.0.1:{match.group(1)}", log, f"127.0.0.1:{rest_port}")
     yield served
     if served.alive():
         proc.kill()
@@ -198,23 +215,43 @@ def test_garbage_bytes_are_logged_in_one_line(served, stub):
     assert "Traceback" not in text, text[-3000:]
 
 
-def test_sigterm_drains_within_its_bound(served):
-    """Last (it stops the server): SIGTERM while a long generation runs; exit within the drain bound."""
-    def long_run():
+def test_sigterm_refuses_at_once_and_drains_both_ports_together(served):
+    """Last (it stops the server): a gRPC and a REST generation in flight (known from the server's own
+    in-flight gauge), SIGTERM: a new request is refused at once, and the process exits after ONE drain
+    of --drain-seconds 2 (the two front ends drain together; before, one after the other)."""
+    import json
+    import urllib.request
+
+    inputs = {"ids": np.zeros((64, 20), np.int32), "temperature": np.ones(64, np.float32),
+              "length": np.full(64, 20_000, np.int32), "seed": np.arange(64, dtype=np.int64)}
+
+    def grpc_run():
         with Client(served.target, timeout=60) as client:
             try:
-                client.predict("text", {"ids": np.zeros((64, 20), np.int32),
-                                        "temperature": np.ones(64, np.float32),
-                                        "length": np.full(64, 20_000, np.int32),
-                                        "seed": np.arange(64, dtype=np.int64)}, signature="generate")
+                client.predict("text", inputs, signature="generate")
             except GenserveError:
                 pass
 
-    thread = threading.Thread(target=long_run, daemon=True)
-    thread.start()
-    time.sleep(1.0)
+    def rest_run():
+        body = json.dumps({"signature_name": "generate",
+                           "inputs": {k: v.tolist() for k, v in inputs.items()}}).encode()
+        try:
+            urllib.request.urlopen(f"http://{served.rest}/v1/models/text:predict", body, timeout=60)
+        except OSError:
+            pass
+
+    for run in (grpc_run, rest_run):
+        threading.Thread(target=run, daemon=True).start()
+    wait_until(lambda: served.in_flight() == 2, 30, "a gRPC and a REST request in flight")
     start = time.monotonic()
     served.proc.send_signal(signal.SIGTERM)
+    request = _request("toy")
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.ones((1, 1), np.float32)))
+    with grpc.insecure_channel(served.target) as channel:  # no client retries: the raw answer
+        with pytest.raises(grpc.RpcError) as err:
+            prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() - start < 1.5
     served.proc.wait(30)
-    assert time.monotonic() - start < 15  # --drain-seconds 2, plus start-up of the shutdown
+    took = time.monotonic() - start
+    assert took < 2 + 2.5, f"exit took {took:.1f} s for --drain-seconds 2"
     assert served.proc.returncode == 0

@@ -1,10 +1,10 @@
 """Grouping: compatible items share requests; big groups are cut into chunks of whole items.
 
-    python -c "from genserve.batch import schema, plan; \\
-print(plan.describe(plan.make_plan(schema.validate_job('job.jsonl'))))"
+    python -c "from genserve.batch import job, plan; \\
+print(plan.describe(plan.make_plan(job.validate_job('job.jsonl'))))"
 
-A chunk is the unit of work both engines hand out (a thread of the local engine, an actor call of the
-Ray engine): items of one group whose request rows add up to at most the kind's `chunk_rows` (or
+A chunk is the unit of work both executors hand out (a task of the thread pool, an actor call of
+Ray's pool): items of one group whose request rows add up to at most the kind's `chunk_rows` (or
 `max_rows`, when larger; an item that alone exceeds it gets a chunk of its own). The runner sends a
 chunk's rows in requests of at most `max_rows` rows. Chunks hold
 whole items, so a chunk's runner can write the items' files and records by itself. Every item carries
@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from genserve.batch.schema import KINDS, Item
+from genserve.batch.job import Item
+from genserve.batch.kinds import KINDS
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """The output folder of a batch job: item files written atomically, `results.jsonl`, resume, progress.
 
     DIR/results.jsonl        one JSON record per finished item, appended as lines (flush + fsync per chunk)
-    DIR/<id>.txt|.png ...    the item's outputs, each written to a temporary sibling and renamed
+    DIR/<id>.txt|.png ...    the item's outputs, each written by genserve.files.atomic_write (a temporary
+                             sibling, renamed), without an fsync each: the runners call os.sync() once
+                             per chunk before the chunk's records are appended (and fsync'd), so a
+                             record never reaches the disk before its files
 
 A record: {"id", "kind", "line", "status": "ok"|"error", "outputs": [paths relative to DIR],
 "model", "version", "timings": {...}, "fingerprint", "error"?, ...kind-specific fields}. The last record
@@ -19,35 +22,9 @@ import threading
 import time
 from pathlib import Path
 
+from genserve.files import is_temp_sibling
+
 RESULTS_FILE = "results.jsonl"
-TMP_MARK = ".tmp-batch-"  # temporary siblings: .<name>.tmp-batch-<pid>-<thread>
-
-
-def atomic_write(path: Path, data: bytes, fsync: bool = False) -> None:
-    """Write `data` to `path` through a temporary sibling and rename it into place.
-
-    A killed process leaves the old file or the new one, never half of one. The runners do not fsync
-    each file (2,000 fsyncs cost ~5 s here): they call `os.sync()` once per chunk, before the chunk's
-    records are appended (and fsync'd), so a record never reaches the disk before its files.
-    """
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def png_bytes(pixels, compress_level: int = 6) -> bytes:
-    """An 8-bit grey (H, W) or RGB (H, W, 3) uint8 array as PNG bytes (Pillow; zlib level 0-9)."""
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
 
 
 def check_out_dir(out: Path) -> Path:
@@ -71,7 +48,9 @@ def check_out_dir(out: Path) -> Path:
 def clean_temporaries(out: Path) -> int:
     """Remove temporary siblings a killed run left behind; returns how many."""
     removed = 0
-    for path in Path(out).glob(f".*{TMP_MARK}*"):
+    for path in Path(out).glob(".*"):
+        if not is_temp_sibling(path.name) or not path.is_file():
+            continue
         try:
             path.unlink()
             removed += 1
@@ -135,7 +114,7 @@ class Results:
     def append(self, *records: dict) -> None:
         """Append records, one line each, flushed and fsync'd (once for the lot) before returning.
 
-        The engines append a chunk's records together: one fsync per chunk instead of per item (2,000
+        The driver appends a chunk's records together: one fsync per chunk instead of per item (2,000
         fsyncs cost 5.4 s here); a kill leaves whole lines and at most one torn last line.
         """
         data = b"".join((json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
@@ -200,3 +179,10 @@ class Progress:
             self._last_line = now
             self.stream.write(self.line(now) + "\n")
         self.stream.flush()
+
+    def finish(self) -> None:
+        """End a bar that stopped short (an interrupted job) with its newline on a terminal."""
+        with self._lock:
+            if self.enabled and self._tty and self.done < self.total:
+                self.stream.write("\n")
+                self.stream.flush()

@@ -13,9 +13,9 @@ from typing import Annotated
 import typer
 
 from genserve.cli.common import ExportVersionOpt, check_directory, check_number, fail
+from genserve.serving.options import CLI_ENABLE_BATCHING, CLI_PORT, DEFAULTS, MAX_MESSAGE_MB, MIB
 
-# gRPC keeps message limits in a C int: 2047 MiB is the largest whole MiB below 2**31.
-MAX_MESSAGE_MB = (2**31 - 1) // (1024 * 1024)
+D = DEFAULTS  # every default below is the server's own (serving/options.py)
 
 
 ModelsDir = Annotated[Path, typer.Option("--models-dir", help="Models directory (<name>/<version>/ and "
@@ -24,43 +24,44 @@ ModelsDir = Annotated[Path, typer.Option("--models-dir", help="Models directory 
 
 def serve(
     models_dir: ModelsDir = Path("models"),
-    port: Annotated[int, typer.Option(help="gRPC port (0 = any free port).", min=0, max=65535)] = 8500,
+    port: Annotated[int, typer.Option(help="gRPC port (0 = any free port).", min=0, max=65535)] = CLI_PORT,
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 opens it to the network.")]
-    = "127.0.0.1",
+    = D.host,
     poll_seconds: Annotated[float, typer.Option(help="Seconds between polls for new versions "
                                                 "(like TF Serving's --file_system_poll_wait_seconds); "
-                                                "0 = never.", min=0)] = 2.0,
-    max_message_mb: Annotated[int, typer.Option(help="gRPC message size limit, MiB.", min=1)] = 64,
+                                                "0 = never.", min=0)] = D.poll_seconds,
+    max_message_mb: Annotated[int, typer.Option(help="gRPC message size limit, MiB.", min=1)] = D.max_message_bytes // MIB,
     model_config_file_poll_seconds: Annotated[
         float | None, typer.Option(help="Seconds between re-reads of models.config (like TF Serving's "
                                         "--model_config_file_poll_wait_seconds; 0 = read once). Default: "
                                         "at every version poll. A ReloadConfig request's config holds "
-                                        "until the file changes.", min=0)] = None,
+                                        "until the file changes.", min=0)] = D.config_poll_seconds,
     enable_batching: Annotated[bool, typer.Option(
         "--enable-batching/--disable-batching",
         help="Batch the model versions whose folder has batching_params.pbtxt, as TF Serving does with "
              "--enable_batching --enable_per_model_batching_parameters (Dockerfile.serving); models "
-             "without the file are never batched.")] = True,
+             "without the file are never batched.")] = CLI_ENABLE_BATCHING,
     rest_port: Annotated[int, typer.Option(help="Port of TF Serving's REST API (like --rest_api_port; "
                                            "0 = no REST server, TF Serving's default).", min=0,
                                            max=65535)] = 0,
     allow_external_base_paths: Annotated[bool, typer.Option(
         help="Serve models.config base paths outside the models directory (off: refused, so a config "
-             "cannot point the server at any SavedModel on the machine).")] = False,
+             "cannot point the server at any SavedModel on the machine).")] = D.allow_external_base_paths,
     max_request_elements: Annotated[int, typer.Option(
         help="Most tensor elements over all inputs of one request (RESOURCE_EXHAUSTED beyond).",
-        min=1)] = 1 << 27,
+        min=1)] = D.limits.max_request_elements,
     max_output_mb: Annotated[int, typer.Option(
         help="Output budget of one request, MiB, for signatures whose output size per row is fixed "
-             "(bounds their batch size; RESOURCE_EXHAUSTED beyond).", min=1, max=1 << 20)] = 256,
+             "(bounds their batch size; RESOURCE_EXHAUSTED beyond).", min=1, max=1 << 20)]
+    = D.limits.max_output_bytes // MIB,
     max_concurrent: Annotated[int, typer.Option(
-        help="Executions running at once per model.", min=1, max=1024)] = 4,
+        help="Executions running at once per model.", min=1, max=1024)] = D.max_concurrent,
     max_queue: Annotated[int, typer.Option(
         help="Requests waiting per model beyond --max-concurrent (UNAVAILABLE beyond).", min=0,
-        max=100_000)] = 16,
+        max=100_000)] = D.max_queue,
     max_request_seconds: Annotated[float, typer.Option(
         help="Session.run timeout of a request that carries no deadline (0 = none); a request's own "
-             "deadline is always passed into the run, as TF Serving does.", min=0)] = 300.0,
+             "deadline is always passed into the run, as TF Serving does.", min=0)] = D.max_request_seconds,
     tensorflow_intra_op_parallelism: Annotated[int, typer.Option(
         help="Threads TensorFlow uses inside one op (TF Serving's --tensorflow_intra_op_parallelism; "
              "0 = TF picks).", min=0, max=1024)] = 0,
@@ -68,8 +69,9 @@ def serve(
         help="Threads TensorFlow runs independent ops on (TF Serving's "
              "--tensorflow_inter_op_parallelism; 0 = TF picks).", min=0, max=1024)] = 0,
     drain_seconds: Annotated[float, typer.Option(
-        help="On SIGTERM/Ctrl-C, seconds requests in flight get before the process exits.",
-        min=0)] = 5.0,
+        help="On SIGTERM/Ctrl-C, new requests are refused at once (UNAVAILABLE / 503) and requests in "
+             "flight on both ports get this many seconds, together, before the process exits.",
+        min=0)] = D.drain_seconds,
     monitoring_config_file: Annotated[Path | None, typer.Option(
         help="A MonitoringConfig text file (like TF Serving's --monitoring_config_file, e.g. "
              "genserve/deploy/monitoring.config) whose prometheus_config enables Prometheus metrics on "
@@ -128,28 +130,30 @@ def serve(
     import threading
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from genserve.serving.execute import Limits
     from genserve.serving.loader import session_config
+    from genserve.serving.options import Limits
     from genserve.serving.server import ModelServer
 
-    server = ModelServer(models_dir, host=host, port=port, poll_seconds=poll_seconds,
-                         max_message_bytes=max_message_mb * 1024 * 1024,
-                         allow_external_base_paths=allow_external_base_paths,
-                         limits=Limits(max_request_elements, max_output_mb * 1024 * 1024),
-                         max_concurrent=max_concurrent, max_queue=max_queue,
-                         max_request_seconds=max_request_seconds, enable_batching=enable_batching,
-                         session_config=session_config(tensorflow_intra_op_parallelism,
-                                                       tensorflow_inter_op_parallelism),
-                         config_poll_seconds=model_config_file_poll_seconds,
-                         rest_port=rest_port or None, prometheus_path=prometheus_path,
-                         ssl_config=ssl_config)
+    server = ModelServer(models_dir, DEFAULTS.replace(
+        host=host, port=port, poll_seconds=poll_seconds, max_message_bytes=max_message_mb * MIB,
+        allow_external_base_paths=allow_external_base_paths,
+        limits=Limits(max_request_elements, max_output_mb * MIB), max_concurrent=max_concurrent,
+        max_queue=max_queue, max_request_seconds=max_request_seconds, enable_batching=enable_batching,
+        session_config=session_config(tensorflow_intra_op_parallelism, tensorflow_inter_op_parallelism),
+        config_poll_seconds=model_config_file_poll_seconds, rest_port=rest_port or None,
+        prometheus_path=prometheus_path, ssl_config=ssl_config, drain_seconds=drain_seconds))
     try:
         bound = server.start()
     except (OSError, ConfigError, FileNotFoundError) as e:
         raise fail(str(e))
     stop = threading.Event()
+
+    def on_signal(*_) -> None:
+        server.service.close()  # refuse new requests on both ports from this instant
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     models = ", ".join(f"{n} v{max(v)}" for n, v in server.loaded_versions().items() if v)
     kind = "gRPC over TLS" + (", client certificates required" if ssl_config.client_verify else "") \
         if ssl_config is not None else "gRPC"
@@ -157,11 +161,10 @@ def serve(
     if server.rest_target is not None:
         metrics = f"; metrics at {prometheus_path}" if prometheus_path else ""
         typer.echo(f"REST API on http://{server.rest_target}/v1/models/<name>{metrics}")
-    while not stop.wait(0.5):
-        pass
-    # A bounded drain: new requests are refused at once, requests in flight get --drain-seconds, then
-    # the process ends even if a graph is still running (its thread cannot be interrupted; exiting
-    # normally would wait for it).
+    stop.wait()
+    # A bounded drain: new requests are refused at once on both ports, requests in flight on both get
+    # --drain-seconds together, then the process ends even if a graph is still running (its thread
+    # cannot be interrupted; exiting normally would wait for it).
     typer.echo(f"stopping (draining up to {drain_seconds:g} s)", err=True)
     server.stop(grace=drain_seconds)
     typer.echo("stopped")

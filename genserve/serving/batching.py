@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 from collections import deque
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,12 +157,11 @@ def read_batching_params(version_dir, default_threads: int = DEFAULT_NUM_BATCH_T
 
 
 class _Task:
-    __slots__ = ("arrays", "rows", "enqueued", "deadline", "done", "result", "error")
+    __slots__ = ("arrays", "rows", "enqueued", "deadline", "future")
 
     def __init__(self, arrays: dict, rows: int, enqueued: float, deadline: float | None):
         self.arrays, self.rows, self.enqueued, self.deadline = arrays, rows, enqueued, deadline
-        self.done = threading.Event()
-        self.result = self.error = None
+        self.future: futures.Future = futures.Future()  # its share of the batch's outputs
 
 
 class _Queue:
@@ -197,9 +197,14 @@ class Batcher:
 
     # -- the runner hook --------------------------------------------------------------------------
     def runner(self, sig, arrays: dict, keys: tuple, timeout_ms: int = 0) -> dict:
-        """Queue one request and wait for its share of a batched run.
+        """Queue one request and wait for its share of a batched run (blocking form of `submit`)."""
+        return self.submit(sig, arrays, keys, timeout_ms).result()
 
-        Raises:
+    def submit(self, sig, arrays: dict, keys: tuple, timeout_ms: int = 0) -> futures.Future:
+        """Queue one request; the Future gets its share of a batched run. Waiting on it holds no
+        thread of the caller's choosing (the service awaits it on its event loop).
+
+        Raises (at once, or through the Future):
             ServingError: INVALID_ARGUMENT (unequal dim 0, too many rows), UNAVAILABLE (queue full),
                 DEADLINE_EXCEEDED (expired while queued), or the batch's run error.
         """
@@ -209,7 +214,7 @@ class Batcher:
             raise ServingError("INVALID_ARGUMENT",
                                f"Task size {rows} is larger than maximum input batch size {limit}")
         if rows == 0:
-            return sig.run(arrays, keys, timeout_ms)  # nothing to merge
+            return _run_now(sig, arrays, keys, timeout_ms)  # nothing to merge
         now = time.monotonic()
         task = _Task(arrays, rows, now, now + timeout_ms / 1000 if timeout_ms > 0 else None)
         key = (sig.name, tuple(keys), tuple((k, a.dtype.str, a.shape[1:]) for k, a in sorted(arrays.items())))
@@ -235,11 +240,8 @@ class Batcher:
                 queue.open_rows += rows
                 self._cond.notify()
         if closed:
-            return sig.run(arrays, keys, timeout_ms)
-        task.done.wait()
-        if task.error is not None:
-            raise task.error
-        return task.result
+            return _run_now(sig, arrays, keys, timeout_ms)
+        return task.future
 
     # -- batch threads ----------------------------------------------------------------------------
     def _next_batch(self):
@@ -283,9 +285,11 @@ class Batcher:
         now = time.monotonic()
         live = []
         for task in tasks:
+            if task.future.cancelled():
+                continue  # its caller is gone
             if task.deadline is not None and now >= task.deadline:
-                task.error = ServingError("DEADLINE_EXCEEDED", "deadline passed while queued for batching")
-                task.done.set()
+                _settle(task.future, error=ServingError("DEADLINE_EXCEEDED",
+                                                        "deadline passed while queued for batching"))
             else:
                 live.append(task)
         if not live:
@@ -316,17 +320,15 @@ class Batcher:
                 self.padded_rows += padded - rows
             start = 0
             for task in live:
-                task.result = {k: v[start:start + task.rows] for k, v in outputs.items()}
+                _settle(task.future, result={k: v[start:start + task.rows] for k, v in outputs.items()})
                 start += task.rows
         except ServingError as e:
             for task in live:
-                task.error = e
+                _settle(task.future, error=e)
         except Exception as e:  # a bug: answer every task, keep the thread alive
             log.exception("batch of %s failed", self.name)
             for task in live:
-                task.error = ServingError("INTERNAL", f"internal error: {type(e).__name__}: {e}")
-        for task in live:
-            task.done.set()
+                _settle(task.future, error=ServingError("INTERNAL", f"internal error: {type(e).__name__}: {e}"))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Run what is queued, then end the batch threads; later requests run unbatched."""
@@ -336,6 +338,26 @@ class Batcher:
         for thread in self._threads:
             if thread is not threading.current_thread():
                 thread.join(timeout)
+
+
+def _settle(future: futures.Future, result=None, error=None) -> None:
+    """Answer a task unless its caller cancelled it meanwhile."""
+    if future.set_running_or_notify_cancel():
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+def _run_now(sig, arrays: dict, keys: tuple, timeout_ms: int) -> futures.Future:
+    """An unbatched run, answered through a Future like a batched one."""
+    future: futures.Future = futures.Future()
+    future.set_running_or_notify_cancel()
+    try:
+        future.set_result(sig.run(arrays, keys, timeout_ms))
+    except BaseException as e:
+        future.set_exception(e)
+    return future
 
 
 def _task_rows(arrays: dict) -> int:

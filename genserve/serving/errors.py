@@ -8,6 +8,8 @@ the HTTP status TF Serving uses (tensorflow_serving/model_servers/http_rest_api_
 
 from __future__ import annotations
 
+import json
+
 # Long details are cut: a megabyte-long model name must not be echoed into a status (gRPC refuses
 # metadata past its limit and the client then sees "Stream removed" instead of the error).
 MAX_DETAILS = 1024
@@ -57,3 +59,8 @@ class ServingError(Exception):
 
     def __repr__(self) -> str:
         return f"ServingError({self.code}, {self.message!r})"
+
+
+def error_json(message: str) -> str:
+    """TF Serving's REST error body (MakeJsonFromStatus): {"error": "<message>"}."""
+    return json.dumps({"error": message})

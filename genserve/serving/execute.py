@@ -3,6 +3,9 @@
     from genserve.serving.execute import predict
     response = predict(model, "vae", 1, request, PredictResponse)   # model: a loader.GraphModel
 
+service.py splits the same steps (`prepare`, a run on the model's own threads or its batcher, `respond`)
+so that a request waiting for its model holds no shared thread.
+
 What TF Serving does (tensorflow_serving/servables/tensorflow/predict_util.cc, RunPredict): look the
 signature up (INVALID_ARGUMENT when unknown), check that the request's input keys are exactly the
 signature's (INVALID_ARGUMENT naming the missing/extra aliases), parse each TensorProto, check
@@ -16,62 +19,15 @@ No gRPC import: errors are `ServingError`s; the gRPC and REST front ends map the
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 
 from genserve.wire.codec import fill_tensor_proto, from_tensor_proto
 from genserve.repository import WARMUP_PATH
 from genserve.serving.errors import ServingError, short
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Admission limits checked before any graph runs.
-
-    Args:
-        max_request_elements: most elements over all inputs of one request (a [5e8, 1] tensor with no
-            values is 29 bytes on the wire but 2 GB once decoded).
-        max_output_bytes: most bytes of outputs a request may ask for, where the signature fixes the
-            output size per batch row (e.g. VAE `decode`: 28*28*4 bytes a row). This also bounds the
-            batch size of such signatures: VAE decode of z float32[200000, 2] (1.6 MB on the wire)
-            crashes TensorFlow's conv kernels inside the process, taking every model down.
-    """
-
-    max_request_elements: int = 1 << 27  # 512 MiB of float32
-    max_output_bytes: int = 1 << 28  # 256 MiB
-
-    def max_rows(self, sig) -> int | None:
-        """The most batch rows `sig` accepts under the output budget (None: not bounded that way)."""
-        per_row = 0
-        for spec in sig.outputs.values():
-            if spec.shape is None or len(spec.shape) == 0 or any(d is None for d in spec.shape[1:]):
-                continue
-            if spec.shape[0] is not None:
-                continue  # not batched
-            per_row += math.prod(spec.shape[1:]) * _itemsize(spec.dtype)
-        return None if per_row == 0 else max(1, self.max_output_bytes // per_row)
-
-    def check_elements(self, shapes: dict) -> None:
-        total = sum(math.prod(s) for s in shapes.values() if s is not None)
-        if total > self.max_request_elements:
-            detail = ", ".join(f"'{k}': [{','.join(map(str, s))}]" for k, s in sorted(shapes.items())
-                               if s is not None)
-            raise ServingError("RESOURCE_EXHAUSTED",
-                               f"request has {total:,} input elements ({detail}); this server accepts "
-                               f"at most {self.max_request_elements:,} per request "
-                               "(--max-request-elements)")
+from genserve.serving.options import Limits
 
 
 DEFAULT_LIMITS = Limits()
-
-
-def _itemsize(dtype: int) -> int:
-    from genserve.wire.codec import NUMERIC_DTYPES
-
-    numeric = NUMERIC_DTYPES.get(dtype)
-    return numeric[0].itemsize if numeric else 8
 
 
 def _proto_shape(proto) -> tuple | None:
@@ -125,44 +81,6 @@ def decode_inputs(sig, inputs, limits: Limits = DEFAULT_LIMITS) -> dict:
     return arrays
 
 
-class ConcurrencyLimiter:
-    """At most `max_concurrent` executions at once and `max_queue` waiting; a full queue answers
-    UNAVAILABLE at once (TF Serving's batch queues do the same when full), a wait that outlives the
-    request's deadline DEADLINE_EXCEEDED. One per served model, so a flood on one model leaves the
-    others their share of the server's threads."""
-
-    def __init__(self, max_concurrent: int, max_queue: int):
-        import threading
-
-        if max_concurrent < 1 or max_queue < 0:
-            raise ValueError("max_concurrent must be >= 1 and max_queue >= 0")
-        self.max_concurrent = max_concurrent
-        self.max_queue = max_queue
-        self._slots = threading.Semaphore(max_concurrent)
-        self._lock = threading.Lock()
-        self._waiting = 0
-
-    def run(self, what: str, timeout_s: float | None, fn):
-        if not self._slots.acquire(blocking=False):
-            with self._lock:
-                if self._waiting >= self.max_queue:
-                    raise ServingError("UNAVAILABLE",
-                                       f"{what}: server busy ({self.max_concurrent} executions running, "
-                                       f"{self._waiting} queued); retry later")
-                self._waiting += 1
-            try:
-                got = self._slots.acquire(timeout=timeout_s if timeout_s is not None else -1)
-            finally:
-                with self._lock:
-                    self._waiting -= 1
-            if not got:
-                raise ServingError("DEADLINE_EXCEEDED", f"{what}: deadline passed while queued")
-        try:
-            return fn()
-        finally:
-            self._slots.release()
-
-
 def output_keys(sig, output_filter) -> tuple:
     """The outputs to fetch: the filter's (checked) or all of them, sorted."""
     wanted = list(output_filter)
@@ -177,8 +95,35 @@ def output_keys(sig, output_filter) -> tuple:
     return tuple(wanted) if wanted else tuple(sorted(sig.outputs))
 
 
+def prepare(model, name: str, version: int, request, limits: Limits = DEFAULT_LIMITS):
+    """Check `request` against `model`'s SignatureDef and decode its inputs (no graph runs).
+
+    Returns:
+        (signature, {input key: ndarray}, output keys to fetch).
+    Raises:
+        ServingError: INVALID_ARGUMENT (signature, keys, dtype, shape, output_filter) or
+            RESOURCE_EXHAUSTED (size).
+    """
+    sig = model.signature(request.model_spec.signature_name, f"model {short(name)} version {version}")
+    arrays = decode_inputs(sig, request.inputs, limits)
+    return sig, arrays, output_keys(sig, request.output_filter)
+
+
+def respond(name: str, version: int, sig, keys: tuple, result: dict, response_cls):
+    """The PredictResponse for a run's `result` (each output encoded straight into it, no CopyFrom)."""
+    response = response_cls()
+    spec = response.model_spec
+    spec.name = name
+    spec.version.value = version
+    spec.signature_name = sig.name
+    outputs = response.outputs
+    for key in keys:
+        fill_tensor_proto(outputs[key], np.asarray(result[key]))
+    return response
+
+
 def predict(model, name: str, version: int, request, response_cls, timeout_ms: int = 0,
-            limits: Limits = DEFAULT_LIMITS, runner=None):
+            limits: Limits = DEFAULT_LIMITS):
     """Validate `request` against `model`, run the signature, build the PredictResponse.
 
     Args:
@@ -187,27 +132,11 @@ def predict(model, name: str, version: int, request, response_cls, timeout_ms: i
         request: a PredictRequest (TF's class or a wire-compatible one).
         response_cls: the PredictResponse class to build.
         timeout_ms: the request's remaining deadline (0 = none), passed to Session.run.
-        runner: `runner(sig, arrays, keys, timeout_ms) -> {key: ndarray}` (default: `sig.run`); the
-            server passes its admission/batching layer here.
     Raises:
         ServingError: a bad request (INVALID_ARGUMENT, RESOURCE_EXHAUSTED) or a graph failure.
     """
-    sig = model.signature(request.model_spec.signature_name, f"model {short(name)} version {version}")
-    arrays = decode_inputs(sig, request.inputs, limits)
-    keys = output_keys(sig, request.output_filter)
-    if runner is None:
-        result = sig.run(arrays, keys, timeout_ms)
-    else:
-        result = runner(sig, arrays, keys, timeout_ms)
-    response = response_cls()
-    spec = response.model_spec
-    spec.name = name
-    spec.version.value = version
-    spec.signature_name = sig.name
-    outputs = response.outputs
-    for key in keys:  # each output encoded straight into the response (no CopyFrom)
-        fill_tensor_proto(outputs[key], np.asarray(result[key]))
-    return response
+    sig, arrays, keys = prepare(model, name, version, request, limits)
+    return respond(name, version, sig, keys, sig.run(arrays, keys, timeout_ms), response_cls)
 
 
 def replay_warmup(model, name: str, version: int = 0) -> int:

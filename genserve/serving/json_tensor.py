@@ -3,23 +3,21 @@
     python -c "import numpy as np; from genserve.serving import json_tensor as j
     print(j.outputs_json({'y': np.array([[1.5]], 'f4')}, j.ROW))"
 
-The rules are those of tensorflow_serving/util/json_tensor.cc (FillPredictRequestFromJson,
-MakeJsonFromTensors), with the same error texts where genserve can say the same thing:
-- a body is one JSON object with `"signature_name"` (optional) and exactly one of `"instances"` (row
-  format: a non-empty list with one item per batch row, each a value/list for a single-input signature
-  or an object keyed by input name) or `"inputs"` (columnar: a value/list for a single input, else an
-  object keyed by input name; keys the signature does not take are ignored, as TF Serving does);
-- NaN, Infinity and -Infinity are accepted (rapidjson's kParseNanAndInfFlag; Python's json too);
-- float inputs take any JSON number, integer inputs only whole numbers that fit the dtype, bool only
-  true/false, string inputs a JSON string (sent as its UTF-8 bytes) or `{"b64": "<base64>"}`;
-- answers are `{"predictions": [...]}` for the row format (one item per batch row: the value when the
-  signature has one output, else an object keyed by output name) and `{"outputs": ...}` for the
-  columnar format (the tensor when there is one output, else an object keyed by output name);
+The rules of tensorflow_serving/util/json_tensor.cc (FillPredictRequestFromJson, MakeJsonFromTensors),
+with its error texts where genserve can say the same thing:
+- a body is one UTF-8 JSON object with `"signature_name"` (optional) and exactly one of `"instances"`
+  (row format: one item per batch row, a value/list for a single-input signature or an object keyed by
+  input name) or `"inputs"` (columnar: a value/list for a single input, else an object keyed by input
+  name; keys the signature does not take are ignored, as TF Serving does);
+- NaN, Infinity and -Infinity are accepted (rapidjson's kParseNanAndInfFlag); float inputs take any
+  number, integer inputs whole numbers that fit the dtype, bool true/false, string inputs a JSON
+  string (its UTF-8 bytes) or `{"b64": "<base64>"}`;
+- answers are `{"predictions": [...]}` (row format: one item per batch row, the value for one output,
+  else an object keyed by output name) or `{"outputs": ...}` (columnar: likewise, whole tensors);
 - floats are written as TF Serving writes them: the shortest of `%g` / `%.9g` (`%.17g` for double)
   that reads back to the same value, `.0` appended to whole numbers, NaN / Infinity / -Infinity bare;
   string outputs whose name ends in `_bytes` as `{"b64": ...}`, others as JSON strings.
-
-No TensorFlow import; errors are `ServingError`s (INVALID_ARGUMENT, UNIMPLEMENTED for a dtype JSON
+No TensorFlow import; errors are `ServingError`s (INVALID_ARGUMENT; UNIMPLEMENTED for a dtype JSON
 cannot carry).
 """
 
@@ -39,13 +37,12 @@ from genserve.wire.codec import (
 from genserve.serving.errors import ServingError
 
 ROW, COLUMNAR = "row", "columnar"  # JsonPredictRequestFormat::kRow / kColumnar
-B64_KEY = "b64"
-BYTES_SUFFIX = "_bytes"  # string outputs named *_bytes are written as {"b64": ...}
+B64_KEY, BYTES_SUFFIX = "b64", "_bytes"  # string outputs named *_bytes are written as {"b64": ...}
 MAX_DEBUG_CHARS = 256  # kMaxJsonDebugStringBytes
+MAX_RANK = 32  # numpy holds at most 64 dimensions; a row-format instance gains one when stacked
 
 _INT_RANGES = {DT_INT8: (-2**7, 2**7 - 1), DT_INT16: (-2**15, 2**15 - 1), DT_INT32: (-2**31, 2**31 - 1),
-               DT_UINT8: (0, 255), DT_INT64: (-2**63, 2**63 - 1), DT_UINT32: (0, 2**32 - 1),
-               DT_UINT64: (0, 2**64 - 1)}
+               DT_UINT8: (0, 255), DT_INT64: (-2**63, 2**63 - 1), DT_UINT32: (0, 2**32 - 1), DT_UINT64: (0, 2**64 - 1)}
 _TF_NAMES = {DT_FLOAT: "float", DT_DOUBLE: "double", 19: "half"}  # DataTypeString differs from numpy's name
 
 
@@ -102,11 +99,13 @@ def parse_body(body: bytes) -> dict:
     """
     if not body:
         raise _invalid("JSON Parse error: The document is empty")
-    try:
-        doc = json.loads(body)
+    try:  # rapidjson reads UTF-8 only; json.loads(bytes) would also take UTF-16 and UTF-32
+        doc = json.loads(body.decode("utf-8"))
     except json.JSONDecodeError as e:
         raise _invalid(f"JSON Parse error: {e.msg} at offset: {e.pos}") from None
-    except (UnicodeDecodeError, ValueError) as e:
+    except UnicodeDecodeError as e:
+        raise _invalid(f"JSON Parse error: Invalid encoding in string (not UTF-8) at offset: {e.start}") from None
+    except ValueError as e:
         raise _invalid(f"JSON Parse error: {e}") from None
     except RecursionError:
         raise _invalid("JSON Parse error: the document nests too deeply") from None
@@ -199,6 +198,8 @@ def to_array(value, dtype: int) -> np.ndarray:
         raise ServingError("UNIMPLEMENTED", f"Conversion of JSON Value: {debug_string(value)} to type: "
                                             f"{tf_type_name(dtype)}")
     shape = _dense_shape(value)
+    if len(shape) > MAX_RANK:
+        raise _invalid(f"JSON Value nests {len(shape)} lists deep; a tensor has at most {MAX_RANK} dimensions")
     flat: list = []
     _flatten(value, 0, shape, dtype, flat)
     if dtype == DT_STRING:
@@ -397,8 +398,3 @@ def outputs_json(outputs: dict, fmt: str) -> str:
     keys = {n: json.dumps(n) for n in names}
     rows = ["{" + ", ".join(f"{keys[n]}: {columns[n][i]}" for n in names) + "}" for i in range(batch)]
     return '{"predictions": [' + ", ".join(rows) + "]}"
-
-
-def error_json(message: str) -> str:
-    """MakeJsonFromStatus: {"error": "<message>"}."""
-    return json.dumps({"error": message})

@@ -19,6 +19,10 @@ Buckets::Exponential(10, 1.8, 33), `le` written as TF Serving writes it):
     :tensorflow:serving:model_warmup_latency{model_path, status}        histogram, µs
     :tensorflow:serving:model_warmup_records_read{model_path, status}   counter
 
+and one of its own (TF Serving has none like it), for watching a drain or a flood:
+
+    :genserve:serving:requests_in_flight                                gauge (Predicts admitted, unanswered)
+
 What is counted follows TF Serving: over gRPC only Predict (Classify, Regress) requests; over REST
 every request under /v1/ (API = "predict", "classify", "regress", or "" for status and metadata).
 
@@ -35,7 +39,7 @@ from bisect import bisect_right
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 DEFAULT_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
@@ -48,6 +52,7 @@ LOAD_ATTEMPT_COUNT = ":tensorflow:cc:saved_model:load_attempt_count"
 LOAD_LATENCY = ":tensorflow:cc:saved_model:load_latency"
 WARMUP_LATENCY = ":tensorflow:serving:model_warmup_latency"
 WARMUP_RECORDS = ":tensorflow:serving:model_warmup_records_read"
+IN_FLIGHT = ":genserve:serving:requests_in_flight"
 
 # Buckets::Exponential(10, 1.8, 33): limits 10, 18, 32.4, ... µs (~20 minutes), then +Inf.
 BUCKET_LIMITS = tuple(10 * 1.8**i for i in range(33))
@@ -87,6 +92,7 @@ class ServingMetrics:
                                                          LOAD_LATENCY: {}, WARMUP_RECORDS: {}}
         self._histograms: dict[str, dict[tuple, _Histogram]] = {REQUEST_LATENCY: {}, RUNTIME_LATENCY: {},
                                                                 WARMUP_LATENCY: {}}
+        self.gauges: dict[str, tuple] = {}  # name -> (help, read()), read at exposition time
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -159,6 +165,8 @@ class ServingMetrics:
                 for labels, value in sorted(cells.items()):
                     family.add_metric(list(labels), value)
                 yield family
+        for name, (help_text, read) in sorted(self.gauges.items()):
+            yield GaugeMetricFamily(name, help_text, value=read())
         for name, cells in histograms.items():
             if cells:
                 family = HistogramMetricFamily(name, specs[name][0], labels=specs[name][1])

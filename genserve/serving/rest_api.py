@@ -17,10 +17,14 @@ http_rest_api_util.cc, http_server.cc):
 Like TF Serving, every path under /v1/ (case-insensitive) goes to one handler: a method or path it does
 not know answers 400 `{"error": "Malformed request: PUT /v1/..."}`, errors answer `{"error": ...}` with
 the HTTP status of their canonical code (errors.HTTP_STATUS), and paths outside /v1/ answer 404.
-The server is aiohttp on its own event loop in a thread; the blocking part of each request (JSON
-decoding, ModelServer.predict, JSON encoding) runs on a thread pool. Request bodies are bounded by the
-server's message limit (--max-message-mb; 413 beyond it). REST requests carry no deadline: they run
-under the server's --max-request-seconds, as TF Serving's run under --rest_api_timeout_in_ms.
+The server is aiohttp on its own event loop in a thread; it only translates: JSON decoding and encoding
+run on the service's worker threads, the model's work in service.ModelService (the version is resolved
+once per request). Request bodies are bounded by the server's message limit (--max-message-mb; 413
+beyond it, also when a declared Content-Length or a gzip/deflate body's inflated size exceeds it, the
+inflation capped chunk by chunk off the event loop); a body that does not inflate or is not UTF-8 JSON
+answers 400, and one that does not fully arrive within 30 s (ServerOptions.body_timeout_seconds) 408.
+REST requests carry no deadline: they run under the server's --max-request-seconds, as TF Serving's
+run under --rest_api_timeout_in_ms. After SIGTERM every request answers 503.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from concurrent import futures
 from urllib.parse import unquote
 
 from genserve.serving import json_tensor
-from genserve.serving.errors import ServingError, truncate
+from genserve.serving.errors import ServingError, error_json, truncate
 
 log = logging.getLogger("genserve.serving")
 
@@ -58,124 +62,168 @@ def _path_parts(match) -> tuple[str, int | None, str | None]:
 
 
 class RestApi:
-    """The request logic, independent of the HTTP library: `process(method, path, body)`."""
+    """The request logic, independent of the HTTP library: `await process(method, path, body)`.
 
-    def __init__(self, server):
-        self._server = server
+    Only translates: JSON <-> protobuf, paths -> ModelSpecs; the work is service.ModelService's.
+    """
 
-    def process(self, method: str, path: str, body: bytes) -> tuple[int, str, str, str, str]:
-        """One request under /v1/.
+    def __init__(self, service):
+        self._service = service
+
+    async def process(self, method: str, path: str, body: bytes) -> tuple[int, str, str, str, str]:
+        """One request under /v1/ (the body already inflated).
 
         Returns:
             (HTTP status, JSON body, model name, API, canonical code) - the last three label metrics.
         """
         name, api = "", ""
         try:
-            status = ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {truncate(path, 200)}")
             output = None
             if method == "POST":
                 match = PREDICTION_PATH.fullmatch(path)
                 if match:
                     name, version, label = _path_parts(match)
                     api = match.group(4).lower()
-                    output = self._post(api, name, version, label, body)
+                    output = await self._post(api, self._service.spec(name, version, label), body)
             elif method == "GET":
                 match = STATUS_PATH.fullmatch(path)
                 if match:
                     name, version, label = _path_parts(match)
                     if not name:
                         raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
-                    output = (self._metadata(name, version, label) if match.group(4)
-                              else self._status(name, version, label))
+                    spec = self._service.spec(name, version, label)
+                    output = await self._blocking(self._metadata if match.group(4) else self._status, spec)
             if output is None:
-                raise status
+                raise ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {truncate(path, 200)}")
             return 200, output, name, api, "OK"
         except ServingError as e:
-            return e.http_status, json_tensor.error_json(e.message), name, api, e.code
+            return e.http_status, error_json(e.message), name, api, e.code
         except Exception as e:  # a bug: answer 500, log one line, keep serving
             log.error("REST %s %s failed: %s: %s", method, truncate(path, 200), type(e).__name__,
                       truncate(str(e), 300))
             log.debug("REST traceback", exc_info=True)
             message = truncate(f"internal error: {type(e).__name__}: {e}")
-            return 500, json_tensor.error_json(message), name, api, "INTERNAL"
+            return 500, error_json(message), name, api, "INTERNAL"
 
-    def _spec(self, request, name, version, label) -> None:
-        request.model_spec.name = name
-        if version is not None:
-            request.model_spec.version.value = version
-        if label is not None:
-            request.model_spec.version_label = label
+    async def _blocking(self, fn, *args):
+        """CPU work (JSON) on the service's worker threads, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._service.work, fn, *args)
 
-    def _post(self, api: str, name: str, version, label, body: bytes) -> str:
+    async def _post(self, api: str, spec, body: bytes) -> str:
         if api != "predict":
             raise ServingError("UNIMPLEMENTED", f"the :{api} API is not implemented by genserve (it needs "
                                                 "tf.Example signatures); use :predict")
-        from genserve.wire.codec import fill_tensor_proto, from_tensor_proto
+        loaded = self._service.resolve(spec)  # once: the dtypes and the run come from this version
+        request, fmt = await self._blocking(self._request, loaded, spec, body)
+        response = await self._service.predict(request, None, loaded=loaded)
+        return await self._blocking(self._outputs, response, fmt)
+
+    @staticmethod
+    def _request(loaded, spec, body: bytes):
+        from genserve.wire.codec import fill_tensor_proto
         from tensorflow_serving.apis import predict_pb2
 
         doc = json_tensor.parse_body(body)
         request = predict_pb2.PredictRequest()
-        self._spec(request, name, version, label)
+        request.model_spec.CopyFrom(spec)
         request.model_spec.signature_name = json_tensor.signature_name(doc)
-        sig = self._server.registry.resolve(name, version, label).signature(
-            request.model_spec.signature_name)
+        sig = loaded.signature(request.model_spec.signature_name)
         arrays, fmt = json_tensor.request_arrays(doc, {k: s.dtype for k, s in sig.inputs.items()})
         for key, array in arrays.items():
             fill_tensor_proto(request.inputs[key], array)
-        response = self._server.predict(request, predict_pb2.PredictResponse, None)
+        return request, fmt
+
+    @staticmethod
+    def _outputs(response, fmt: str) -> str:
+        from genserve.wire.codec import from_tensor_proto
+
         outputs = {key: from_tensor_proto(proto) for key, proto in response.outputs.items()}
         return json_tensor.outputs_json(outputs, fmt)
 
-    def _status(self, name: str, version, label) -> str:
+    def _status(self, spec) -> str:
         from google.protobuf import json_format
 
-        from genserve.serving.grpc_api import status_response
-
-        if label is not None:
-            version = self._server.registry.resolve(name, None, label).version
-        response = status_response(self._server.registry.status(name, version))
+        response = self._service.status(spec)
         for item in response.model_version_status:
             item.status.SetInParent()  # TF Serving always sets it ({"error_code": "OK", ...})
         return json_format.MessageToJson(response, always_print_fields_with_no_presence=True, indent=1)
 
-    def _metadata(self, name: str, version, label) -> str:
+    def _metadata(self, spec) -> str:
         from google.protobuf import json_format
-        from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+        from tensorflow_serving.apis import get_model_metadata_pb2
 
-        loaded = self._server.registry.resolve(name, version, label)
-        spec = model_pb2.ModelSpec(name=loaded.name)
-        spec.version.value = loaded.version
+        response = self._service.metadata(spec)
         sig_map = get_model_metadata_pb2.SignatureDefMap()
-        if not loaded.signature_def_any.Unpack(sig_map):
+        if not response.metadata["signature_def"].Unpack(sig_map):
             raise ServingError("INTERNAL", "Failed to unpack 'Any' object to 'SignatureDefMap'.")
         options = dict(always_print_fields_with_no_presence=True, preserving_proto_field_name=True,
                        indent=1)
-        return ('{\n"model_spec":' + json_format.MessageToJson(spec, **options) + ',\n"metadata": {'
-                '"signature_def": ' + json_format.MessageToJson(sig_map, **options) + "}\n}\n")
+        return ('{\n"model_spec":' + json_format.MessageToJson(response.model_spec, **options) +
+                ',\n"metadata": {"signature_def": ' + json_format.MessageToJson(sig_map, **options) + "}\n}\n")
+
+
+class BodyTooLarge(Exception):
+    """A request body (as sent, or once inflated) beyond the server's limit: 413."""
+
+
+def inflate(raw: bytes, encoding: str, limit: int) -> bytes:
+    """The body of a request with `Content-Encoding: gzip` or `deflate`, inflated at most `limit` bytes
+    at a time, so a small bomb never grows past the limit (called on a worker thread; zlib releases
+    the GIL while it inflates).
+
+    Raises:
+        BodyTooLarge: the inflated body exceeds `limit`.
+        ServingError: INVALID_ARGUMENT for data that does not inflate.
+    """
+    import zlib
+
+    # wbits: 16+15 reads a gzip member, 15 a zlib stream; -15 a raw deflate stream (what some
+    # clients send as "deflate").
+    wbits = 31 if encoding in ("gzip", "x-gzip") else (15 if raw[:1] == b"\x78" else -15)
+    inflater = zlib.decompressobj(wbits)
+    out, size, data = [], 0, raw
+    try:
+        while data:
+            chunk = inflater.decompress(data, limit + 1 - size)
+            size += len(chunk)
+            out.append(chunk)
+            if size > limit:
+                raise BodyTooLarge()
+            data = inflater.unconsumed_tail
+        out.append(inflater.flush())
+    except zlib.error as e:
+        raise ServingError("INVALID_ARGUMENT", f"Failed to decompress the request body "
+                                               f"(Content-Encoding: {encoding}): {e}") from None
+    if not inflater.eof:
+        raise ServingError("INVALID_ARGUMENT", f"Failed to decompress the request body "
+                                               f"(Content-Encoding: {encoding}): truncated data")
+    if size + len(out[-1]) > limit:
+        raise BodyTooLarge()
+    return b"".join(out)
 
 
 class RestServer:
     """aiohttp on its own event loop and thread, serving RestApi and (optionally) the metrics page.
 
     Args:
-        server: the ModelServer (its registry, predict, observe and max_workers are used).
+        service: the service.ModelService (its worker threads run the JSON work).
         host, port: where to listen; port 0 picks a free one (see `.port` after start()).
-        max_body_bytes: the largest request body accepted (413 beyond).
+        max_body_bytes: the largest request body accepted, as sent and once inflated (413 beyond).
         metrics: a metrics.ServingMetrics to expose at `metrics_path` (None: no metrics page).
+        body_timeout: seconds a request body may take to arrive (408 beyond, and the connection closes).
     """
 
-    def __init__(self, server, host: str, port: int, max_body_bytes: int, metrics=None,
-                 metrics_path: str | None = None, max_workers: int = 32, ssl_context=None):
-        self._api = RestApi(server)
-        self._server = server
+    def __init__(self, service, host: str, port: int, max_body_bytes: int, metrics=None,
+                 metrics_path: str | None = None, ssl_context=None, body_timeout: float = 30.0):
+        self._api = RestApi(service)
+        self._service = service
         self.host = host
         self.port = port
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout  # seconds for a whole request body to arrive (408 beyond)
         self.ssl_context = ssl_context  # HTTPS when set (tls.server_ssl_context)
         self.metrics = metrics
         self.metrics_path = metrics_path if metrics is not None else None
-        self._executor = futures.ThreadPoolExecutor(max_workers=max_workers,
-                                                    thread_name_prefix="genserve-rest")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner = None
@@ -215,6 +263,10 @@ class RestServer:
             loop.run_forever()
         finally:
             loop.run_until_complete(self._cleanup())
+            pending = asyncio.all_tasks(loop)  # handlers of connections dropped mid-request
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
     async def _setup(self) -> int:
@@ -223,7 +275,9 @@ class RestServer:
         app = web.Application(client_max_size=self.max_body_bytes)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # shutdown_timeout: what is left in flight after stop()'s own grace wait is cancelled at once.
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
+        # auto_decompress off: bodies are inflated by `inflate`, bounded, on a worker thread.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1,
+                                     auto_decompress=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_port=False, ssl_context=self.ssl_context)
         await site.start()
@@ -251,7 +305,6 @@ class RestServer:
                 log.warning("REST shutdown: %s", e)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=10)
-        self._executor.shutdown(wait=False, cancel_futures=True)
         self._thread = None
 
     # -- requests ---------------------------------------------------------------------------------
@@ -262,7 +315,7 @@ class RestServer:
         if self.metrics_path is not None and request.path == self.metrics_path:
             from genserve.serving.metrics import CONTENT_TYPE
 
-            page = await asyncio.get_running_loop().run_in_executor(self._executor, self.metrics.exposition)
+            page = await asyncio.get_running_loop().run_in_executor(self._service.work, self.metrics.exposition)
             return web.Response(body=page, headers={"Content-Type": CONTENT_TYPE})
         if not V1_PATH.fullmatch(path):
             return web.Response(status=404, text=f"404: Not Found: {truncate(path, 200)}")
@@ -280,22 +333,55 @@ class RestServer:
             if re.search(r"https?://", request.headers.get("Origin", "")):
                 return web.Response(status=200, content_type="application/json")
             error = ServingError("FAILED_PRECONDITION", "Origin header is missing in CORS preflight")
-            return self._json(error.http_status, json_tensor.error_json(error.message))
+            return self._json(error.http_status, error_json(error.message))
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
+            body = await self._body(request)
+        except BodyTooLarge:
             message = (f"request body is larger than this server's limit of {self.max_body_bytes:,} bytes "
                        "(--max-message-mb)")
-            self._server.observe("REST", "", "", "RESOURCE_EXHAUSTED", time.perf_counter() - start)
-            return self._json(413, json_tensor.error_json(message))
-        status, text, model, api, code = await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._api.process, request.method, path, body)
-        self._server.observe("REST", api, model, code, time.perf_counter() - start)
+            self._service.observe("REST", "", "", "RESOURCE_EXHAUSTED", time.perf_counter() - start)
+            return self._json(413, error_json(message), close=True)
+        except asyncio.TimeoutError:
+            message = f"the request body did not arrive within {self.body_timeout:g} s"
+            self._service.observe("REST", "", "", "DEADLINE_EXCEEDED", time.perf_counter() - start)
+            return self._json(408, error_json(message), close=True)
+        except ServingError as e:
+            self._service.observe("REST", "", "", e.code, time.perf_counter() - start)
+            return self._json(e.http_status, error_json(e.message))
+        status, text, model, api, code = await self._api.process(request.method, path, body)
+        self._service.observe("REST", api, model, code, time.perf_counter() - start)
         return self._json(status, text)
 
-    @staticmethod
-    def _json(status: int, text: str):
+    async def _body(self, request) -> bytes:
+        """The request body, inflated. A declared length beyond the limit is refused before reading.
+
+        Raises:
+            BodyTooLarge, asyncio.TimeoutError (not all of it within body_timeout), ServingError
+            (INVALID_ARGUMENT: an unknown Content-Encoding or data that does not inflate).
+        """
         from aiohttp import web
 
-        return web.Response(status=status, text=text, content_type="application/json")
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            raise BodyTooLarge()
+        try:
+            raw = await asyncio.wait_for(request.read(), self.body_timeout)
+        except web.HTTPRequestEntityTooLarge:
+            raise BodyTooLarge() from None
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding in ("", "identity"):
+            return raw
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            raise ServingError("INVALID_ARGUMENT", f"unsupported Content-Encoding: {truncate(encoding, 40)} "
+                                                   "(gzip, deflate or none)")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._service.work, inflate, raw, encoding, self.max_body_bytes)
+
+    @staticmethod
+    def _json(status: int, text: str, close: bool = False):
+        from aiohttp import web
+
+        response = web.Response(status=status, text=text, content_type="application/json")
+        if close:  # the rest of the body is not read: this connection cannot carry another request
+            response.force_close()
+        return response
 
