@@ -2,10 +2,13 @@
 
     .venv/bin/python -m pytest tests/test_replicas.py -q
 
-Covers: how a target string becomes a gRPC target (comma lists, dns:///, one target unchanged); a
-`Client` on "127.0.0.1:a,127.0.0.1:b,127.0.0.1:c" spreads its requests over all three (each replica's
-Prometheus request counter shows it); a replica that is down from the start costs no call; SIGKILL
-of one replica during a `batch run` of 2,000 small items loses no item and writes no duplicate record.
+Covers: how a target string becomes a gRPC target (comma lists, dns:///, one target unchanged); the
+health service (--enable-grpc-healthcheck-service): NOT_SERVING while a configured model has no
+version, SERVING once it loads, NOT_SERVING from the first moment of a drain, and GET /v1/health/ready
+saying the same; a `Client` on "127.0.0.1:a,127.0.0.1:b,127.0.0.1:c" spreads its requests over all three
+(each replica's Prometheus request counter shows it) and keeps answering while one drains; a replica
+that is down from the start costs no call; SIGKILL of one replica during a `batch run` of 2,000 small
+items loses no item and writes no duplicate record; TF Serving's CORS headers and preflight rule.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -64,11 +68,13 @@ def test_cli_targets_accept_replica_lists():
 # -- three real replicas ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
-    """A tiny VAE export (random weights, no training)."""
+    """A tiny VAE export (random weights, no training) and a toy export, both in models.config."""
+    from genserve.export.toy import export_toy
     from genserve.export.vae import export_vae
     from genserve.training import vae as vae_training
 
     root = tmp_path_factory.mktemp("replicas")
+    export_toy(root / "models")
     work = root / "vae"
     work.mkdir()
     cfg = vae_training.VAEConfig(conv_filters=(4, 8, 8, 8), dense_units=8)
@@ -80,19 +86,48 @@ def models_dir(tmp_path_factory) -> Path:
     return root / "models"
 
 
+def _health(server, service: str = "tensorflow.serving.PredictionService") -> str:
+    """The replica's grpc.health.v1 answer for `service`, by the standard stub."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(server.target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def _ready(server) -> int:
+    """GET /v1/health/ready on the replica's REST port: the HTTP status."""
+    try:
+        with urllib.request.urlopen(f"http://{server.rest_target}/v1/health/ready", timeout=10) as reply:
+            return reply.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
 @pytest.fixture(scope="module")
 def replicas(models_dir, tmp_path_factory):
-    """Three `genserve serve` processes over the same models directory, metrics on their REST ports."""
+    """Three `genserve serve --enable-grpc-healthcheck-service` processes over the same models directory
+    (metrics on their REST ports), started while the configured model `toy` has no version: yields
+    (servers, what each said before toy's version appeared), all three SERVING by then."""
     logs = tmp_path_factory.mktemp("replica_logs")
+    version = next((models_dir / "toy").iterdir())
+    parked = logs / "toy-version"
+    version.rename(parked)  # toy stays in models.config, with no version on disk
     servers = [ServerProcess(models_dir, "--disable-batching", "--monitoring-config-file", str(MONITORING),
-                             "--drain-seconds", "1", rest=True, log=logs / f"replica{i}.log")
+                             "--drain-seconds", "3", "--enable-grpc-healthcheck-service", rest=True,
+                             log=logs / f"replica{i}.log")
                for i in range(3)]
     try:
         for server in servers:
             server.start()
         for server in servers:
             server.wait_ready("vae", timeout=180)
-        yield servers
+        before = [(_health(s), _health(s, ""), _ready(s)) for s in servers]
+        parked.rename(version)  # the version appears at once (a rename); each replica loads it at its next poll
+        for server in servers:
+            wait_until(lambda: _health(server) == "SERVING", timeout=60, what=f"{server.target} SERVING")
+        yield servers, before
     finally:
         for server in servers:
             server.kill()
@@ -100,6 +135,15 @@ def replicas(models_dir, tmp_path_factory):
 
 def _target(servers) -> str:
     return ",".join(server.target for server in servers)
+
+
+def test_health_is_not_serving_until_every_configured_model_has_a_version(replicas):
+    servers, before = replicas
+    assert before == [("NOT_SERVING", "NOT_SERVING", 503)] * 3
+    for server in servers:
+        assert _health(server) == _health(server, "") == _health(server, "tensorflow.serving.ModelService") \
+            == "SERVING"
+        assert _ready(server) == 200
 
 
 def _requests_ok(server, model: str = "vae") -> float:
@@ -119,6 +163,7 @@ def test_a_client_on_three_replicas_spreads_requests_over_all_three(replicas):
 
     from genserve.clients import Client
 
+    replicas, _ = replicas
     before = [_requests_ok(server) for server in replicas]
     with Client(_target(replicas), timeout=30) as client:
         for _ in range(30):
@@ -133,6 +178,7 @@ def test_a_replica_down_from_the_start_costs_no_call(replicas):
 
     from genserve.clients import Client, RetryPolicy
 
+    replicas, _ = replicas
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there
     with Client(f"{dead},{replicas[0].target}", timeout=10, retry=RetryPolicy.disabled()) as client:
         client.status("vae")  # waits for the first READY replica
@@ -141,6 +187,7 @@ def test_a_replica_down_from_the_start_costs_no_call(replicas):
 
 
 def test_sigkill_of_a_replica_during_a_batch_run_loses_no_item_and_duplicates_none(replicas, tmp_path):
+    replicas, _ = replicas
     items = 2000
     job = tmp_path / "job.jsonl"
     job.write_text("".join(json.dumps({"id": f"p{i}", "kind": "decode", "points": [[i / items, -0.5]]}) + "\n"
@@ -167,3 +214,71 @@ def test_sigkill_of_a_replica_during_a_batch_run_loses_no_item_and_duplicates_no
     ids = [record["id"] for record in records]
     assert len(ids) == len(set(ids)) == items  # no item lost, none written twice
     assert all(record["status"] == "ok" for record in records)
+
+
+def test_a_drain_says_not_serving_before_the_port_closes_and_the_client_goes_elsewhere(replicas):
+    """SIGTERM: a Watch stream open on the replica sees NOT_SERVING at once (the port is still open,
+    the drain lasts --drain-seconds); a Client on all three replicas keeps answering."""
+    import grpc
+    import numpy as np
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from genserve.clients import Client
+
+    servers, _ = replicas
+    draining = servers[2]
+    channel = grpc.insecure_channel(draining.target)
+    try:
+        stream = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="tensorflow.serving.PredictionService"), timeout=30)
+        assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+        with Client(_target(servers), timeout=30) as client:
+            draining.proc.send_signal(15)  # SIGTERM
+            assert next(stream).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            for _ in range(20):
+                client.predict("toy", {"x": np.ones((1, 1), np.float32)})
+    finally:
+        channel.close()
+    assert draining.proc.wait(timeout=30) == 0
+
+
+# -- REST: CORS and readiness on one in-process server ----------------------------------------------
+def _http(target: str, path: str, method: str = "GET", headers: dict | None = None):
+    request = urllib.request.Request(f"http://{target}{path}", method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, dict(reply.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers)
+
+
+CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
+        "Access-Control-Allow-Headers": "Content-Type"}
+
+
+@pytest.mark.parametrize("cors", [True, False])
+def test_cors_headers_and_preflight_as_tf_serving(toy_models_dir, cors):
+    from genserve.serving.server import ModelServer
+
+    server = ModelServer(toy_models_dir, poll_seconds=0, rest_port=0, enable_cors_support=cors,
+                         prometheus_path="/metrics")
+    server.start()
+    try:
+        rest = server.rest_target
+        answers = {
+            "status": _http(rest, "/v1/models/toy"),
+            "error": _http(rest, "/v1/models/nope"),
+            "ready": _http(rest, "/v1/health/ready"),
+            "preflight": _http(rest, "/v1/models/toy:predict", "OPTIONS", {"Origin": "https://app.example"}),
+        }
+        assert [status for status, _ in answers.values()] == [200, 404, 200, 200]
+        for status, headers in answers.values():
+            assert {k: headers.get(k) for k in CORS} == (CORS if cors else dict.fromkeys(CORS))
+        # TF Serving (http_server.cc): a preflight without an http(s) Origin is FAILED_PRECONDITION (400).
+        assert _http(rest, "/v1/models/toy", "OPTIONS", {"Origin": "null"})[0] == 400
+        assert _http(rest, "/v1/models/toy", "OPTIONS")[0] == 400
+        assert "Access-Control-Allow-Origin" not in _http(rest, "/metrics")[1]  # only /v1/ answers
+        server.begin_drain()
+        assert _http(rest, "/v1/health/ready")[0] == 503
+    finally:
+        server.stop(grace=0)
