@@ -96,13 +96,15 @@ def _health(server, service: str = "tensorflow.serving.PredictionService") -> st
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
-def _ready(server) -> int:
-    """GET /v1/health/ready on the replica's REST port: the HTTP status."""
+def _ready(server) -> int | None:
+    """GET /v1/health/ready on the replica's REST port: the HTTP status (None: the port is not open)."""
     try:
         with urllib.request.urlopen(f"http://{server.rest_target}/v1/health/ready", timeout=10) as reply:
             return reply.status
     except urllib.error.HTTPError as e:
         return e.code
+    except urllib.error.URLError:
+        return None
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +125,7 @@ def replicas(models_dir, tmp_path_factory):
             server.start()
         for server in servers:
             server.wait_ready("vae", timeout=180)
+            wait_until(lambda: _ready(server) is not None, timeout=30, what=f"{server.rest_target} open")
         before = [(_health(s), _health(s, ""), _ready(s)) for s in servers]
         parked.rename(version)  # the version appears at once (a rename); each replica loads it at its next poll
         for server in servers:
