@@ -45,7 +45,7 @@ def main() -> None:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from genserve.clients.core import Client
+    from genserve.clients import Client
     from genserve.clients.dream import DreamSchedule, RemoteDream, dream, load_image, tiled_ascent
     from genserve.export.dream import DreamConfig, export_dream
     from genserve.serving.loader import load_saved_model

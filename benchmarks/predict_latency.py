@@ -96,7 +96,7 @@ def main() -> None:
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    from genserve.clients.core import Client
+    from genserve.clients import Client
     from genserve.export.toy import export_toy
 
     tmp = Path(tempfile.mkdtemp(prefix="genserve-bench-latency-"))

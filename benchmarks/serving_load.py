@@ -87,7 +87,7 @@ def _raw_call(target: str, latent: int, seed: int):
     the cheapest client Python can be, so the 2 cores go to the server."""
     import grpc
 
-    from genserve.clients.core import PREDICT_METHOD, predict_request
+    from genserve.clients.messages import PREDICT_METHOD, predict_request
 
     z = np.random.default_rng(seed).standard_normal((1, latent), dtype=np.float32)
     body = predict_request("vae", {"z": z}, "decode").SerializeToString()
@@ -99,7 +99,7 @@ def _raw_call(target: str, latent: int, seed: int):
 def load(target: str, clients: int, seconds: float, latent: int, raw: bool, warmup: float = 1.0) -> dict:
     """`clients` threads, each with its own channel, each sending decode(z of (1, latent)) back to back
     (a genserve Client, or a raw stub sending pre-serialized bytes)."""
-    from genserve.clients.core import Client, RetryPolicy
+    from genserve.clients import Client, RetryPolicy
 
     stop_at = time.monotonic() + warmup + seconds
     measure_from = time.monotonic() + warmup

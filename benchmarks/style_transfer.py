@@ -59,7 +59,7 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from genserve.clients.core import Client
+    from genserve.clients import Client
     from genserve.clients.images import save_rgb
     from genserve.clients.style import RemoteStyle, load_image, stylize
     from genserve.export.style import StyleModule, export_style

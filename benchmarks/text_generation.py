@@ -137,7 +137,7 @@ def compare(workdirs: list[Path], length: int, repeats: int) -> None:
     """Export each workdir's best checkpoint and measure the models side by side on one server."""
     import json as _json
 
-    from genserve.clients.core import Client
+    from genserve.clients import Client
     from genserve.clients.text import BOOK_TEMPERATURES, TextModel, generate
     from genserve.export.text import export_text
     from genserve.serving.loader import load_saved_model
@@ -225,7 +225,7 @@ def main() -> None:
         compare([p.expanduser() for p in args.compare], args.length, args.repeats)
         return
 
-    from genserve.clients.core import Client
+    from genserve.clients import Client
     from genserve.clients.text import BOOK_TEMPERATURES, TextModel, generate, sample_next
     from genserve.export.text import export_text
     from genserve.serving.loader import load_saved_model

@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from genserve.clients.core import Client  # noqa: E402
+from genserve.clients import Client  # noqa: E402
 from genserve.clients.vae import VAEModel, grid_points, render_grid, tile  # noqa: E402
 
 BOOK_BATCH = 16

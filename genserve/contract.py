@@ -4,7 +4,7 @@ This module imports nothing but the standard library. `genserve.export` builds i
 it, `genserve.clients` builds its requests from it, and `tests/` checks every exported SavedModel's
 signatures against it, so the three cannot drift apart.
 
-Conventions (see ../shared/DESIGN.md, "The wire contract"):
+Conventions (see README.md, "The wire contract"):
 - every tensor has a leading batch dimension (`None` below), because TF Serving's batcher concatenates
   requests along dim 0;
 - dtypes are numpy dtype names (`"float32"`, `"int32"`, ...) plus `"string"` for bytes;

@@ -154,7 +154,7 @@ def test_grouping_one_generate_request_and_one_decode_request(target, job, tmp_p
 
 
 def test_text_item_equals_genserve_generate_server_side(target, job, tmp_path):
-    from genserve.clients.core import Client
+    from genserve.clients import Client
     from genserve.clients.text import TextModel, generate
 
     out = tmp_path / "out"

@@ -21,7 +21,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-from genserve.clients.core import Client, GenserveError, RetryPolicy  # noqa: E402
+from genserve.clients import Client, GenserveError, RetryPolicy  # noqa: E402
 from genserve.repository import BATCHING_PARAMS_FILE  # noqa: E402
 from genserve.serving.batching import BatchingParams, Batcher, read_batching_params  # noqa: E402
 from genserve.serving.errors import ServingError  # noqa: E402

@@ -18,7 +18,7 @@ pytest.importorskip("tensorflow")
 import grpc  # noqa: E402
 
 from genserve.cli import app  # noqa: E402
-from genserve.clients.core import Client, GenserveError  # noqa: E402
+from genserve.clients import Client, GenserveError  # noqa: E402
 from genserve.clients.dream import DreamSchedule, RemoteDream, dream, tiled_ascent  # noqa: E402
 
 INF = float("inf")

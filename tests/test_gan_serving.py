@@ -22,7 +22,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 
 from genserve import contract as C  # noqa: E402
-from genserve.clients.core import Client, GenserveError  # noqa: E402
+from genserve.clients import Client, GenserveError  # noqa: E402
 from genserve.clients.gan import GANModel, grid_seeds, render_grid  # noqa: E402
 from genserve.data import mnist  # noqa: E402
 from genserve.export import gan as export  # noqa: E402

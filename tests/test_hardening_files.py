@@ -241,9 +241,9 @@ def test_min_side_of_the_vgg_backbone():
 
 @pytest.mark.parametrize("side", [1, 15])
 def test_too_small_style_images_are_invalid_argument(style_target, side):
-    from genserve.clients.core import GenserveError
+    from genserve.clients import GenserveError
     from genserve.clients.style import ImageError, RemoteStyle
-    from genserve.clients.core import Client
+    from genserve.clients import Client
 
     target, _ = style_target
     tiny = np.full((1, side, side, 3), 128.0, np.float32)

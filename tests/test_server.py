@@ -26,7 +26,7 @@ from tensorflow_serving.apis import (  # noqa: E402
 
 from tensorflow.core.framework.tensor_pb2 import TensorProto  # noqa: E402
 
-from genserve.clients.core import Client, GenserveError  # noqa: E402
+from genserve.clients import Client, GenserveError  # noqa: E402
 from genserve.serving.server import ModelServer, serve  # noqa: E402
 
 X = np.array([[1.0], [2.5]], np.float32)  # (2, 1)

@@ -30,7 +30,7 @@ tf = pytest.importorskip("tensorflow")
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 from conftest import wait_until  # noqa: E402
-from genserve.clients.core import Client, GenserveError  # noqa: E402
+from genserve.clients import Client, GenserveError  # noqa: E402
 
 TIMEOUT = 30
 TEXT = "she sells sea shells by the sea shore; the shells she sells are surely sea shells.\n" * 30

@@ -18,7 +18,7 @@ import grpc  # noqa: E402
 
 from genserve import contract as C  # noqa: E402
 from genserve.cli import app  # noqa: E402
-from genserve.clients.core import Client, GenserveError  # noqa: E402
+from genserve.clients import Client, GenserveError  # noqa: E402
 from genserve.clients.style import RemoteStyle, load_image, stylize  # noqa: E402
 
 LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")

@@ -83,7 +83,7 @@ def _wait(client, predicate, seconds=90.0):
 def test_session_keeps_its_pinned_version_while_a_new_one_loads(tmp_path, staged):
     """Policy all: version 2 (another model, another state size) appears mid-generation; the session
     stays on version 1 and gives exactly what an explicit version-1 session gives."""
-    from genserve.clients.core import Client
+    from genserve.clients import Client
     from genserve.clients.text import TextModel, generate
     from genserve.export.writer import set_version_policy
     from genserve.serving.server import serve
@@ -110,7 +110,7 @@ def test_session_keeps_its_pinned_version_while_a_new_one_loads(tmp_path, staged
 def test_pinned_version_that_vanishes_is_one_clear_error(tmp_path, staged):
     """TF Serving's default policy serves only the latest: version 1 is unloaded once 2 is in. The
     session ends with NOT_FOUND naming version 1 (not an IndexError, not a mix of two models)."""
-    from genserve.clients.core import Client, GenserveError
+    from genserve.clients import Client, GenserveError
     from genserve.clients.text import TextModel, generate
     from genserve.serving.server import serve
 

@@ -112,7 +112,7 @@ def test_saved_model_cli_runs_the_step_signature(deep, tmp_path):
 
 
 def test_unchanged_clients_work_for_depth_two(deep):
-    from genserve.clients.core import Client
+    from genserve.clients import Client
     from genserve.clients.text import TextModel, generate
     from genserve.serving.server import serve
 

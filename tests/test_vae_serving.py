@@ -17,7 +17,7 @@ from PIL import Image
 tf = pytest.importorskip("tensorflow")
 
 from genserve import contract as C  # noqa: E402
-from genserve.clients.core import Client, GenserveError  # noqa: E402
+from genserve.clients import Client, GenserveError  # noqa: E402
 from genserve.clients.images import save_grey  # noqa: E402
 from genserve.clients.vae import VAEModel, grid_points, render_grid  # noqa: E402
 from genserve.data import mnist  # noqa: E402

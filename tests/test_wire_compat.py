@@ -16,7 +16,7 @@ import pytest
 from google.protobuf import descriptor
 
 from genserve.wire.codec import from_tensor_proto, to_tensor_proto
-from genserve.clients.core import VersionStatus, predict_request, signatures_from_metadata
+from genserve.clients.messages import VersionStatus, predict_request, signatures_from_metadata
 from genserve.wire.protos import serving_pb2, tensor_pb2
 
 tf = pytest.importorskip("tensorflow")
@@ -257,7 +257,7 @@ def test_metadata_request_bytes_match():
 
 
 def test_metadata_without_signature_map_is_an_error():
-    from genserve.clients.core import GenserveError
+    from genserve.clients import GenserveError
 
     with pytest.raises(GenserveError, match="INTERNAL: .*no signature_def"):
         signatures_from_metadata(serving_pb2.GetModelMetadataResponse(), "vae")

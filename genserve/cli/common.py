@@ -142,19 +142,3 @@ def report_export(export: Callable[[], Path], *errors: type[BaseException], note
         typer.echo(note)
     typer.echo(f"exported {path}")
     return path
-
-
-# Names that moved to genserve.cli.options / .quiet, for modules written before the split.
-_MOVED = {"DEFAULT_TARGET": "options", "TargetOpt": "options", "parse_target": "options",
-          "ExportVersionOpt": "options", "ClientVersionOpt": "options", "check_version": "options",
-          "ModelOpt": "options", "TimeoutOpt": "options", "MnistDataset": "options",
-          "MnistDatasetOpt": "options", "install_quiet_tensorflow": "quiet",
-          "uninstall_quiet_tensorflow": "quiet", "quiet_python_loggers": "quiet", "VERBOSE_ENV": "quiet"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"genserve.cli.{_MOVED[name]}"), name)
-    raise AttributeError(f"module 'genserve.cli.common' has no attribute {name!r}")

