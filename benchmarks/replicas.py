@@ -3,7 +3,7 @@ replicas on this machine, and the time from SIGKILL of a replica to the failed-o
 
     .venv/bin/python benchmarks/replicas.py [--seconds 5] [--threads 8] [--model toy|vae]
 
-Every replica is its own `genserve serve` process (batching off) over the same models directory. For
+Every replica is its own `genserve serve --enable-grpc-healthcheck-service` process (batching off) over the same models directory. For
 n = 1, 2, 3 one `Client` on "127.0.0.1:a[,127.0.0.1:b[,...]]" is shared by `--threads` threads that
 each send Predict calls back to back for `--seconds`; the lines give calls per second and the median
 and p99 latency. On one machine the replicas share its cores, so more replicas add throughput only
@@ -100,7 +100,8 @@ def main() -> None:
         vae.encoder.save_weights(tmp / "vae" / vae_training.BEST_ENCODER)
         vae.decoder.save_weights(tmp / "vae" / vae_training.BEST_DECODER)
         export_vae(tmp / "vae", models)
-    servers = [ServerProcess(models, "--disable-batching", poll_seconds=0) for _ in range(3)]
+    servers = [ServerProcess(models, "--disable-batching", "--enable-grpc-healthcheck-service", poll_seconds=0)
+               for _ in range(3)]
     try:
         for server in servers:
             server.start()
