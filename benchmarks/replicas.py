@@ -3,8 +3,8 @@ replicas on this machine, and the time from SIGKILL of a replica to the failed-o
 
     .venv/bin/python benchmarks/replicas.py [--seconds 5] [--threads 8] [--model toy|vae]
 
-Every replica is its own `genserve serve --enable-grpc-healthcheck-service` process (batching off) over the same models directory. For
-n = 1, 2, 3 one `Client` on "127.0.0.1:a[,127.0.0.1:b[,...]]" is shared by `--threads` threads that
+Every replica is its own `genserve serve --enable-grpc-healthcheck-service` process (batching off)
+over the same models directory. For n = 1, 2, 3 one `Client` on "127.0.0.1:a[,127.0.0.1:b[,...]]" is shared by `--threads` threads that
 each send Predict calls back to back for `--seconds`; the lines give calls per second and the median
 and p99 latency. On one machine the replicas share its cores, so more replicas add throughput only
 while the server side (not the client or the cores) is the bottleneck.
