@@ -176,6 +176,90 @@ def test_a_client_on_three_replicas_spreads_requests_over_all_three(replicas):
     assert sum(served) == 30 and all(n >= 5 for n in served), served  # round_robin: ~10 each
 
 
+def _label_version(server, label: str = "stable") -> int | None:
+    """The version the replica serves under `label` for toy (None: not (yet) known there)."""
+    from genserve.clients import Client, GenserveError
+
+    with Client(server.target, timeout=10) as client:
+        try:
+            return client.status("toy", version_label=label)[0].version
+        except GenserveError:
+            return None
+
+
+def _available(server, model: str = "toy") -> set[int]:
+    from genserve.clients import Client
+
+    with Client(server.target, timeout=10) as client:
+        return {v for v, state in client.status(model) if state == "AVAILABLE"}
+
+
+def _version_and_y(reply) -> tuple[int, float]:
+    from genserve.wire.codec import from_tensor_proto
+
+    return reply.model_spec.version.value, float(from_tensor_proto(reply.outputs["y"]).ravel()[0])
+
+
+def test_a_rollout_keeps_each_pinned_session_on_its_version(replicas, models_dir):
+    """docs/deploy.md's procedure on a shared models directory, each replica moving at its own poll: a
+    session pinned through the label `stable` before the rollout gets version 1 on every answer until
+    version 1 is unloaded (then a NOT_FOUND naming it), one pinned after the label moved gets 2."""
+    import threading
+
+    import numpy as np
+
+    from genserve.clients import Client, GenserveError
+    from genserve.export.toy import ToyConfig, export_toy
+    from genserve.repository.config import set_version_labels, set_version_policy
+
+    servers = replicas[0]
+    x = {"x": np.ones((1, 1), np.float32)}
+    set_version_policy(models_dir, "toy", ("specific", (1,)))
+    set_version_labels(models_dir, "toy", {"stable": 1})
+    for server in servers:
+        wait_until(lambda: _label_version(server) == 1, timeout=30, what="stable -> 1")
+    old_answers, old_errors, stop = [], [], threading.Event()
+    with Client(_target(servers), timeout=30) as client:
+        old = client.pinned("toy", version_label="stable")
+        assert old.version == 1
+
+        def old_session():
+            while not stop.is_set():
+                try:
+                    old_answers.append(_version_and_y(old.predict_response(x)))
+                except GenserveError as e:
+                    old_errors.append(e)
+                    return
+                except Exception as e:  # noqa: BLE001 - a broken test thread must fail the test, not hang it
+                    old_errors.append(e)
+                    return
+                stop.wait(0.005)  # pacing, so the replicas' polls get the CPU
+
+        thread = threading.Thread(target=old_session)
+        thread.start()
+        try:
+            export_toy(models_dir, ToyConfig(bias=5.0), version=2)  # not served yet: the policy names 1
+            set_version_policy(models_dir, "toy", ("specific", (1, 2)))
+            for server in servers:
+                wait_until(lambda: _available(server) == {1, 2}, timeout=30, what="1 and 2 loaded")
+            set_version_labels(models_dir, "toy", {"stable": 2})
+            for server in servers:
+                wait_until(lambda: _label_version(server) == 2, timeout=30, what="stable -> 2")
+            new = client.pinned("toy", version_label="stable")
+            new_answers = [new.predict_response(x) for _ in range(12)]
+            seen = len(old_answers)
+            wait_until(lambda: len(old_answers) > seen + 10 or old_errors, timeout=30, what="old session runs")
+            assert not old_errors, old_errors
+            set_version_policy(models_dir, "toy", ("specific", (2,)))
+            wait_until(lambda: old_errors, timeout=30, what="version 1 unloaded")
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+    assert new.version == 2 and {_version_and_y(r) for r in new_answers} == {(2, 7.0)}
+    assert len(old_answers) > 10 and set(old_answers) == {(1, 3.0)}  # y = 2x + 1 from version 1 only
+    assert old_errors[0].code.name == "NOT_FOUND" and "version 1" in old_errors[0].details
+
+
 def test_a_replica_down_from_the_start_costs_no_call(replicas):
     import numpy as np
 
