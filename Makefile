@@ -9,7 +9,7 @@ TF_SERVING_VERSION := $(shell cat genserve/deploy/TF_SERVING_VERSION)
 SERVING_VENV := .venv-serving
 MODELS_DIR ?= models
 
-.PHONY: demo test install clean bench check-serving docker-build
+.PHONY: demo test install clean bench check-serving docker-build browser test-data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser test-data
 	$(PY) -m pytest -q
+
+# Registry files the tests read, fetched once into the cache (~/.cache/genserve) so no test downloads:
+# the KServe SDK wheel whose types validate the KServe manifests.
+test-data: $(STAMP)
+	$(PY) -c "from genserve.data import PinnedWheel, fetch_wheel; from genserve.deploy.kserve import SCHEMA_WHEEL; fetch_wheel(PinnedWheel(*SCHEMA_WHEEL))"
+
+# Debian's chromium for the playground's browser test (driven by playwright with executable_path; never
+# `playwright install`). Non-interactive; nothing to do when it is already installed.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; else \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi
 
 demo: $(STAMP)
 	bash scripts/demo.sh

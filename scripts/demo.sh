@@ -57,3 +57,4 @@ done
 
 step "done: results are in $OUT_DIR"
 ls -1 "$OUT_DIR"
+printf '\nplay with these models in a browser (then open http://127.0.0.1:7860):\n  %s serve --models-dir %s --port 8500 &\n  %s playground --target 127.0.0.1:8500\n' "$GENSERVE" "$MODELS_DIR" "$GENSERVE"

@@ -31,10 +31,10 @@ import yaml
 from kubernetes_validate.utils import latest_version, schema_contents
 
 from genserve.data import DataError, PinnedWheel, fetch_wheel
+from genserve.deploy.kserve import SCHEMA_WHEEL
 from test_deploy import deploy, models  # noqa: F401 (models is a fixture)
 
-KSERVE = PinnedWheel(name="kserve", version="0.21.0",
-                     sha256="df9bc5888704d9085015e08f1a8fced5ff0698f3becc6212d4e7b8234c71623b")
+KSERVE = PinnedWheel(*SCHEMA_WHEEL)
 KSERVE_KINDS = ("V1beta1InferenceService", "V1alpha1ServingRuntime")  # the wheel's classes for them
 K8S_VERSIONS = ("1.27.0", latest_version())
 K8S_DEFS_ID = "https://kubernetes.io/api/_definitions.json"

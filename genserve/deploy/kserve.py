@@ -17,6 +17,9 @@ from genserve.deploy import args as A
 from genserve.deploy.kubernetes import DeployError, DeploySpec, container
 
 API = "serving.kserve.io"
+# The KServe release these manifests target; its SDK wheel on PyPI (pinned by sha256) is where the tests
+# take KServe's types from to validate them (`make test-data` fetches it into the cache before pytest).
+SCHEMA_WHEEL = ("kserve", "0.21.0", "df9bc5888704d9085015e08f1a8fced5ff0698f3becc6212d4e7b8234c71623b")
 TFS_GRPC_PORT = 9000  # kserve-tensorflow-serving's --port
 KSERVE_MODEL_DIR = "/mnt/models"
 RUNTIME_NAME = "genserve"
