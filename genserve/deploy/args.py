@@ -102,9 +102,6 @@ def tf_serving_args(**overrides: str) -> list[str]:
     return [f"--{name}={value}" for name, value in settings.items()]
 
 
-# `genserve serve` flags the manifests would use that the command does not have yet (none now);
-# tests/test_deploy.py fails when a flag listed here exists.
-PLANNED_SERVE_FLAGS: tuple[str, ...] = ()
 
 
 def genserve_args(models_dir: str = DOCKER_PREFIX, drain_seconds: int = 20) -> list[str]:
