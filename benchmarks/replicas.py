@@ -10,7 +10,7 @@ and p99 latency. On one machine the replicas share its cores, so more replicas a
 while the server side (not the client or the cores) is the bottleneck.
 
 Failover: the same threads run against three replicas; one is SIGKILLed. A call in flight on it fails
-with UNAVAILABLE inside the Client and is retried (backoff 0.1 s, jitter) on another replica; the
+with UNAVAILABLE inside the Client and is retried at once (later retries back off) on another replica; the
 line gives the seconds from the kill to the last answer of the calls that were in flight at the kill
 (the worst failed-over answer), their median, and the number of failed calls (0 expected).
 """

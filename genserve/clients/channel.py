@@ -133,6 +133,7 @@ class Client:
         self.on_wait = on_wait
         self._rng = random.Random()
         resolved = channel_target(target)
+        self.replicated = resolved.replicated  # round_robin over replicas (genserve.clients.replicas)
         user_options = list(options)
         user_keys = {key for key, _ in user_options}
         if "grpc.ssl_target_name_override" in user_keys:
@@ -216,8 +217,10 @@ class Client:
             left = deadline - time.monotonic()
             if (limit is not None and attempt >= limit) or left < 0.01:
                 raise GenserveError(code, self._gave_up(details, attempt, started, budget, code)) from None
-            # Sleep the backoff, but keep a last attempt inside the deadline.
-            wait = max(0.0, min(self.retry.backoff(attempt, self._rng), left - 0.01))
+            # Sleep the backoff, but keep a last attempt inside the deadline. Across replicas the first
+            # retry goes at once: round_robin sends it to another replica (a dead one has left the ring).
+            wait = 0.0 if self.replicated and attempt == 1 else \
+                max(0.0, min(self.retry.backoff(attempt, self._rng), left - 0.01))
             if self.on_wait is not None and not waiting and time.monotonic() + wait - started >= 1.0:
                 waiting = True
                 self.on_wait(f"waiting for {self.target} ({_reason(details)}; retrying for up to "

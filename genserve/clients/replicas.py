@@ -13,7 +13,8 @@ NOT_SERVING, e.g. still loading its models or draining). A server without the he
 Serving without `--enable_grpc_healthcheck_service`) answers UNIMPLEMENTED and counts as healthy
 (gRPC logs one line about it). gRPC Python needs no channel argument for this: the service config
 below turns it on (`grpc.inhibit_health_checking` is off by default). A replica that fails drops out
-of the round_robin ring at once, so the Client's retry of an UNAVAILABLE call reaches another one.
+of the round_robin ring at once, so the Client's retry of an UNAVAILABLE call (the first one without
+backoff, for a replica list) reaches another one.
 
 gRPC has no resolver for a list of host names, so such a list is resolved here with getaddrinfo
 (IPv4 when every name has an IPv4 address, else IPv6); the channel's authority stays the first
