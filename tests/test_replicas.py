@@ -56,6 +56,19 @@ def test_a_bad_replica_list_is_refused_in_one_line(bad):
         channel_target(bad)
 
 
+def test_a_replica_name_that_does_not_resolve_fails_the_first_call_at_once_with_the_fix():
+    import time
+
+    from genserve.clients import Client, GenserveError
+
+    with Client("replica-a.invalid:8500,127.0.0.1:8510", timeout=20) as client:  # built without error
+        start = time.monotonic()
+        with pytest.raises(GenserveError) as e:
+            client.status("toy")
+    assert time.monotonic() - start < 1.0 and e.value.code.name == "UNAVAILABLE"
+    assert "cannot resolve the host name 'replica-a.invalid'" in e.value.details
+
+
 def test_cli_targets_accept_replica_lists():
     from genserve.cli.options import parse_target
 

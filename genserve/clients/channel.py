@@ -25,7 +25,7 @@ from genserve.clients.failures import diagnose
 from genserve.clients.messages import (METADATA_METHOD, PREDICT_METHOD, STATUS_METHOD, GenserveError,
                                        Inputs, SignatureInfo, VersionStatus, model_spec, predict_request,
                                        signatures_from_metadata)
-from genserve.clients.replicas import channel_target
+from genserve.clients.replicas import ChannelTarget, channel_target
 from genserve.clients.tls import TlsSettings, channel_credentials, tls_settings
 from genserve.wire.codec import from_tensor_proto
 from genserve.wire.protos import serving_pb2
@@ -132,7 +132,12 @@ class Client:
         self.retry = retry
         self.on_wait = on_wait
         self._rng = random.Random()
-        resolved = channel_target(target)
+        self._unusable: GenserveError | None = None  # raised by every call: what waiting cannot fix
+        try:
+            resolved = channel_target(target)
+        except GenserveError as e:  # a replica's host name does not resolve: say so at the first call, as
+            self._unusable = e      # gRPC's own DNS failure would be
+            resolved = ChannelTarget(target, (target,))
         self.replicated = resolved.replicated  # round_robin over replicas (genserve.clients.replicas)
         user_options = list(options)
         user_keys = {key for key, _ in user_options}
@@ -197,6 +202,8 @@ class Client:
         budget = self.timeout if timeout is None else float(timeout)
         if not budget > 0:
             raise ValueError(f"timeout must be positive, got {budget}")
+        if self._unusable is not None:
+            raise self._unusable
         started = time.monotonic()
         deadline = started + budget
         limit = self.retry.max_attempts
