@@ -7,9 +7,12 @@ STAMP := $(VENV)/.installed
 # The TF Serving release of Dockerfile.serving, named once; its TensorFlow has the same version number.
 TF_SERVING_VERSION := $(shell cat genserve/deploy/TF_SERVING_VERSION)
 SERVING_VENV := .venv-serving
+# benchmarks/peers.py's peer: KServe's Python model server (the version the deploy manifests are checked
+# against, genserve/deploy/kserve.py) beside genserve's TensorFlow (they co-install).
+PEERS_VENV := .venv-peers
 MODELS_DIR ?= models
 
-.PHONY: demo test install clean bench check-serving docker-build browser test-data
+.PHONY: demo test install clean bench check-serving docker-build browser test-data peers peers-quick
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,9 +53,24 @@ check-serving: $(STAMP)
 	$(PY) scripts/check_serving.py prepare build/check-serving
 	cd build && ../$(SERVING_VENV)/bin/python ../scripts/check_serving.py verify check-serving
 
+# genserve vs KServe on the same VAE SavedModel (benchmarks/peers.py); a side venv with kserve and
+# tensorflow-cpu and nothing of genserve runs the KServe server. peers-quick (~1 s a row) is CI's form.
+$(PEERS_VENV)/.installed:
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet \
+		'kserve==$(shell $(PY) -c "from genserve.deploy.kserve import SCHEMA_WHEEL; print(SCHEMA_WHEEL[1])")' \
+		'tensorflow-cpu==$(shell $(PY) -c "from importlib.metadata import version; print(version('tensorflow'))")'
+	touch $@
+
+peers: $(STAMP) $(PEERS_VENV)/.installed
+	$(PY) benchmarks/peers.py --kserve-python $(PEERS_VENV)/bin/python
+
+peers-quick: $(STAMP) $(PEERS_VENV)/.installed
+	$(PY) benchmarks/peers.py --kserve-python $(PEERS_VENV)/bin/python --quick
+
 docker-build:
 	docker build -f Dockerfile.serving --build-arg TF_SERVING_VERSION=$(TF_SERVING_VERSION) \
 		--build-arg MODELS_DIR=$(MODELS_DIR) -t genserve-serving .
 
 clean:
-	rm -rf $(VENV) $(SERVING_VENV) out build *.egg-info
+	rm -rf $(VENV) $(SERVING_VENV) $(PEERS_VENV) out build *.egg-info

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.harness import export_untrained_text, export_untrained_vae, free_port  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TEMPERATURES = (0.2, 0.5, 1.0, 1.2)
@@ -40,40 +40,17 @@ GENSERVE = [sys.executable, "-m", "genserve"]
 
 def build_models(models: Path, text_workdir: Path | None) -> str:
     """Export a text model and a VAE into `models`; returns a description of the text model."""
-    from genserve.data.text import Vocabulary
     from genserve.export.text import export_text
-    from genserve.export.vae import export_vae
-    from genserve.training import text as text_training
-    from genserve.training import vae as vae_training
 
     work = models.parent / "work"
     described = f"trained checkpoint {text_workdir}"
     if text_workdir is None:
-        text_workdir = work / "text"
-        text_workdir.mkdir(parents=True)
-        cfg = text_training.TextConfig()  # the book: LSTM 128 units, maxlen 60
-        vocab = Vocabulary.from_text("abcdefghijklmnopqrstuvwxyz !\"'(),-.:;?\n" + "0123456789&[]_")
-        model = text_training.build_model(cfg, len(vocab))
-        (text_workdir / text_training.CONFIG_FILE).write_text(cfg.to_json())
-        (text_workdir / text_training.VOCAB_FILE).write_text(vocab.to_json())
-        text_training.save_model_atomic(model, text_workdir / text_training.BEST_FILE)
-        described = f"book config (LSTM {cfg.units} units, maxlen {cfg.maxlen}, {len(vocab)} chars), random weights"
-    export_text(text_workdir, models)
-    vae_work = work / "vae"
-    vae_work.mkdir(parents=True)
-    vcfg = vae_training.VAEConfig()
-    vae = vae_training.new_model(vcfg)
-    (vae_work / vae_training.CONFIG_FILE).write_text(vcfg.to_json())
-    vae.encoder.save_weights(vae_work / vae_training.BEST_ENCODER)
-    vae.decoder.save_weights(vae_work / vae_training.BEST_DECODER)
-    export_vae(vae_work, models)
+        export_untrained_text(models, work / "text")  # the book: LSTM 128 units, maxlen 60
+        described = "book config (LSTM 128 units, maxlen 60), random weights"
+    else:
+        export_text(text_workdir, models)
+    export_untrained_vae(models, work / "vae")
     return described
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run(cmd: list[str], quiet: bool = True) -> float:

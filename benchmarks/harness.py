@@ -155,3 +155,37 @@ def rounds(fns: dict, calls: int, n_rounds: int = 6, warmup: int = 30) -> dict:
                 fn()
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def export_untrained_text(models_dir, workdir, cfg=None, alphabet: str | None = None) -> Path:
+    """A char-LSTM with random weights (TextConfig `cfg`, default the book's) over `alphabet`'s
+    characters, its checkpoint written into `workdir` and exported into `models_dir`. Imports TF.
+    Returns the version folder."""
+    from genserve.data.text import Vocabulary
+    from genserve.export.text import export_text
+    from genserve.training import text as training
+
+    cfg = cfg or training.TextConfig()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    vocab = Vocabulary.from_text(alphabet or "abcdefghijklmnopqrstuvwxyz !\"'(),-.:;?\n0123456789&[]_")
+    (workdir / training.CONFIG_FILE).write_text(cfg.to_json())
+    (workdir / training.VOCAB_FILE).write_text(vocab.to_json())
+    training.save_model_atomic(training.build_model(cfg, len(vocab)), workdir / training.BEST_FILE)
+    return export_text(workdir, models_dir)
+
+
+def export_untrained_vae(models_dir, workdir, cfg=None, version: int | None = None) -> Path:
+    """A VAE with random weights (VAEConfig `cfg`, default the book's), its checkpoint written into
+    `workdir` and exported into `models_dir`. Imports TF. Returns the version folder."""
+    from genserve.export.vae import export_vae
+    from genserve.training import vae as training
+
+    cfg = cfg or training.VAEConfig()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    model = training.new_model(cfg)
+    (workdir / training.CONFIG_FILE).write_text(cfg.to_json())
+    model.encoder.save_weights(workdir / training.BEST_ENCODER)
+    model.decoder.save_weights(workdir / training.BEST_DECODER)
+    return export_vae(workdir, models_dir, version=version)

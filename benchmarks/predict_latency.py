@@ -83,15 +83,10 @@ def _generation(client, length: int) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--length", type=int, default=400, help="characters per temperature (generation)")
-    parser.add_argument("--skip-text", action="store_true", help="only the echo floor and the toy model")
-    parser.add_argument("--server-args", default="", help="extra `genserve serve` flags, e.g. "
-                        "'--tensorflow-intra-op-parallelism 1'")
-    args = parser.parse_args()
-
+def measure(calls: int = 300, length: int = 400, skip_text: bool = False, server_args: str = "") -> dict:
+    """The floor measurements, servers started and stopped here. Returns {"ms": median ms per call kind
+    ("echo", "toy_genserve", "toy_google"; with the text model also "step_in_process", "step_grpc"),
+    "gen": _generation's seconds (absent with skip_text), "step_ratio", "gen_ratio"}."""
     import grpc
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
@@ -102,7 +97,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="genserve-bench-latency-"))
     models = tmp / "models"
     export_toy(models)
-    if not args.skip_text:
+    if not skip_text:
         from genserve.export.text import export_text
         from genserve.training.text import TextConfig, train
 
@@ -114,8 +109,9 @@ def main() -> None:
 
     echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
     # The toy export carries batching params: no 2 ms batch wait here.
-    server = ServerProcess(models, "--disable-batching", *args.server_args.split(), poll_seconds=0).start()
+    server = ServerProcess(models, "--disable-batching", *server_args.split(), poll_seconds=0).start()
     target = server.target
+    gen = None
     try:
         server.wait_ready("toy")
         echo_target = f"127.0.0.1:{echo.stdout.readline().strip()}"
@@ -135,7 +131,7 @@ def main() -> None:
             fns = {"echo": lambda: echo_call(payload, timeout=10),
                    "toy_genserve": lambda: client.predict("toy", {"x": x})["y"],
                    "toy_google": google_call}
-            if not args.skip_text:
+            if not skip_text:
                 from genserve.serving.loader import load_saved_model
 
                 graph = load_saved_model(text_path)
@@ -146,26 +142,42 @@ def main() -> None:
                 fns["step_in_process"] = lambda: step.run({"ids": ids, "h": h, "c": h})
                 fns["step_grpc"] = lambda: client.predict("text", {"ids": ids, "h": h, "c": h},
                                                           signature="step")
-            ms = rounds(fns, args.calls)
-            if not args.skip_text:
-                gen = _generation(client, args.length)
+            ms = rounds(fns, calls)
+            if not skip_text:
+                gen = _generation(client, length)
     finally:
         server.stop()
         echo.terminate()
         echo.wait(30)
+    out = {"ms": ms, "gen": gen}
+    if gen is not None:
+        out["step_ratio"] = ms["step_grpc"] / (ms["echo"] + ms["step_in_process"])
+        out["gen_ratio"] = gen["book"] / gen["ours"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--length", type=int, default=400, help="characters per temperature (generation)")
+    parser.add_argument("--skip-text", action="store_true", help="only the echo floor and the toy model")
+    parser.add_argument("--server-args", default="", help="extra `genserve serve` flags, e.g. "
+                        "'--tensorflow-intra-op-parallelism 1'")
+    args = parser.parse_args()
+    result = measure(args.calls, args.length, args.skip_text, args.server_args)
+    ms, gen = result["ms"], result["gen"]
 
     print(f"loopback latency, median of {args.calls} calls each, servers in their own processes:")
     print(f"  gRPC echo floor (1.1 KB, bytes only)          {ms['echo']:7.3f} ms")
     if "step_grpc" in ms:
-        floor = ms["echo"] + ms["step_in_process"]
         print(f"  text step in process (graph Session)          {ms['step_in_process']:7.3f} ms")
         print(f"  text step over gRPC (genserve serve)          {ms['step_grpc']:7.3f} ms")
-        print(f"  ratio step / (echo + in-process step)         {ms['step_grpc'] / floor:7.2f}   (goal <= 1.25)")
+        print(f"  ratio step / (echo + in-process step)         {result['step_ratio']:7.2f}   (goal <= 1.25)")
     if not args.skip_text:
         print(f"client-side generation, {args.length} chars x 4 temperatures, median of 3:")
         print(f"  the book's way, {gen['book_requests']:,} window requests      {gen['book']:7.3f} s")
         print(f"  prime + batched steps, {gen['ours_requests']:,} requests        {gen['ours']:7.3f} s")
-        print(f"  ratio                                         {gen['book'] / gen['ours']:7.1f}x  (goal >= 10)")
+        print(f"  ratio                                         {result['gen_ratio']:7.1f}x  (goal >= 10)")
     print(f"  toy Predict, genserve client (codec, no TF)   {ms['toy_genserve']:7.3f} ms")
     print(f"  toy Predict, Google stub (make_tensor_proto)  {ms['toy_google']:7.3f} ms")
     print(f"  ratio google/genserve                         {ms['toy_google'] / ms['toy_genserve']:7.2f}")

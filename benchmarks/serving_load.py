@@ -30,23 +30,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.harness import export_untrained_vae  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def export_untrained_vae(models_dir: Path) -> int:
-    """The book-size VAE with random weights exported to models_dir/vae/1. Returns the latent size."""
-    from genserve.export.vae import export_vae
-    from genserve.training import vae as training
-
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        cfg = training.VAEConfig()
-        model = training.new_model(cfg)
-        (workdir / training.CONFIG_FILE).write_text(cfg.to_json())
-        model.encoder.save_weights(workdir / training.BEST_ENCODER)
-        model.decoder.save_weights(workdir / training.BEST_DECODER)
-        export_vae(workdir, models_dir, version=1)
-    return cfg.latent_dim
 
 
 def run_server(models_dir: Path, batching: bool, port_file: Path, batch_threads: int | None) -> None:
@@ -96,28 +81,35 @@ def _raw_call(target: str, latent: int, seed: int):
     return channel, lambda: method(body, timeout=30)
 
 
-def load(target: str, clients: int, seconds: float, latent: int, raw: bool, warmup: float = 1.0) -> dict:
-    """`clients` threads, each with its own channel, each sending decode(z of (1, latent)) back to back
-    (a genserve Client, or a raw stub sending pre-serialized bytes)."""
-    from genserve.clients import Client, RetryPolicy
+def run_clients(make_call, clients: int, seconds: float, warmup: float = 1.0) -> dict:
+    """`clients` threads sending back to back for `warmup` + `seconds`; only the last `seconds` count.
 
-    stop_at = time.monotonic() + warmup + seconds
-    measure_from = time.monotonic() + warmup
+    Args:
+        make_call: i -> (a context manager holding client i's connection, a function making one call).
+    Returns:
+        requests, throughput (req/s), p50_ms, p99_ms and errors (calls that raised).
+    """
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
-    barrier = threading.Barrier(clients)
+    barrier = threading.Barrier(clients + 1)
+    window = {}
 
     def client_loop(i: int) -> None:
-        rng = np.random.default_rng(i)
-        if raw:
-            channel, call = _raw_call(target, latent, i)
-        else:
-            channel = Client(target, timeout=30, retry=RetryPolicy.disabled())
-            call = lambda: channel.predict("vae", {"z": rng.standard_normal((1, latent), dtype=np.float32)},  # noqa: E731
-                                           signature="decode")
-        with channel:
-            call()  # connect
+        try:
+            connection, call = make_call(i)
+        except Exception:  # noqa: BLE001 (this client makes no calls; counted)
+            errors[i] += 1
             barrier.wait()
+            barrier.wait()
+            return
+        with connection:
+            try:
+                call()  # connect
+            except Exception:  # noqa: BLE001 (counted and reported)
+                errors[i] += 1
+            barrier.wait()  # every client connected
+            barrier.wait()  # the window is set
+            stop_at, measure_from = window["stop"], window["from"]
             while True:
                 start = time.monotonic()
                 if start >= stop_at:
@@ -133,11 +125,32 @@ def load(target: str, clients: int, seconds: float, latent: int, raw: bool, warm
     threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
+    barrier.wait()  # every client connected
+    window["from"] = time.monotonic() + warmup
+    window["stop"] = window["from"] + seconds
+    barrier.wait()
     for t in threads:
         t.join()
-    flat = np.array([x for per in latencies for x in per])
-    return {"requests": len(flat), "throughput": len(flat) / seconds, "p50_ms": np.percentile(flat, 50) * 1e3,
-            "p99_ms": np.percentile(flat, 99) * 1e3, "errors": sum(errors)}
+    flat = np.array([x for per in latencies for x in per]) if any(latencies) else np.array([np.nan])
+    return {"requests": int(np.isfinite(flat).sum()), "throughput": np.isfinite(flat).sum() / seconds,
+            "p50_ms": np.percentile(flat, 50) * 1e3, "p99_ms": np.percentile(flat, 99) * 1e3,
+            "errors": sum(errors)}
+
+
+def load(target: str, clients: int, seconds: float, latent: int, raw: bool, warmup: float = 1.0) -> dict:
+    """`clients` threads, each with its own channel, each sending decode(z of (1, latent)) back to back
+    (a genserve Client, or a raw stub sending pre-serialized bytes)."""
+    from genserve.clients import Client, RetryPolicy
+
+    def make_call(i: int):
+        if raw:
+            return _raw_call(target, latent, i)
+        rng = np.random.default_rng(i)
+        client = Client(target, timeout=30, retry=RetryPolicy.disabled())
+        return client, lambda: client.predict("vae", {"z": rng.standard_normal((1, latent), dtype=np.float32)},
+                                              signature="decode")
+
+    return run_clients(make_call, clients, seconds, warmup)
 
 
 def main() -> None:
@@ -158,7 +171,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        latent = export_untrained_vae(tmp / "models")
+        from genserve.training.vae import VAEConfig
+
+        export_untrained_vae(tmp / "models", tmp / "vae-work", VAEConfig(), version=1)
+        latent = VAEConfig().latent_dim
         rows = {}
         for batching in (False, True):
             proc, target = start_server(tmp / "models", batching, tmp, args.batch_threads)

@@ -14,16 +14,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/demo_lib.sh
-WORK="$WORK_DIR/gan"
 DATASET=${GAN_DATASET:-${VAE_DATASET:-mnist}}  # the MNIST families share a dataset unless told apart
-mkdir -p "$WORK"
 
-echo "train: first ${GAN_TRAIN_LIMIT:-60000} $DATASET images, ${GAN_EPOCHS:-2} epoch(s) -> $WORK"
-"$GENSERVE" train gan --dataset "$DATASET" --train-limit "${GAN_TRAIN_LIMIT:-60000}" \
-  --epochs "${GAN_EPOCHS:-2}" --workdir "$WORK" --quiet
-trained
-
-export_and_wait gan --workdir "$WORK"
+train_and_export gan "first ${GAN_TRAIN_LIMIT:-60000} $DATASET images, ${GAN_EPOCHS:-2} epoch(s)" \
+  --dataset "$DATASET" --train-limit "${GAN_TRAIN_LIMIT:-60000}" \
+  --epochs "${GAN_EPOCHS:-2}"
 
 "$GENSERVE" gan-grid --target "$GENSERVE_TARGET" --model gan --version "$version" --n 10 --seed 0 \
   --scale 2 -o "$OUT_DIR/gan_grid.png"

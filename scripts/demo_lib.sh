@@ -22,5 +22,15 @@ export_and_wait() {
   "$PY" scripts/wait_for_model.py "$GENSERVE_TARGET" "$family" --timeout 120 --min-version "$version"
 }
 
-# trained: print how long the training step took.
-trained() { echo "trained in $(( $(date +%s) - start )) s"; }
+# train_and_export FAMILY "what" [train options...]: `genserve train FAMILY` into $WORK_DIR/FAMILY (quietly),
+# print how long it took, then export_and_wait from that workdir (sets $version).
+train_and_export() {
+  local family=$1 what=$2
+  shift 2
+  WORK="$WORK_DIR/$family"
+  mkdir -p "$WORK"
+  echo "train: $what -> $WORK"
+  "$GENSERVE" train "$family" "$@" --workdir "$WORK" --quiet
+  echo "trained in $(( $(date +%s) - start )) s"
+  export_and_wait "$family" --workdir "$WORK"
+}

@@ -12,15 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/demo_lib.sh
-WORK="$WORK_DIR/text"
-mkdir -p "$WORK"
 
-echo "train: ${TEXT_MAX_CHARS:-400000} characters of ${TEXT_CORPUS:-shakespeare}, ${TEXT_EPOCHS:-2} epochs -> $WORK"
-"$GENSERVE" train text --corpus "${TEXT_CORPUS:-shakespeare}" --max-chars "${TEXT_MAX_CHARS:-400000}" \
-  --epochs "${TEXT_EPOCHS:-2}" --workdir "$WORK" --quiet
-trained
-
-export_and_wait text --workdir "$WORK"
+train_and_export text "${TEXT_MAX_CHARS:-400000} characters of ${TEXT_CORPUS:-shakespeare}, ${TEXT_EPOCHS:-2} epochs" \
+  --corpus "${TEXT_CORPUS:-shakespeare}" --max-chars "${TEXT_MAX_CHARS:-400000}" \
+  --epochs "${TEXT_EPOCHS:-2}"
 
 "$GENSERVE" generate --target "$GENSERVE_TARGET" --model text --version "$version" \
   --length "${TEXT_LENGTH:-400}" --seed 42 --json "$OUT_DIR/text_generation.json" \

@@ -12,16 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 source scripts/demo_lib.sh
-WORK="$WORK_DIR/vae"
 DATASET=${VAE_DATASET:-mnist}
-mkdir -p "$WORK"
 
-echo "train: first ${VAE_TRAIN_LIMIT:-20000} $DATASET images, ${VAE_EPOCHS:-2} epochs, validation on 2,000 test images -> $WORK"
-"$GENSERVE" train vae --dataset "$DATASET" --train-limit "${VAE_TRAIN_LIMIT:-20000}" --test-limit 2000 \
-  --epochs "${VAE_EPOCHS:-2}" --workdir "$WORK" --quiet
-trained
-
-export_and_wait vae --workdir "$WORK"
+train_and_export vae "first ${VAE_TRAIN_LIMIT:-20000} $DATASET images, ${VAE_EPOCHS:-2} epochs, validation on 2,000 test images" \
+  --dataset "$DATASET" --train-limit "${VAE_TRAIN_LIMIT:-20000}" --test-limit 2000 \
+  --epochs "${VAE_EPOCHS:-2}"
 
 "$GENSERVE" grid --target "$GENSERVE_TARGET" --model vae --version "$version" --n 15 --out "$OUT_DIR/vae_grid.png"
 "$GENSERVE" encode --target "$GENSERVE_TARGET" --model vae --version "$version" --dataset "$DATASET" \

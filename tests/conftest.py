@@ -62,6 +62,31 @@ def wait_until(predicate, timeout: float = 10.0, what: str = "the condition", in
         time.sleep(interval)
 
 
+def google_predict_fn(stub, model: str, signature: str, key: str, output: str, timeout: float = 30.0):
+    """fn(array) -> array over Google's own PredictionServiceStub and TF's tensor conversions
+    (make_tensor_proto / make_ndarray): the protocol as a TF Serving user speaks it."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    def call(array):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model
+        request.model_spec.signature_name = signature
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(array))
+        return tf.make_ndarray(stub.Predict(request, timeout=timeout).outputs[output])
+
+    return call
+
+
+def ramp_image(height: int, width: int, slopes=(2, 3, 1.5)):
+    """A smooth (H, W, 3) uint8 test picture: channels x*a, y*b and (x+y)*c, clipped to 0..255."""
+    import numpy as np
+
+    yy, xx = np.mgrid[0:height, 0:width]
+    a, b, c = slopes
+    return np.stack([xx * a, yy * b, (xx + yy) * c], axis=-1).clip(0, 255).astype(np.uint8)
+
+
 def _run_cli(*args, env=None):
     from typer.testing import CliRunner
 

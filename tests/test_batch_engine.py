@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from benchmarks.harness import export_untrained_text, export_untrained_vae
 from typer.testing import CliRunner
 
 pytest.importorskip("tensorflow")
@@ -38,28 +40,14 @@ def _run(*args):
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
     """Tiny text (maxlen 12, 16 units) and VAE exports with random weights: no training needed."""
-    from genserve.data.text import Vocabulary
-    from genserve.export.text import export_text
-    from genserve.export.vae import export_vae
     from genserve.training import text as text_training
     from genserve.training import vae as vae_training
 
     root = tmp_path_factory.mktemp("batch")
-    models, text_work, vae_work = root / "models", root / "text", root / "vae"
-    text_work.mkdir()
-    vae_work.mkdir()
-    cfg = dataclasses.replace(text_training.TextConfig(), maxlen=12, units=16)
-    vocab = Vocabulary.from_text(TEXT)
-    (text_work / text_training.CONFIG_FILE).write_text(cfg.to_json())
-    (text_work / text_training.VOCAB_FILE).write_text(vocab.to_json())
-    text_training.save_model_atomic(text_training.build_model(cfg, len(vocab)), text_work / text_training.BEST_FILE)
-    export_text(text_work, models)
-    vcfg = vae_training.VAEConfig(conv_filters=(4, 8, 8, 8), dense_units=8)
-    vae = vae_training.new_model(vcfg)
-    (vae_work / vae_training.CONFIG_FILE).write_text(vcfg.to_json())
-    vae.encoder.save_weights(vae_work / vae_training.BEST_ENCODER)
-    vae.decoder.save_weights(vae_work / vae_training.BEST_DECODER)
-    export_vae(vae_work, models)
+    models = root / "models"
+    export_untrained_text(models, root / "text", dataclasses.replace(text_training.TextConfig(), maxlen=12, units=16),
+                          alphabet=TEXT)
+    export_untrained_vae(models, root / "vae", vae_training.VAEConfig(conv_filters=(4, 8, 8, 8), dense_units=8))
     return models
 
 

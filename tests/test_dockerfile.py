@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+from google.protobuf import text_format
 
 from genserve.deploy.args import TF_SERVING_FLAGS, tf_serving_version
 
@@ -153,33 +153,13 @@ def test_copied_models_dir_is_what_the_writer_produces(instructions, toy_models_
 
 
 def _text_proto_classes():
-    """BatchingParameters and MonitoringConfig, with the field numbers of TF Serving's .proto files
-    (tensorflow_serving/servables/tensorflow/session_bundle_config.proto and
-    tensorflow_serving/config/monitoring_config.proto; the tensorflow-serving-api wheel ships neither),
-    built in a private descriptor pool."""
-    F = descriptor_pb2.FieldDescriptorProto
-    pool = descriptor_pool.DescriptorPool()
-    wrappers = descriptor_pb2.FileDescriptorProto()
-    wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
-    pool.Add(wrappers)
-    f = descriptor_pb2.FileDescriptorProto(name="tfs_text_configs.proto", package="tensorflow.serving",
-                                           syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
-    batching = f.message_type.add(name="BatchingParameters")
-    for number, name, kind in [(1, "max_batch_size", "Int64Value"), (2, "batch_timeout_micros", "Int64Value"),
-                               (3, "max_enqueued_batches", "Int64Value"), (4, "num_batch_threads", "Int64Value"),
-                               (5, "thread_pool_name", "StringValue")]:
-        batching.field.add(name=name, number=number, label=F.LABEL_OPTIONAL, type=F.TYPE_MESSAGE,
-                           type_name=f".google.protobuf.{kind}")
-    batching.field.add(name="allowed_batch_sizes", number=6, label=F.LABEL_REPEATED, type=F.TYPE_INT64)
-    prometheus = f.message_type.add(name="PrometheusConfig")
-    prometheus.field.add(name="enable", number=1, label=F.LABEL_OPTIONAL, type=F.TYPE_BOOL)
-    prometheus.field.add(name="path", number=2, label=F.LABEL_OPTIONAL, type=F.TYPE_STRING)
-    monitoring = f.message_type.add(name="MonitoringConfig")
-    monitoring.field.add(name="prometheus_config", number=1, label=F.LABEL_OPTIONAL, type=F.TYPE_MESSAGE,
-                         type_name=".tensorflow.serving.PrometheusConfig")
-    pool.Add(f)
-    get = lambda name: message_factory.GetMessageClass(pool.FindMessageTypeByName(name))  # noqa: E731
-    return get("tensorflow.serving.BatchingParameters"), get("tensorflow.serving.MonitoringConfig")
+    """BatchingParameters and MonitoringConfig as the server reads them: messages with the field
+    numbers of TF Serving's .proto files (session_bundle_config.proto, monitoring_config.proto; the
+    tensorflow-serving-api wheel ships neither)."""
+    from genserve.serving.batching import batching_parameters_class
+    from genserve.serving.metrics import monitoring_config_class
+
+    return batching_parameters_class(), monitoring_config_class()
 
 
 def _copied_source(instructions, flag: str) -> Path:

@@ -17,6 +17,7 @@ pytest.importorskip("tensorflow")
 
 import grpc  # noqa: E402
 
+from conftest import ramp_image  # noqa: E402
 from genserve.cli import app  # noqa: E402
 from genserve.clients import Client, GenserveError  # noqa: E402
 from genserve.clients.dream import DreamSchedule, RemoteDream, dream, tiled_ascent  # noqa: E402
@@ -25,20 +26,14 @@ INF = float("inf")
 
 
 @pytest.fixture(scope="module")
-def models_dir(cli_export):
-    return cli_export("dream", "--backbone", "random-small")
-
-
-@pytest.fixture(scope="module")
-def target(models_dir, serve_dir):
-    return serve_dir(models_dir)
+def target(cli_export, serve_dir):
+    return serve_dir(cli_export("dream", "--backbone", "random-small"))
 
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos")
-    yy, xx = np.mgrid[0:64, 0:96]
-    picture = np.stack([xx * 2, yy * 3, (xx + yy) * 1.5], axis=-1).clip(0, 255).astype(np.uint8)
+    picture = ramp_image(64, 96, (2, 3, 1.5))
     Image.fromarray(picture).save(folder / "photo.png")
     return folder / "photo.png", picture.astype(np.float32)
 

@@ -180,19 +180,13 @@ def test_interpolation_is_two_predicts_and_ends_at_the_seeds(exported, graph, se
 
 
 def test_same_grid_through_googles_stub(server):
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    from conftest import google_predict_fn
 
     with grpc.insecure_channel(server.target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-
-        def sample_fn(seeds):
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = "gan"
-            request.model_spec.signature_name = "sample"
-            request.inputs["seed"].CopyFrom(tf.make_tensor_proto(seeds))
-            return tf.make_ndarray(stub.Predict(request, timeout=30).outputs["images"])
-
-        via_tf = render_grid(sample_fn, n=3, seed=1)
+        via_tf = render_grid(google_predict_fn(stub, "gan", "sample", "seed", "images"), n=3, seed=1)
     with Client(server.target) as client:
         via_genserve = GANModel(client).grid(3, seed=1)
     np.testing.assert_array_equal(via_tf, via_genserve)

@@ -60,7 +60,7 @@ def test_monitoring_config_files():
     assert parse_monitoring_config('prometheus_config { enable: true path: "/metrics" }') == "/metrics"
     assert parse_monitoring_config("prometheus_config { enable: false }") is None
     assert parse_monitoring_config("") is None  # TF Serving: no prometheus_config, no metrics
-    with pytest.raises(ValueError, match="not a MonitoringConfig"):
+    with pytest.raises(ValueError, match="not a text-format MonitoringConfig"):
         parse_monitoring_config("prometheus_config { enabled: true }")
     with pytest.raises(ValueError, match="outside /v1/"):
         parse_monitoring_config('prometheus_config { enable: true path: "/v1/metrics" }')
@@ -159,7 +159,7 @@ def test_cli_checks_before_starting(toy_models_dir, tmp_path):
     bad.write_text("prometheus_config { enable: yes please }")
     result = runner.invoke(app, ["serve", "--models-dir", str(toy_models_dir), "--rest-port", "9001",
                                  "--monitoring-config-file", str(bad)])
-    assert result.exit_code == 1 and "not a MonitoringConfig" in result.output
+    assert result.exit_code == 1 and "not a text-format MonitoringConfig" in result.output
     result = runner.invoke(app, ["serve", "--models-dir", str(toy_models_dir), "--rest-port", "9001",
                                  "--monitoring-config-file", str(tmp_path / "missing")])
     assert result.exit_code == 1 and "cannot read" in result.output

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.harness import export_untrained_text, export_untrained_vae
+
 pytest.importorskip("tensorflow")
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -37,34 +39,18 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 def export_all(root: Path) -> Path:
     """text, vae, gan, style, dream under root/models: the smallest exports each family's code makes."""
     from genserve.data import mnist
-    from genserve.data.text import Vocabulary
     from genserve.export.dream import DreamConfig, export_dream
     from genserve.export.gan import export_gan
     from genserve.export.style import export_style
-    from genserve.export.text import export_text
-    from genserve.export.vae import export_vae
     from genserve.training import gan as gan_training
     from genserve.training import text as text_training
     from genserve.training import vae as vae_training
     from genserve.training.style import StyleConfig
 
     models = root / "models"
-    text_work, vae_work = root / "text", root / "vae"
-    text_work.mkdir()
-    vae_work.mkdir()
-    cfg = dataclasses.replace(text_training.TextConfig(), maxlen=12, units=16)
-    (text_work / text_training.CONFIG_FILE).write_text(cfg.to_json())
-    vocab = Vocabulary.from_text(TEXT)
-    (text_work / text_training.VOCAB_FILE).write_text(vocab.to_json())
-    text_training.save_model_atomic(text_training.build_model(cfg, len(vocab)),
-                                    text_work / text_training.BEST_FILE)
-    export_text(text_work, models)
-    vcfg = vae_training.VAEConfig(conv_filters=(4, 8, 8, 8), dense_units=8)
-    vae = vae_training.new_model(vcfg)
-    (vae_work / vae_training.CONFIG_FILE).write_text(vcfg.to_json())
-    vae.encoder.save_weights(vae_work / vae_training.BEST_ENCODER)
-    vae.decoder.save_weights(vae_work / vae_training.BEST_DECODER)
-    export_vae(vae_work, models)
+    export_untrained_text(models, root / "text", dataclasses.replace(text_training.TextConfig(), maxlen=12, units=16),
+                          alphabet=TEXT)
+    export_untrained_vae(models, root / "vae", vae_training.VAEConfig(conv_filters=(4, 8, 8, 8), dense_units=8))
     gcfg = dataclasses.replace(gan_training.GANConfig(), dataset="synthetic", epochs=1, batch_size=32,
                                latent_dim=16, gen_filters=(16, 8), disc_filters=(8, 16), grid=2)
     gan_training.train(gcfg, root / "gan", data=mnist.synthetic(128, 8, seed=0).x_train[..., None], verbose=0)

@@ -17,6 +17,7 @@ pytest.importorskip("tensorflow")
 import grpc  # noqa: E402
 
 from genserve import contract as C  # noqa: E402
+from conftest import ramp_image  # noqa: E402
 from genserve.cli import app  # noqa: E402
 from genserve.clients import Client, GenserveError  # noqa: E402
 from genserve.clients.style import RemoteStyle, load_image, stylize  # noqa: E402
@@ -25,22 +26,15 @@ LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block
 
 
 @pytest.fixture(scope="module")
-def models_dir(cli_export):
-    return cli_export("style", "--backbone", "random-small")
-
-
-@pytest.fixture(scope="module")
-def target(models_dir, serve_dir):
-    return serve_dir(models_dir)
+def target(cli_export, serve_dir):
+    return serve_dir(cli_export("style", "--backbone", "random-small"))
 
 
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pictures")
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:48, 0:72]
-    content = np.stack([xx * 3, yy * 5, (xx + yy) * 2], axis=-1).clip(0, 255).astype(np.uint8)
-    Image.fromarray(content).save(folder / "content.png")
+    Image.fromarray(ramp_image(48, 72, (3, 5, 2))).save(folder / "content.png")
     Image.fromarray(rng.integers(0, 256, (50, 50, 3), dtype=np.uint8)).save(folder / "style.jpg")
     return folder
 

@@ -208,7 +208,7 @@ def test_ssl_config_file_errors(certs, tmp_path):
     good.write_text(ssl_config_text(make_ssl_config(key, cert, ca, True)))
     assert read_ssl_config(good).client_verify
     cases = {
-        "garbled": ("server_key: {{ nonsense", "not an SSLConfig text proto"),
+        "garbled": ("server_key: {{ nonsense", "not a text-format SSLConfig"),
         "paths": (f'server_key: "{certs / "server.key"}"\nserver_cert: "{certs / "server.pem"}"',
                   "not PEM text"),
         "no_cert": (ssl_config_text(make_ssl_config(key, cert)).split("server_cert")[0], "server_cert is missing"),

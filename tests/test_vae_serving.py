@@ -156,7 +156,9 @@ def test_encode_over_grpc_matches_local(exported, server):
 
 def test_same_algorithm_over_tf_serving_protocol(server):
     """Google's own PredictionServiceStub (TF Serving's protocol) drives the same grid algorithm."""
-    from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
+
+    from conftest import google_predict_fn
 
     with grpc.insecure_channel(server.target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
@@ -168,13 +170,7 @@ def test_same_algorithm_over_tf_serving_protocol(server):
         latent = sig_map.signature_def["decode"].inputs["z"].tensor_shape.dim[1].size
         assert latent == 2
 
-        def decode_fn(z):
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = "vae"
-            request.model_spec.signature_name = "decode"
-            request.inputs["z"].CopyFrom(tf.make_tensor_proto(z))
-            return tf.make_ndarray(stub.Predict(request, timeout=10).outputs["images"])
-
+        decode_fn = google_predict_fn(stub, "vae", "decode", "z", "images", timeout=10)
         via_tf = render_grid(decode_fn, n=5, latent_dim=latent)
     with Client(server.target) as client:
         via_genserve = VAEModel(client).grid(5)

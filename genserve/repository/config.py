@@ -18,6 +18,7 @@ from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from genserve.files import atomic_write
+from genserve.textproto import parse_text_proto
 from genserve.repository.layout import (
     DOCKER_PREFIX,
     MODELS_CONFIG,
@@ -67,11 +68,7 @@ def parse_models_config(text: str, source: str = MODELS_CONFIG) -> list[ModelEnt
     Raises:
         ConfigError: the text is not a ModelServerConfig, uses custom_model_config, or repeats a name.
     """
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as e:
-        raise ConfigError(f"{source}: not a text-format ModelServerConfig ({e})") from None
+    config = parse_text_proto(text, model_server_config_pb2.ModelServerConfig(), source, ConfigError)
     if config.WhichOneof("config") == "custom_model_config":
         raise ConfigError(f"{source}: custom_model_config is not supported; use model_config_list")
     entries: list[ModelEntry] = []

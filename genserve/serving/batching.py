@@ -44,6 +44,7 @@ import numpy as np
 
 from genserve.repository import BATCHING_PARAMS_FILE
 from genserve.serving.errors import ServingError
+from genserve.textproto import parse_text_proto
 
 log = logging.getLogger("genserve.serving")
 
@@ -127,18 +128,12 @@ def read_batching_params(version_dir, default_threads: int = DEFAULT_NUM_BATCH_T
     Raises:
         ValueError: the file does not parse as a BatchingParameters, or its values are impossible.
     """
-    from google.protobuf import text_format
-
     path = Path(version_dir) / BATCHING_PARAMS_FILE
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    proto = batching_parameters_class()()
-    try:
-        text_format.Parse(text, proto)
-    except text_format.ParseError as e:
-        raise ValueError(f"{path}: not a text-format BatchingParameters ({e})") from None
+    proto = parse_text_proto(text, batching_parameters_class()(), str(path))
     for name in ("pad_variable_length_inputs", "enable_large_batch_splitting"):
         value = getattr(proto, name)
         if getattr(value, "value", value):

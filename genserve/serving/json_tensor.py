@@ -14,9 +14,9 @@ with its error texts where genserve can say the same thing:
   string (its UTF-8 bytes) or `{"b64": "<base64>"}`;
 - answers are `{"predictions": [...]}` (row format: one item per batch row, the value for one output,
   else an object keyed by output name) or `{"outputs": ...}` (columnar: likewise, whole tensors);
-- floats are written as TF Serving writes them: the shortest of `%g` / `%.9g` (`%.17g` for double)
-  that reads back to the same value, `.0` appended to whole numbers, NaN / Infinity / -Infinity bare;
-  string outputs whose name ends in `_bytes` as `{"b64": ...}`, others as JSON strings.
+- values are written as TF Serving writes them (serving/json_values.py: `%g`, else `%.9g` / `%.17g`
+  for double, `.0` on whole numbers, NaN / Infinity / -Infinity bare; string outputs whose name ends
+  in `_bytes` as `{"b64": ...}`, others as JSON strings).
 No TensorFlow import; errors are `ServingError`s (INVALID_ARGUMENT; UNIMPLEMENTED for a dtype JSON
 cannot carry).
 """
@@ -35,6 +35,7 @@ from genserve.wire.codec import (
     DT_UINT64, NUMERIC_DTYPES, dtype_name,
 )
 from genserve.serving.errors import ServingError
+from genserve.serving import json_values
 
 ROW, COLUMNAR = "row", "columnar"  # JsonPredictRequestFormat::kRow / kColumnar
 B64_KEY, BYTES_SUFFIX = "b64", "_bytes"  # string outputs named *_bytes are written as {"b64": ...}
@@ -305,66 +306,6 @@ def request_arrays(doc: dict, input_dtypes: dict) -> tuple[dict, str]:
 
 
 # -- numpy -> JSON ----------------------------------------------------------------------------------
-def _float_strings(flat: np.ndarray, digits: int, cast) -> list[str]:
-    """WriteDecimal: %g when it reads back to the same value, else %.{digits}g; '.0' on whole numbers."""
-    values = flat.tolist()
-    out = ["%g" % v if math.isfinite(v) else "" for v in values]
-    finite = np.isfinite(flat)
-    parsed = np.array([s if s else "0" for s in out], dtype=np.float64).astype(cast)
-    for i in np.flatnonzero(finite & (parsed != flat)):
-        out[i] = f"%.{digits}g" % values[i]
-    for i, v in enumerate(values):
-        s = out[i]
-        if not s:
-            out[i] = "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
-        elif "." not in s and "e" not in s:
-            out[i] = s + ".0"
-    return out
-
-
-def _value_strings(array: np.ndarray, as_b64: bool) -> list[str]:
-    flat = array.reshape(-1)
-    if array.dtype == np.float32:
-        return _float_strings(flat, 9, np.float32)
-    if array.dtype == np.float64:
-        return _float_strings(flat, 17, np.float64)
-    if array.dtype == np.bool_:
-        return ["true" if v else "false" for v in flat.tolist()]
-    if array.dtype.kind in "iu":
-        return [str(v) for v in flat.tolist()]
-    if array.dtype.kind in "OSU":
-        out = []
-        for v in flat.tolist():
-            raw = v if isinstance(v, bytes) else str(v).encode("utf-8")
-            try:
-                text = None if as_b64 else raw.decode("utf-8")
-            except UnicodeDecodeError:  # TF Serving would write invalid JSON; genserve writes base64
-                text = None
-            out.append(json.dumps(text) if text is not None
-                       else '{"b64": %s}' % json.dumps(base64.b64encode(raw).decode("ascii")))
-        return out
-    raise _invalid(f"Failed to write JSON value for tensor type: {array.dtype.name}")
-
-
-def _nested_items(strings: list[str], shape: tuple) -> list[str]:
-    """The JSON texts of the items along dim 0 of a tensor given its flattened value texts."""
-    items = strings
-    for k in range(len(shape) - 1, 0, -1):
-        size, groups = shape[k], math.prod(shape[:k])
-        if size == 0:
-            items = ["[]"] * groups
-        else:
-            items = ["[" + ",".join(items[i:i + size]) + "]" for i in range(0, groups * size, size)]
-    return items
-
-
-def _tensor_json(array: np.ndarray, as_b64: bool) -> str:
-    strings = _value_strings(array, as_b64)
-    if array.ndim == 0:
-        return strings[0]
-    return "[" + ",".join(_nested_items(strings, array.shape)) + "]"
-
-
 def outputs_json(outputs: dict, fmt: str) -> str:
     """MakeJsonFromTensors: the response body for `outputs` (name -> ndarray) in `fmt`.
 
@@ -378,8 +319,8 @@ def outputs_json(outputs: dict, fmt: str) -> str:
     as_b64 = {n: n.endswith(BYTES_SUFFIX) and outputs[n].dtype.kind in "OSU" for n in names}
     if fmt == COLUMNAR:
         if len(names) == 1:
-            return '{"outputs": ' + _tensor_json(outputs[names[0]], as_b64[names[0]]) + "}"
-        body = ", ".join(f"{json.dumps(n)}: {_tensor_json(outputs[n], as_b64[n])}" for n in names)
+            return '{"outputs": ' + json_values.tensor_json(outputs[names[0]], as_b64[names[0]]) + "}"
+        body = ", ".join(f"{json.dumps(n)}: {json_values.tensor_json(outputs[n], as_b64[n])}" for n in names)
         return '{"outputs": {' + body + "}}"
     batch = None
     for name in names:
@@ -391,10 +332,12 @@ def outputs_json(outputs: dict, fmt: str) -> str:
                            f"expecting: {batch}")
         batch = array.shape[0]
     if len(names) == 1:
-        array = outputs[names[0]]
-        items = _nested_items(_value_strings(array, as_b64[names[0]]), array.shape)
-        return '{"predictions": [' + ", ".join(items) + "]}"
-    columns = {n: _nested_items(_value_strings(outputs[n], as_b64[n]), outputs[n].shape) for n in names}
-    keys = {n: json.dumps(n) for n in names}
-    rows = ["{" + ", ".join(f"{keys[n]}: {columns[n][i]}" for n in names) + "}" for i in range(batch)]
-    return '{"predictions": [' + ", ".join(rows) + "]}"
+        return '{"predictions": ' + json_values.tensor_json(outputs[names[0]], as_b64[names[0]], ", ") + "}"
+    # One row object per batch item: the template of each output's row goes into a row template.
+    keys = [json.dumps(n).replace("%", "%%") for n in names]
+    row = "{" + ", ".join(f"{k}: {json_values.template(outputs[n].shape[1:], ',')}"
+                          for k, n in zip(keys, names)) + "}"
+    per_row = [np.array(json_values.values(outputs[n], as_b64[n]), dtype=object).reshape(batch, -1) for n in names]
+    cells = np.concatenate(per_row, axis=1).reshape(-1).tolist() if batch else []
+    return '{"predictions": [' + ", ".join([row] * batch) % tuple(cells) + "]}"
+

@@ -42,6 +42,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from genserve.textproto import parse_text_proto
+
 DEFAULT_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what generate_latest writes (legacy names)
 
@@ -180,7 +182,7 @@ class ServingMetrics:
 
 
 # -- MonitoringConfig ----------------------------------------------------------------------------------
-def _monitoring_config_class():
+def monitoring_config_class():
     """tensorflow.serving.MonitoringConfig (config/monitoring_config.proto) in a private descriptor
     pool: the tensorflow-serving-api wheel does not ship it."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -209,12 +211,7 @@ def parse_monitoring_config(text: str, source: str = "monitoring config") -> str
         ValueError: the text does not parse as a MonitoringConfig, or the path does not start with "/"
             or lies under /v1/ (the REST API's own paths).
     """
-    from google.protobuf import text_format
-
-    try:
-        config = text_format.Parse(text, _monitoring_config_class()())
-    except text_format.ParseError as e:
-        raise ValueError(f"{source}: not a MonitoringConfig ({e})") from None
+    config = parse_text_proto(text, monitoring_config_class()(), source)
     if not config.prometheus_config.enable:
         return None
     path = config.prometheus_config.path or DEFAULT_PATH

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from genserve.textproto import parse_text_proto
+
 PEM_MARK = "-----BEGIN "
 _FIELDS = (("server_key", 1, "string"), ("server_cert", 2, "string"), ("custom_ca", 3, "string"),
            ("client_verify", 4, "bool"))
@@ -73,13 +75,7 @@ def parse_ssl_config(text: str, source: str = "SSLConfig"):
         TlsConfigError: not SSLConfig text, or server_key / server_cert missing or not PEM, or
             client_verify without custom_ca.
     """
-    from google.protobuf import text_format
-
-    config = ssl_config_class()()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as e:
-        raise TlsConfigError(f"{source}: not an SSLConfig text proto ({' '.join(str(e).split())})") from None
+    config = parse_text_proto(text, ssl_config_class()(), source, TlsConfigError)
     for name in ("server_key", "server_cert"):
         value = getattr(config, name)
         if not value.strip():
