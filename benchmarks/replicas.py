@@ -29,7 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.harness import ServerProcess  # noqa: E402
+from benchmarks.harness import ServerProcess, export_untrained_vae  # noqa: E402
 
 
 def _call(model: str):
@@ -90,16 +90,7 @@ def main() -> None:
 
         export_toy(models)
     else:
-        from genserve.export.vae import export_vae
-        from genserve.training import vae as vae_training
-
-        cfg = vae_training.VAEConfig()
-        vae = vae_training.new_model(cfg)
-        (tmp / "vae").mkdir()
-        (tmp / "vae" / vae_training.CONFIG_FILE).write_text(cfg.to_json())
-        vae.encoder.save_weights(tmp / "vae" / vae_training.BEST_ENCODER)
-        vae.decoder.save_weights(tmp / "vae" / vae_training.BEST_DECODER)
-        export_vae(tmp / "vae", models)
+        export_untrained_vae(models, tmp / "vae")
     servers = [ServerProcess(models, "--disable-batching", "--enable-grpc-healthcheck-service", poll_seconds=0)
                for _ in range(3)]
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness import ServerProcess, free_port
+from benchmarks.harness import ServerProcess, export_untrained_vae, free_port
 from genserve.clients.replicas import SERVICE_CONFIG, channel_target
 from tests.conftest import wait_until
 
@@ -83,19 +83,11 @@ def test_cli_targets_accept_replica_lists():
 def models_dir(tmp_path_factory) -> Path:
     """A tiny VAE export (random weights, no training) and a toy export, both in models.config."""
     from genserve.export.toy import export_toy
-    from genserve.export.vae import export_vae
-    from genserve.training import vae as vae_training
+    from genserve.training.vae import VAEConfig
 
     root = tmp_path_factory.mktemp("replicas")
     export_toy(root / "models")
-    work = root / "vae"
-    work.mkdir()
-    cfg = vae_training.VAEConfig(conv_filters=(4, 8, 8, 8), dense_units=8)
-    vae = vae_training.new_model(cfg)
-    (work / vae_training.CONFIG_FILE).write_text(cfg.to_json())
-    vae.encoder.save_weights(work / vae_training.BEST_ENCODER)
-    vae.decoder.save_weights(work / vae_training.BEST_DECODER)
-    export_vae(work, root / "models")
+    export_untrained_vae(root / "models", root / "vae", VAEConfig(conv_filters=(4, 8, 8, 8), dense_units=8))
     return root / "models"
 
 
