@@ -65,29 +65,19 @@ def serve_command():
     return typer.main.get_command(app).commands["serve"]
 
 
-def serve_options() -> set[str]:
-    return {opt for param in serve_command().params for opt in (*param.opts, *param.secondary_opts)}
-
-
 def parse_serve_args(argv: list[str]) -> dict:
     """Parse `genserve serve` arguments with the real click command (nothing runs); a renamed or
-    missing flag raises NoSuchOption. PLANNED_SERVE_FLAGS are checked apart (test below)."""
+    missing flag raises NoSuchOption."""
     assert argv[0] == "serve"
-    rest = [a for a in argv[1:] if a not in A.PLANNED_SERVE_FLAGS]
-    ctx = serve_command().make_context("serve", rest)
+    ctx = serve_command().make_context("serve", argv[1:])
     return ctx.params
-
-
-def test_planned_serve_flags_are_exactly_the_missing_ones():
-    """Fails once `genserve serve` gains --enable-grpc-healthcheck-service: then empty
-    PLANNED_SERVE_FLAGS so the flag is parsed like the others."""
-    assert {f for f in A.PLANNED_SERVE_FLAGS if f not in serve_options()} == set(A.PLANNED_SERVE_FLAGS)
 
 
 def test_genserve_args_are_real_serve_flags():
     params = parse_serve_args(A.genserve_args())
     assert params["port"] == A.GRPC_PORT and params["rest_port"] == A.REST_PORT
     assert params["host"] == "0.0.0.0" and str(params["models_dir"]) == "/models"
+    assert params["enable_grpc_healthcheck_service"] is True  # the probes and balancers rely on it
     assert str(params["monitoring_config_file"]) == f"{A.CONFIG_DIR}/{A.MONITORING_FILE}"
     assert params["enable_batching"] is True
 

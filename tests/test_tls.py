@@ -269,3 +269,23 @@ def test_tls_mismatches_fail_fast_with_the_fix(tls_server, toy_server, certs):
             client.status("toy")
         assert time.monotonic() - start < 2.0, (message, e.value.details)
         assert e.value.code == grpc.StatusCode.UNAVAILABLE and message in e.value.details, e.value.details
+
+
+def test_a_replica_list_over_tls_checks_the_name_as_written_and_fails_fast_per_replica(tls_server, toy_server,
+                                                                                         certs):
+    """A comma list of replicas (genserve.clients.replicas): the certificate is checked against the
+    first entry as written (localhost, resolved once to an address), and the mismatches that waiting
+    cannot fix still fail at once with the fix."""
+    import time
+
+    port = tls_server.rsplit(":", 1)[1]
+    for target in (f"localhost:{port},127.0.0.1:{port}", f"{tls_server},{tls_server}"):
+        with Client(target, timeout=10, root_certificates=str(certs / "ca.pem")) as client:
+            np.testing.assert_allclose(_affine(client), [[3.0], [5.0]])
+    for target, kwargs, message in [(f"{tls_server},{tls_server}", {}, "speaks TLS: add --tls"),
+                                    (f"{toy_server},{toy_server}", {"tls": True}, "does not speak TLS")]:
+        start = time.monotonic()
+        with Client(target, timeout=20, **kwargs) as client, pytest.raises(GenserveError) as e:
+            client.status("toy")
+        assert time.monotonic() - start < 2.0, (message, e.value.details)
+        assert message in e.value.details, e.value.details

@@ -29,7 +29,8 @@ _IPV6_RE = re.compile(r"^\[[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\]$")
 
 def parse_target(target: str) -> str:
     """Check a gRPC server address "host:port" ("[v6]:port" for IPv6, "dns:///host:port" too;
-    "unix:/path" passes as is).
+    "unix:/path" passes as is), or several replicas "host:port,host:port" (each checked; the Client
+    balances over them: genserve.clients.replicas).
 
     Returns:
         the target, stripped of surrounding spaces.
@@ -42,6 +43,20 @@ def parse_target(target: str) -> str:
         if len(value) <= len("unix:"):
             raise ValueError(f"{target!r}: a unix: target needs a socket path")
         return value
+    if "," in value and not value.startswith("dns:"):
+        parts = [part.strip() for part in value.split(",")]
+        for part in parts:
+            if part.startswith("dns:") or part.startswith("unix:"):
+                raise ValueError(f"{target!r}: a list of replicas is host:port,host:port "
+                                 f"(dns:/// and unix: stand alone), got {part!r}")
+            _check_address(part)
+        return ",".join(parts)
+    _check_address(value)
+    return value
+
+
+def _check_address(value: str) -> None:
+    target = value
     address = value[len("dns:///"):] if value.startswith("dns:///") else value
     host, sep, port = address.rpartition(":")
     if not sep or not host:
@@ -51,7 +66,6 @@ def parse_target(target: str) -> str:
     if not (_HOST_RE.match(host) or _IPV6_RE.match(host)):
         raise ValueError(f"{target!r}: {host!r} is not a host name or address "
                          "(write IPv6 addresses as [::1]:8500)")
-    return value
 
 
 def _target_callback(value: str) -> str:
@@ -94,7 +108,8 @@ VERSION_HELP = "Version number, 1 to 2**63-1"
 
 # -- client commands ----------------------------------------------------------------------------------
 TargetOpt = Annotated[str, typer.Option("--target", envvar="GENSERVE_TARGET", callback=_target_callback,
-                                        help="Server address host:port (TF Serving or `genserve serve`).")]
+                                        help="Server address host:port (TF Serving or `genserve serve`); "
+                                             "replicas: host:port,host:port or dns:///name:port.")]
 ModelOpt = Annotated[str, typer.Option(help="Served model name.")]
 ClientVersionOpt = Annotated[Optional[int], typer.Option(callback=_version_callback,
                                                          help=f"{VERSION_HELP} (default: the latest, pinned "

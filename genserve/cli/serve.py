@@ -97,6 +97,16 @@ def serve(
              "server_key, server_cert (PEM contents inline), optional custom_ca and client_verify. The "
              "REST port then serves HTTPS with the same certificate (a genserve addition: TF Serving's "
              "REST port stays plaintext).")] = None,
+    enable_grpc_healthcheck_service: Annotated[bool, typer.Option(
+        "--enable-grpc-healthcheck-service",
+        help="Serve grpc.health.v1.Health (TF Serving's --enable_grpc_healthcheck_service): SERVING only "
+             "while every configured model has an AVAILABLE version and no drain has started (stricter "
+             "than TF Serving; GET /v1/health/ready on the REST port says the same).")]
+    = D.enable_grpc_healthcheck_service,
+    rest_api_enable_cors_support: Annotated[bool, typer.Option(
+        "--rest-api-enable-cors-support",
+        help="Add TF Serving's CORS headers to every /v1/ REST answer (its "
+             "--rest_api_enable_cors_support).")] = D.enable_cors_support,
 ) -> None:
     """Serve every model in a models directory over TF Serving's gRPC API (Predict, metadata, status)."""
     check_directory(models_dir, "--models-dir")
@@ -143,7 +153,9 @@ def serve(
         max_queue=max_queue, max_request_seconds=max_request_seconds, enable_batching=enable_batching,
         session_config=session_config(tensorflow_intra_op_parallelism, tensorflow_inter_op_parallelism),
         config_poll_seconds=model_config_file_poll_seconds, rest_port=rest_port or None,
-        prometheus_path=prometheus_path, ssl_config=ssl_config, drain_seconds=drain_seconds))
+        prometheus_path=prometheus_path, ssl_config=ssl_config, drain_seconds=drain_seconds,
+        enable_grpc_healthcheck_service=enable_grpc_healthcheck_service,
+        enable_cors_support=rest_api_enable_cors_support))
     try:
         bound = server.start()
     except (OSError, ConfigError, FileNotFoundError) as e:
@@ -151,7 +163,7 @@ def serve(
     stop = threading.Event()
 
     def on_signal(*_) -> None:
-        server.service.close()  # refuse new requests on both ports from this instant
+        server.begin_drain()  # health NOT_SERVING, then new requests refused on both ports, from this instant
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):

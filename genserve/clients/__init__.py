@@ -7,6 +7,7 @@ family. Nothing under genserve/clients/ imports TensorFlow.
 |-------------|-------|
 | messages    | requests built and replies read (`predict_request`, `signatures_from_metadata`), `GenserveError` |
 | channel     | `Client` (deadlines, retries of UNAVAILABLE), `RetryPolicy` |
+| replicas    | a target naming several replicas (`a:1,b:2`, `dns:///`) -> round_robin + health checks |
 | tls         | `TlsSettings`: TLS, always passed to the Client explicitly (no process-wide default) |
 | pinned      | `PinnedModel` (`Client.pinned`): one model version for a whole job; `PinnedJob`, the family base |
 | images      | load, tile, PNG bytes, atomic save of pictures |

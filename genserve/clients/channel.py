@@ -25,6 +25,7 @@ from genserve.clients.failures import diagnose
 from genserve.clients.messages import (METADATA_METHOD, PREDICT_METHOD, STATUS_METHOD, GenserveError,
                                        Inputs, SignatureInfo, VersionStatus, model_spec, predict_request,
                                        signatures_from_metadata)
+from genserve.clients.replicas import ChannelTarget, channel_target
 from genserve.clients.tls import TlsSettings, channel_credentials, tls_settings
 from genserve.wire.codec import from_tensor_proto
 from genserve.wire.protos import serving_pb2
@@ -92,7 +93,11 @@ class Client:
             out = client.predict("vae", {"z": z}, signature="decode")   # {"images": (B, 28, 28, 1)}
 
     Args:
-        target: "host:port" of the server.
+        target: "host:port" of the server; or several replicas, "host:port,host:port", or
+            "dns:///name:port" (every address of the name): then each call goes to the next
+            healthy replica (gRPC round_robin with client-side health checking of
+            tensorflow.serving.PredictionService) and a retried UNAVAILABLE call to another one
+            (genserve.clients.replicas).
         timeout: default deadline in seconds for each call, retries included.
         max_message_bytes: send and receive limit set on the channel (gRPC's default is 4 MiB).
         retry: backoff for UNAVAILABLE, until each call's deadline; RetryPolicy.disabled() (one
@@ -127,7 +132,19 @@ class Client:
         self.retry = retry
         self.on_wait = on_wait
         self._rng = random.Random()
+        self._unusable: GenserveError | None = None  # raised by every call: what waiting cannot fix
+        try:
+            resolved = channel_target(target)
+        except GenserveError as e:  # a replica's host name does not resolve: say so at the first call, as
+            self._unusable = e      # gRPC's own DNS failure would be
+            resolved = ChannelTarget(target, (target,))
+        self.replicated = resolved.replicated  # round_robin over replicas (genserve.clients.replicas)
+        user_options = list(options)
+        user_keys = {key for key, _ in user_options}
+        if "grpc.ssl_target_name_override" in user_keys:
+            user_keys.add("grpc.default_authority")
         channel_options = [
+            *(item for item in resolved.options if item[0] not in user_keys),
             ("grpc.max_send_message_length", int(max_message_bytes)),
             ("grpc.max_receive_message_length", int(max_message_bytes)),
             # Reconnect quickly after a refused connection, so a retry can reach a server that has
@@ -135,14 +152,14 @@ class Client:
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 1000),
-            *options,
+            *user_options,
         ]
         credentials = channel_credentials(tls, root_certificates, client_cert, client_key)
         self.tls = credentials is not None
         if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=channel_options)
+            self._channel = grpc.insecure_channel(resolved.uri, options=channel_options)
         else:
-            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
+            self._channel = grpc.secure_channel(resolved.uri, credentials, options=channel_options)
         self._predict = self._channel.unary_unary(
             PREDICT_METHOD,
             request_serializer=serving_pb2.PredictRequest.SerializeToString,
@@ -185,6 +202,8 @@ class Client:
         budget = self.timeout if timeout is None else float(timeout)
         if not budget > 0:
             raise ValueError(f"timeout must be positive, got {budget}")
+        if self._unusable is not None:
+            raise self._unusable
         started = time.monotonic()
         deadline = started + budget
         limit = self.retry.max_attempts
@@ -205,8 +224,10 @@ class Client:
             left = deadline - time.monotonic()
             if (limit is not None and attempt >= limit) or left < 0.01:
                 raise GenserveError(code, self._gave_up(details, attempt, started, budget, code)) from None
-            # Sleep the backoff, but keep a last attempt inside the deadline.
-            wait = max(0.0, min(self.retry.backoff(attempt, self._rng), left - 0.01))
+            # Sleep the backoff, but keep a last attempt inside the deadline. Across replicas the first
+            # retry goes at once: round_robin sends it to another replica (a dead one has left the ring).
+            wait = 0.0 if self.replicated and attempt == 1 else \
+                max(0.0, min(self.retry.backoff(attempt, self._rng), left - 0.01))
             if self.on_wait is not None and not waiting and time.monotonic() + wait - started >= 1.0:
                 waiting = True
                 self.on_wait(f"waiting for {self.target} ({_reason(details)}; retrying for up to "

@@ -19,6 +19,8 @@ and then asking "is the server running?":
 
 from __future__ import annotations
 
+from genserve.clients.replicas import host_port, split_target
+
 DNS_MARKS = ("domain name not found", "hostname lookup error", "dns resolution failed",
              "name or service not known", "could not resolve", "errors resolving")
 HTTP1_MARKS = ("http1.x server", "failed parsing http/2")
@@ -28,21 +30,18 @@ UNTRUSTED_MARKS = ("certificate_verify_failed", "certificate verify failed", "un
 CLOSED_MARKS = ("socket closed", "connection reset", "end of tcp stream", "broken pipe")
 
 
-def _host_port(target: str) -> tuple[str, int] | None:
-    address = target[len("dns:///"):] if target.startswith("dns:///") else target
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or target.startswith("unix:"):
-        return None
-    return host.strip("[]"), int(port)
-
-
 def speaks_tls(target: str, timeout: float = 1.0) -> bool:
-    """Whether the server at host:port completes a TLS handshake (certificate not checked): tells a
-    TLS server from a plaintext one when a plaintext client's connection is closed on it."""
+    """Whether the server at host:port (any replica of a host:port,host:port list) completes a TLS
+    handshake (certificate not checked): tells a TLS server from a plaintext one when a plaintext
+    client's connection is closed on it."""
+    return any(_speaks_tls(address, timeout) for address in split_target(target))
+
+
+def _speaks_tls(target: str, timeout: float) -> bool:
     import socket
     import ssl
 
-    address = _host_port(target)
+    address = host_port(target)
     if address is None:
         return False
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -62,12 +61,12 @@ def diagnose(target: str, details: str, tls: bool) -> str | None:
     (a refused connection, a server answering UNAVAILABLE), so the call should be retried.
 
     Args:
-        target: the client's "host:port".
+        target: the client's "host:port" (or its replicas, "host:port,host:port").
         details: the UNAVAILABLE status' details, as gRPC gave them.
         tls: whether the client connects over TLS.
     """
     text = details.lower()
-    host = (_host_port(target) or (target, 0))[0]
+    host = (host_port(split_target(target)[0]) or (target, 0))[0]
     if any(mark in text for mark in DNS_MARKS):
         return f"cannot resolve the host name {host!r} of --target {target} (DNS); check its spelling"
     if any(mark in text for mark in HTTP1_MARKS):

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from genserve.repository import DOCKER_PREFIX, MODELS_CONFIG
+from genserve.serving.options import READY_PATH  # noqa: F401 - the manifests' readiness probe path
 
 GRPC_PORT = 8500  # both servers: PredictionService, ModelService, grpc.health.v1.Health
 REST_PORT = 8501  # REST API and /monitoring/prometheus/metrics
@@ -101,11 +102,6 @@ def tf_serving_args(**overrides: str) -> list[str]:
     return [f"--{name}={value}" for name, value in settings.items()]
 
 
-# `genserve serve` flags the manifests use that the command does not have yet (issue 18 item 1: the
-# lead wires genserve.serving.health into the server). tests/test_deploy.py fails once one of them
-# exists, so this list is emptied then; until then the generated Deployment would not start.
-PLANNED_SERVE_FLAGS = ("--enable-grpc-healthcheck-service",)
-READY_PATH = "/v1/health/ready"  # genserve's REST readiness endpoint (planned with the flag above)
 
 
 def genserve_args(models_dir: str = DOCKER_PREFIX, drain_seconds: int = 20) -> list[str]:
@@ -121,7 +117,7 @@ def genserve_args(models_dir: str = DOCKER_PREFIX, drain_seconds: int = 20) -> l
         "--enable-batching",
         "--monitoring-config-file", f"{CONFIG_DIR}/{MONITORING_FILE}",
         "--drain-seconds", str(drain_seconds),
-        *PLANNED_SERVE_FLAGS,
+        "--enable-grpc-healthcheck-service",
     ]
 
 

@@ -135,10 +135,12 @@ class GrpcServer:
         address: "HOST:PORT" to bind (port 0: any free one).
         options: the server's ServerOptions (message limits, concurrent RPCs).
         credentials: grpc.ServerCredentials for TLS (None: plaintext).
+        health: a genserve.serving.health.Health registered beside the two services (None: none).
     """
 
-    def __init__(self, service, address: str, options, credentials=None):
+    def __init__(self, service, address: str, options, credentials=None, health=None):
         self._service = service
+        self.health = health  # a health.Health to register (--enable-grpc-healthcheck-service), or None
         self.address = address
         self.options = options
         self.credentials = credentials
@@ -161,6 +163,8 @@ class GrpcServer:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=cap, thread_name_prefix="genserve-rpc"),
                              options=options, maximum_concurrent_rpcs=cap)
         server.add_generic_rpc_handlers(generic_handlers(self._service))
+        if self.health is not None:
+            self.health.add_to_server(server)
         try:
             if self.credentials is not None:
                 port = server.add_secure_port(self.address, self.credentials)

@@ -21,6 +21,7 @@ MAX_MESSAGE_BYTES = 2**31 - 1  # gRPC keeps message limits in a C int
 MAX_MESSAGE_MB = MAX_MESSAGE_BYTES // (1024 * 1024)  # 2047: the largest whole MiB below 2**31
 MIB = 1024 * 1024
 
+READY_PATH = "/v1/health/ready"  # REST readiness (rest_api.py, health.py): genserve's own, not TF Serving's
 CLI_PORT = 8500  # tensorflow_model_server's --port
 CLI_ENABLE_BATCHING = True  # Dockerfile.serving runs with --enable_batching
 
@@ -102,6 +103,12 @@ class ServerOptions:
         prometheus_path: serve Prometheus metrics at this path of the REST port (None: none).
         ssl_config: serve over TLS: an SSLConfig message or the path of its text file (TF Serving's
             --ssl_config_file; see tls.py); the REST port then serves HTTPS with the same certificate.
+        enable_grpc_healthcheck_service: register grpc.health.v1.Health (TF Serving's
+            --enable_grpc_healthcheck_service), SERVING only while every configured model has an
+            AVAILABLE version and no drain started (health.py). GET /v1/health/ready on the REST port
+            answers the same either way.
+        enable_cors_support: add TF Serving's CORS headers to every /v1/ answer of the REST port
+            (--rest_api_enable_cors_support; rest_api.CORS_HEADERS).
     """
 
     host: str = "127.0.0.1"
@@ -125,6 +132,8 @@ class ServerOptions:
     session_config: object = None
     prometheus_path: str | None = None
     ssl_config: object = None
+    enable_grpc_healthcheck_service: bool = False
+    enable_cors_support: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_message_bytes <= MAX_MESSAGE_BYTES:

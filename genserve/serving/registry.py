@@ -149,13 +149,14 @@ class ModelRegistry:
 
     def __init__(self, models_dir, base_path_prefix: str = DOCKER_PREFIX,
                  allow_external_base_paths: bool = False, session_config=None,
-                 on_load=None, on_unload=None):
+                 on_load=None, on_unload=None, on_refresh=None):
         self.models_dir = Path(models_dir)
         self.base_path_prefix = base_path_prefix
         self.allow_external_base_paths = allow_external_base_paths
         self.session_config = session_config
         self.on_load = on_load
         self.on_unload = on_unload
+        self.on_refresh = on_refresh  # called after every refresh (start, poll, reload), lock held
         self._models: dict[str, _Model] = {}
         self._lock = threading.Lock()  # one refresh at a time
         self._config_entries: list[ModelEntry] | None = None  # set by reload_config (overrides disk)
@@ -250,6 +251,8 @@ class ModelRegistry:
             self._models = models  # atomic swap of the registry
             for model in models.values():
                 self._refresh_model(model)
+            if self.on_refresh is not None:
+                self.on_refresh()
 
     def _refresh_model(self, model: _Model) -> None:
         found, refused = ({}, {}) if model.error else scan_versions(model.local, self._root)

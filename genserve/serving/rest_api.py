@@ -13,6 +13,7 @@ http_rest_api_util.cc, http_server.cc):
     GET  /v1/models/{name}[/versions/{N}|/labels/{L}]             GetModelStatusResponse as JSON
     GET  /v1/models/{name}[/versions/{N}|/labels/{L}]/metadata    GetModelMetadataResponse as JSON
     GET  <prometheus path>                                        metrics (with a MonitoringConfig)
+    GET  /v1/health/ready   200 {"status": "SERVING"} / 503 (health.py; genserve's own); OPTIONS: CORS
 
 Like TF Serving, every path under /v1/ (case-insensitive) goes to one handler: a method or path it does
 not know answers 400 `{"error": "Malformed request: PUT /v1/..."}`, errors answer `{"error": ...}` with
@@ -39,6 +40,7 @@ from urllib.parse import unquote
 
 from genserve.serving import json_tensor
 from genserve.serving.errors import ServingError, error_json, truncate
+from genserve.serving.options import READY_PATH
 
 log = logging.getLogger("genserve.serving")
 
@@ -48,6 +50,9 @@ PREDICTION_PATH = re.compile(  # kPredictionApiGegex
 STATUS_PATH = re.compile(  # kModelStatusApiRegex
     r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
 MAX_INT64 = 2**63 - 1
+# On every /v1/ answer with --rest-api-enable-cors-support (TF Serving's http_rest_api_util.cc AddCORSHeaders).
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
+                "Access-Control-Allow-Headers": "Content-Type"}
 
 
 def _path_parts(match) -> tuple[str, int | None, str | None]:
@@ -214,8 +219,10 @@ class RestServer:
     """
 
     def __init__(self, service, host: str, port: int, max_body_bytes: int, metrics=None,
-                 metrics_path: str | None = None, ssl_context=None, body_timeout: float = 30.0):
+                 metrics_path: str | None = None, ssl_context=None, body_timeout: float = 30.0,
+                 health=None, cors: bool = False):
         self._api = RestApi(service)
+        self.health, self.cors = health, cors  # readiness (a health.Health, None: no endpoint); CORS headers
         self._service = service
         self.host = host
         self.port = port
@@ -321,9 +328,12 @@ class RestServer:
             return web.Response(status=404, text=f"404: Not Found: {truncate(path, 200)}")
         self._inflight += 1
         try:
-            return await self._handle_v1(request, path)
+            response = await self._handle_v1(request, path)
         finally:
             self._inflight -= 1
+        if self.cors:
+            response.headers.update(CORS_HEADERS)
+        return response
 
     async def _handle_v1(self, request, path: str):
         from aiohttp import web
@@ -334,6 +344,9 @@ class RestServer:
                 return web.Response(status=200, content_type="application/json")
             error = ServingError("FAILED_PRECONDITION", "Origin header is missing in CORS preflight")
             return self._json(error.http_status, error_json(error.message))
+        if path == READY_PATH and request.method == "GET" and self.health is not None:
+            ready = self.health.ready
+            return self._json(200 if ready else 503, f'{{"status": "{"SERVING" if ready else "NOT_SERVING"}"}}')
         try:
             body = await self._body(request)
         except BodyTooLarge:

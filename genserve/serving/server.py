@@ -11,6 +11,7 @@ A stand-in for `tensorflow_model_server`, never a more lenient one. The rooms:
 - `service.py`  predict / metadata / status / reload without a transport; per-model admission;
 - `grpc_api.py` and `rest_api.py`  the two front ends, translators onto the service;
 - `options.py`  every default;
+- `health.py`   readiness: grpc.health.v1 (--enable-grpc-healthcheck-service) and GET /v1/health/ready;
 - this module   assembles them: ports, the poller, a bounded drain of both front ends at once.
 docs/serving.md lists every module.
 
@@ -32,6 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from genserve.serving.health import Health
 from genserve.serving.options import ServerOptions
 from genserve.serving.registry import ModelRegistry
 from genserve.serving.service import ModelService
@@ -59,8 +61,11 @@ class ModelServer:
         self.options = options
         self.models_dir = Path(models_dir)
         self.host, self.port, self.rest_port = options.host, options.port, options.rest_port
+        # Readiness, updated after every registry refresh; the gRPC service only with the flag.
+        self.health = Health()
         self.registry = ModelRegistry(models_dir, options.base_path_prefix, options.allow_external_base_paths,
-                                      options.session_config, on_load=self._on_load, on_unload=self._on_unload)
+                                      options.session_config, on_load=self._on_load, on_unload=self._on_unload,
+                                      on_refresh=self._update_health)
         self.observers: list = []  # observe(entrypoint, method, model, code, seconds) callbacks
         self.service = ModelService(self.registry, options, self.observers)
         self.metrics = None
@@ -94,7 +99,9 @@ class ModelServer:
             from genserve.serving.tls import server_credentials
 
             credentials = server_credentials(self.options.ssl_config)
-        self._grpc = GrpcServer(self.service, f"{_bracketed(self.host)}:{self.port}", self.options, credentials)
+        health = self.health if self.options.enable_grpc_healthcheck_service else None
+        self._grpc = GrpcServer(self.service, f"{_bracketed(self.host)}:{self.port}", self.options, credentials,
+                                health)
         try:
             self.port = self._grpc.start()
             if self.rest_port is not None:
@@ -120,15 +127,22 @@ class ModelServer:
             context = server_ssl_context(self.options.ssl_config)
         rest = RestServer(self.service, self.host, self.rest_port, self.options.max_message_bytes, self.metrics,
                           self.options.prometheus_path, ssl_context=context,
-                          body_timeout=self.options.body_timeout_seconds)
+                          body_timeout=self.options.body_timeout_seconds, health=self.health,
+                          cors=self.options.enable_cors_support)
         self.rest_port = rest.start()
         self._rest = rest
+
+    def begin_drain(self) -> None:
+        """The first moment of a drain (SIGTERM): health NOT_SERVING for good, then every new call is
+        answered UNAVAILABLE (503) by the service itself; the ports stay open until stop()."""
+        self.health.start_drain()
+        self.service.close()
 
     def stop(self, grace: float | None = 1.0) -> None:
         """Refuse new requests at once on both front ends (UNAVAILABLE / 503), give requests in flight
         `grace` seconds on both front ends at once (a bounded drain), then cancel what is left.
         Returns within about `grace` + 1 s."""
-        self.service.close()  # from here every new call is answered UNAVAILABLE by the service itself
+        self.begin_drain()
         self._stop.set()
         deadline = time.monotonic() + (grace or 0.0)
         self.service.wait_idle(grace or 0.0)  # both front ends' Predicts drain together
@@ -196,6 +210,10 @@ class ModelServer:
     def reload_config(self, config):
         """HandleReloadConfigRequest (see ModelService.reload)."""
         return self.service.reload(config)
+
+    def _update_health(self) -> None:
+        """After each refresh: ready when every configured model has a loaded (AVAILABLE) version."""
+        self.health.update(self.registry.names(), self.registry.loaded_versions())
 
     def _on_load(self, loaded) -> None:
         if self.options.enable_batching:  # a bad batching_params.pbtxt fails the load, as on TF Serving
