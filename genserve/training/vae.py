@@ -32,6 +32,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from genserve.training.common import CheckpointError  # noqa: F401 - raised and caught by name here
+
 IMAGE_SHAPE = (28, 28, 1)
 LOSSES = ("elbo", "book")
 CONFIG_FILE = "config.json"
@@ -39,10 +41,6 @@ STATE_FILE = "state.json"
 LAST_WEIGHTS = "last.weights.h5"
 BEST_ENCODER = "best_encoder.weights.h5"
 BEST_DECODER = "best_decoder.weights.h5"
-
-
-class CheckpointError(ValueError):
-    """A workdir file exists but cannot be read; the message names it and says what to do."""
 
 
 @dataclass(frozen=True)
