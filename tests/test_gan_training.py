@@ -141,6 +141,17 @@ def test_each_preset_trains_a_step_and_resumes(tmp_path, name):
         # the average lags the raw generator: after 2 steps they differ, and it is what the checkpoint holds
         assert not np.allclose(np.asarray(exported(z)), np.asarray(model.generator(z)))
         np.testing.assert_allclose(np.asarray(exported(z)), np.asarray(model.ema_generator(z)), atol=1e-6)
+        # what TF Serving's path serves is the averaged generator, alone
+        from genserve.export.gan import export_gan
+        from genserve.serving.loader import load_saved_model
+
+        graph = load_saved_model(export_gan(work, tmp_path / "models"))
+        try:
+            assert graph.unrestored_variables() == []
+            served = graph.signatures["generate"].run({"z": z})["images"]
+        finally:
+            graph.close()
+        np.testing.assert_allclose(served, np.asarray(exported(z)), atol=1e-5)
     else:
         assert exported.name == "generator"
 

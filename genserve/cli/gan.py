@@ -55,12 +55,10 @@ def train_gan(
     check_directory(workdir, "--workdir")
     check_number(learning_rate, "--learning-rate", 0.0, strictly_above=True)
     check_number(label_noise, "--label-noise", 0.0)
-    from click.core import ParameterSource
-
     from genserve.data import DataError
     from genserve.training.gan import CheckpointError, resolve_config, train
 
-    given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT
+    given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"
              and k not in ("workdir", "preset", "resume", "quiet")}
     if "dataset" in given:
         given["dataset"] = dataset.value

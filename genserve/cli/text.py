@@ -61,8 +61,6 @@ def train_text(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar; only the per-epoch summary lines.")] = False,
 ) -> None:
     """Train the book's character-level LSTM (8.1) on a corpus, with a held-out validation split."""
-    from click.core import ParameterSource
-
     from genserve.data import DataError
     from genserve.training.text import train
     from genserve.training.text_config import resolve_config
@@ -71,7 +69,7 @@ def train_text(
     if encoding not in ("onehot", "embedding"):
         raise fail(f"--encoding must be onehot or embedding, got {encoding!r}")
     try:
-        given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT
+        given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"
                  and k not in ("workdir", "preset", "resume", "quiet", "keep_case")}
         if keep_case:
             given["lower"] = False
