@@ -13,7 +13,6 @@ is written atomically (genserve.files); a checkpoint is only referenced by state
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -25,7 +24,7 @@ import tensorflow as tf
 
 from genserve.data import sha256_of
 from genserve.files import atomic_path, atomic_write, atomic_write_json
-from genserve.training.common import CONFIG_FILE, STATE_FILE, CheckpointError
+from genserve.training.common import CONFIG_FILE, STATE_FILE, CheckpointError, config_for_run
 from genserve.training.gan_model import (GAN, GAN_PRESETS, IMAGE_SHAPE, SHAPE_FIELDS, GANConfig,  # noqa: F401
                                          bce_with_logits, build_discriminator, build_generator,
                                          latent_from_seeds, new_model, preset)
@@ -196,14 +195,9 @@ def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.nd
     return state
 
 
-def resolve_config(workdir: str | Path, preset_name: str | None = None, resume: bool = False,
-                   **overrides) -> GANConfig:
-    """The config of a run: on `resume`, the workdir's config.json; otherwise the named preset (default
-    "demo", the plain defaults); then `overrides` (the options a user gave explicitly) on top."""
-    path = Path(workdir) / CONFIG_FILE
-    if resume and path.exists():
-        return dataclasses.replace(GANConfig.from_json(path.read_text()), **overrides)
-    return preset(preset_name or "demo", **overrides)
+def resolve_config(workdir, preset_name: str | None = None, resume: bool = False, **overrides) -> GANConfig:
+    """The config of `genserve train gan`: see genserve.training.common.config_for_run ("demo" by default)."""
+    return config_for_run(GANConfig, GAN_PRESETS, "GAN", workdir, preset_name, resume, **overrides)
 
 
 def load_generator(workdir: str | Path) -> tuple[GANConfig, keras.Model]:

@@ -29,6 +29,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from genserve.training.common import from_preset
+
 IMAGE_SHAPE = (28, 28, 1)
 
 
@@ -89,9 +91,7 @@ GAN_PRESETS: dict[str, dict] = {
 
 def preset(name: str, **overrides) -> GANConfig:
     """GANConfig of a named preset with `overrides` applied (ValueError names the known presets)."""
-    if name not in GAN_PRESETS:
-        raise ValueError(f"unknown GAN preset {name!r}; known: {', '.join(GAN_PRESETS)}")
-    return GANConfig(**{**GAN_PRESETS[name], **overrides})
+    return from_preset(GANConfig, GAN_PRESETS, "GAN", name, **overrides)
 
 
 # ------------------------------------------------------------------------------------ model

@@ -10,9 +10,9 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
-from genserve.training.common import CONFIG_FILE, STATE_FILE, CheckpointError  # noqa: F401
+from genserve.training.common import (CONFIG_FILE, STATE_FILE, CheckpointError,  # noqa: F401
+                                      config_for_run, from_preset)
 
 VOCAB_FILE = "vocabulary.json"
 BEST_FILE = "best.keras"
@@ -118,22 +118,12 @@ TEXT_PRESETS: dict[str, dict] = {
 }
 
 
+
 def preset(name: str, **overrides) -> TextConfig:
     """TextConfig of a named preset with `overrides` applied (ValueError names the known presets)."""
-    if name not in TEXT_PRESETS:
-        raise ValueError(f"unknown text preset {name!r}; known: {', '.join(TEXT_PRESETS)}")
-    return TextConfig(**{**TEXT_PRESETS[name], **overrides})
+    return from_preset(TextConfig, TEXT_PRESETS, "text", name, **overrides)
 
 
-def resolve_config(workdir: str | Path, preset_name: str | None = None, resume: bool = False,
-                   **overrides) -> TextConfig:
-    """The config of a run: on `resume`, the workdir's config.json (when readable; `train` reports a
-    damaged one); otherwise the named preset (default "book"); then `overrides` (the options a user
-    gave explicitly) on top."""
-    path = Path(workdir) / CONFIG_FILE
-    if resume and path.is_file():
-        try:
-            return dataclasses.replace(TextConfig.from_json(path.read_text(encoding="utf-8")), **overrides)
-        except (OSError, UnicodeDecodeError, ValueError, TypeError):
-            pass
-    return preset(preset_name or "book", **overrides)
+def resolve_config(workdir, preset_name: str | None = None, resume: bool = False, **overrides) -> TextConfig:
+    """The config of `genserve train text`: see genserve.training.common.config_for_run ("book" by default)."""
+    return config_for_run(TextConfig, TEXT_PRESETS, "text", workdir, preset_name, resume, **overrides)
