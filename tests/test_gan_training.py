@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("tensorflow")
+tf = pytest.importorskip("tensorflow")
 
 from genserve.data import mnist  # noqa: E402
 from genserve.training import gan  # noqa: E402
@@ -120,3 +120,95 @@ def test_classifier_cache_and_evaluation(tmp_path, monkeypatch):
     assert 1.0 <= result["score"] <= 10.0 and 1.0 <= result["real_score"] <= 10.0
     assert result["fid"] >= 0 and result["real_fid"] >= 0
     assert mc.fid(feats, feats) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(gan.GAN_PRESETS))
+def test_each_preset_trains_a_step_and_resumes(tmp_path, name):
+    """The named recipes at their real sizes: one step on synthetic digits, then --resume continues
+    with the saved recipe (config.json), and the exported generator is the averaged one when it has one."""
+    cfg = gan.preset(name, dataset="synthetic", epochs=1, batch_size=32, monitor_samples=0, grid=2)
+    work = tmp_path / name
+    gan.train(cfg, work, data=DATA.x_train[:32, ..., None], verbose=0)
+    resumed = gan.resolve_config(work, "demo", resume=True, epochs=2)  # the preset is not re-applied
+    assert resumed == dataclasses.replace(cfg, epochs=2)
+    state = gan.train(resumed, work, resume=True, data=DATA.x_train[:32, ..., None], verbose=0)
+    assert state["epoch"] == 2 and all(np.isfinite(h["d_loss"]) for h in state["history"])
+    _, model, _ = gan.load_checkpoint(work)
+    _, exported = gan.load_generator(work)
+    z = np.random.default_rng(1).standard_normal((4, cfg.latent_dim)).astype(np.float32)
+    if cfg.ema_decay:
+        assert exported.name == "ema_generator" and ("r1" in state["history"][-1]) == bool(cfg.r1_gamma)
+        # the average lags the raw generator: after 2 steps they differ, and it is what the checkpoint holds
+        assert not np.allclose(np.asarray(exported(z)), np.asarray(model.generator(z)))
+        np.testing.assert_allclose(np.asarray(exported(z)), np.asarray(model.ema_generator(z)), atol=1e-6)
+        # what TF Serving's path serves is the averaged generator, alone
+        from genserve.export.gan import export_gan
+        from genserve.serving.loader import load_saved_model
+
+        graph = load_saved_model(export_gan(work, tmp_path / "models"))
+        try:
+            assert graph.unrestored_variables() == []
+            served = graph.signatures["generate"].run({"z": z})["images"]
+        finally:
+            graph.close()
+        np.testing.assert_allclose(served, np.asarray(exported(z)), atol=1e-5)
+    else:
+        assert exported.name == "generator"
+
+
+def test_ema_update_is_the_warmed_up_average(tmp_path):
+    """After one step from equal weights: avg = d * w0 + (1 - d) * w1 with d = min(decay, 2 / 11)."""
+    cfg = dataclasses.replace(TINY, ema_decay=0.999, dropout=0.0, label_noise=0.0)
+    model = gan.new_model(cfg)
+    w0 = [np.asarray(w) for w in model.generator.weights]
+    model.fit(gan.make_dataset(DATA.x_train[:32, ..., None], cfg), epochs=1, verbose=0)
+    w1 = [np.asarray(w) for w in model.generator.weights]
+    d = min(0.999, 2 / 11)  # t = 1 generator step
+    for avg, a, b in zip(model.ema_generator.weights, w0, w1):
+        np.testing.assert_allclose(np.asarray(avg), d * a + (1 - d) * b, rtol=1e-5, atol=1e-6)
+
+
+def test_r1_penalty_is_the_squared_input_gradient():
+    cfg = dataclasses.replace(TINY, r1_gamma=1.0, dropout=0.0, label_noise=0.0)
+    model = gan.new_model(cfg)
+    real = tf.constant(DATA.x_train[:4, ..., None] / 255.0, tf.float32)
+    _, penalty, _, _ = model._d_loss(real, real, 4)
+    with tf.GradientTape() as tape:
+        tape.watch(real)
+        out = tf.reduce_sum(model.discriminator(real, training=True))
+    expected = np.mean(np.sum(np.square(tape.gradient(out, real)), axis=(1, 2, 3)))
+    assert float(penalty) == pytest.approx(float(expected), rel=1e-4) and float(penalty) > 0
+
+
+def test_monitor_scores_the_exported_generator_each_epoch(tmp_path, monkeypatch):
+    """monitor_samples > 0: every epoch's history holds score, fid and fid_ratio (classifier from the cache)."""
+    monkeypatch.setenv("GENSERVE_CACHE", str(tmp_path / "cache"))
+    tiny_clf = mc.ClassifierConfig(filters=(4, 8), convs_per_block=1, feature_units=16, epochs=1, batch_size=64)
+    classifier, _ = mc.load_or_train("synthetic", data=DATA, cfg=tiny_clf)
+    monitor = gan.Monitor(dataclasses.replace(TINY, monitor_samples=16))
+    monitor.classifier, monitor.test_images = classifier, DATA.x_test  # what __call__ loads on first use
+    out = monitor(gan.build_generator(TINY))
+    assert set(out) == {"score", "fid", "fid_ratio"} and 1.0 <= out["score"] <= 10.0 and out["fid"] >= 0
+
+
+def test_cli_preset_and_resume(tmp_path):
+    from typer.testing import CliRunner
+
+    from genserve.cli import app
+
+    work = tmp_path / "w"
+    args = ["train", "gan", "--workdir", str(work), "--dataset", "synthetic", "--train-limit", "32",
+            "--batch-size", "32", "--epochs", "1", "--quiet"]
+    monkey_env = {"GENSERVE_CACHE": str(tmp_path / "cache")}
+    result = CliRunner().invoke(app, [*args, "--preset", "nope"], env=monkey_env)
+    assert result.exit_code == 1 and "unknown GAN preset 'nope'; known: demo, best" in result.stderr
+    result = CliRunner().invoke(app, [*args, "--preset", "demo", "--label-noise", "0.1"], env=monkey_env)
+    assert result.exit_code == 0, result.output
+    saved = gan.GANConfig.from_json((work / "config.json").read_text())
+    assert saved == gan.preset("demo", dataset="synthetic", train_limit=32, batch_size=32, epochs=1, label_noise=0.1)
+    # --resume without the recipe's options keeps the saved recipe (here: label noise 0.1, not the default)
+    result = CliRunner().invoke(app, ["train", "gan", "--workdir", str(work), "--resume", "--epochs", "2",
+                                      "--quiet"], env=monkey_env)
+    assert result.exit_code == 0, result.output
+    assert "trained to epoch 2" in result.stdout
+    assert gan.GANConfig.from_json((work / "config.json").read_text()).label_noise == 0.1

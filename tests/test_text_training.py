@@ -11,7 +11,7 @@ import pytest
 
 from genserve.data import DataError
 from genserve.data.text import Vocabulary, load_corpus, markdown_play_to_text
-from genserve.training.text import TextConfig, split_ids
+from genserve.training.text import TEXT_PRESETS, TextConfig, preset, split_ids
 
 TINY_TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n" * 30
 TINY = dataclasses.replace(TextConfig(), maxlen=10, step=3, units=16, batch_size=32, epochs=1)
@@ -120,6 +120,7 @@ def test_early_stopping_and_plateau_schedule(tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"layers": 0}, "layers must be >= 1"), ({"dropout": 1.0}, "dropout"), ({"schedule": "linear"}, "schedule"),
     ({"optimizer": "sgd"}, "optimizer"), ({"targets": "some"}, "targets"), ({"patience": 0}, "patience"),
+    ({"recurrent_dropout": -0.1}, "recurrent_dropout"), ({"weight_decay": 0.1}, "weight_decay needs optimizer 'adamw'"),
 ])
 def test_config_rejects_bad_values(change, message):
     with pytest.raises(ValueError, match=message):
@@ -132,3 +133,41 @@ def test_cosine_schedule_with_warmup():
     rates = [cfg.epoch_learning_rate(e) for e in range(6)]
     assert rates[0] == pytest.approx(0.005) and rates[1] == pytest.approx(0.01)
     assert rates[-1] == pytest.approx(0.001) and all(a > b for a, b in zip(rates[1:], rates[2:]))
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_PRESETS))
+def test_each_preset_trains_and_resumes_from_the_cli(tmp_path, name):
+    """`train text --preset NAME` at the preset's real sizes, one epoch of a tiny corpus (a few steps),
+    then `--resume --epochs 2` continues with the saved recipe (config.json), not the defaults."""
+    from typer.testing import CliRunner
+
+    from genserve.cli import app
+    from genserve.training.text import load_checkpoint
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TINY_TEXT[:1800], encoding="utf-8")  # preset "best": ~2 steps of 32 windows
+    work = tmp_path / "work"
+    common = ["train", "text", "--workdir", str(work), "--quiet"]
+    result = CliRunner().invoke(app, [*common, "--preset", name, "--corpus", str(corpus), "--epochs", "1",
+                                      *(["--step", "30"] if name == "book" else [])])
+    assert result.exit_code == 0, result.output
+    assert TextConfig.from_json((work / "config.json").read_text()) == preset(
+        name, corpus=str(corpus), epochs=1, **({"step": 30} if name == "book" else {}))
+    result = CliRunner().invoke(app, [*common, "--resume", "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "epoch 2/2" in result.stdout
+    model, cfg, _ = load_checkpoint(work, "last.keras")
+    assert cfg == dataclasses.replace(preset(name, corpus=str(corpus), epochs=1, **({"step": 30} if name == "book"
+                                                                                   else {})), epochs=2)
+    lstm = model.get_layer("lstm")
+    assert (lstm.units, lstm.recurrent_dropout) == (cfg.units, cfg.recurrent_dropout)
+    assert type(model.optimizer).__name__.lower() == cfg.optimizer
+
+
+def test_unknown_preset_is_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from genserve.cli import app
+
+    result = CliRunner().invoke(app, ["train", "text", "--preset", "nope", "--workdir", str(tmp_path / "w")])
+    assert result.exit_code == 1 and result.stderr.startswith("error: unknown text preset 'nope'; known: book, best")

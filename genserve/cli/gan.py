@@ -30,12 +30,14 @@ WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, s
 
 
 def train_gan(
+    ctx: typer.Context,
     workdir: WorkdirOpt = Path("work/gan"),
+    preset: Annotated[Optional[str], typer.Option(help="A named recipe: demo (the defaults) or best (docs/gan.md); the options given explicitly override it.")] = None,
     dataset: MnistDatasetOpt = MnistDataset.mnist,
     epochs: Annotated[int, typer.Option(min=1, help="Total epochs.")] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
     latent_dim: Annotated[int, typer.Option(min=1, help="Latent size.")] = 100,
-    learning_rate: Annotated[float, typer.Option(help="Adam learning rate (both networks).")] = 2e-4,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate (the generator's; also the discriminator's unless the preset sets its own).")] = 2e-4,
     label_noise: Annotated[float, typer.Option(help="Discriminator targets are moved this far (x U(0,1)) from 0 and 1.")] = 0.05,
     train_limit: TrainLimitOpt = None,
     seed: SeedOpt = 1337,
@@ -47,12 +49,14 @@ def train_gan(
     check_number(learning_rate, "--learning-rate", 0.0, strictly_above=True)
     check_number(label_noise, "--label-noise", 0.0)
     from genserve.data import DataError
-    from genserve.training.gan import CheckpointError, GANConfig, train
+    from genserve.training.gan import CheckpointError, resolve_config, train
 
-    try:
-        cfg = GANConfig(latent_dim=latent_dim, learning_rate=learning_rate, label_noise=label_noise,
-                        batch_size=batch_size, epochs=epochs, dataset=dataset.value,
-                        train_limit=train_limit, seed=seed)
+    given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"
+             and k not in ("workdir", "preset", "resume", "quiet")}
+    if "dataset" in given:
+        given["dataset"] = dataset.value
+    try:  # --resume: the workdir's config.json; else the preset; then the options given explicitly
+        cfg = resolve_config(workdir, preset, resume, **given)
         start = time.perf_counter()
         state = train(cfg, workdir, resume=resume, verbose=0 if quiet else None)
     except (DataError, ValueError, CheckpointError) as e:

@@ -29,7 +29,9 @@ from genserve.cli.remote import remote
 
 
 def train_text(
+    ctx: typer.Context,
     workdir: Annotated[Path, typer.Option(help="Checkpoint folder (best.keras, config.json, vocabulary.json).")] = Path("work/text"),
+    preset: Annotated[Optional[str], typer.Option(help="A named recipe: book (the defaults) or best (docs/text.md); the options given explicitly override it.")] = None,
     corpus: Annotated[str, typer.Option(help="shakespeare (offline, ~1.1 MB), shakespeare-full, nietzsche (online) or a UTF-8 file path.")] = "shakespeare",
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (the book: 60).")] = 60,
     max_chars: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N characters of the corpus.")] = None,
@@ -54,17 +56,19 @@ def train_text(
 ) -> None:
     """Train the book's character-level LSTM (8.1) on a corpus, with a held-out validation split."""
     from genserve.data import DataError
-    from genserve.training.text import TextConfig, train
+    from genserve.training.text import train
+    from genserve.training.text_config import resolve_config
 
     check_directory(workdir, option="--workdir")
     if encoding not in ("onehot", "embedding"):
         raise fail(f"--encoding must be onehot or embedding, got {encoding!r}")
     try:
-        cfg = TextConfig(corpus=corpus, lower=not keep_case, max_chars=max_chars, maxlen=maxlen, step=step,
-                         val_step=val_step, units=units, layers=layers, dropout=dropout, targets=targets,
-                         optimizer=optimizer, learning_rate=learning_rate, schedule=schedule,
-                         warmup_epochs=warmup_epochs, patience=patience, encoding=encoding,
-                         batch_size=batch_size, epochs=epochs, seed=seed)
+        given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"
+                 and k not in ("workdir", "preset", "resume", "quiet", "keep_case")}
+        if keep_case:
+            given["lower"] = False
+        # --resume: the workdir's config.json; else the preset; then the options given explicitly
+        cfg = resolve_config(workdir, preset, resume, **given)
     except ValueError as e:
         raise fail(str(e).replace("_", "-")) from None
     try:

@@ -1,208 +1,36 @@
-"""DCGAN on MNIST (Deep Learning with Python, 1st ed., 8.5; Radford et al. 2016), Keras 3 style.
-
-A generator z (B, latent) -> images (B, 28, 28, 1) in [0, 1] and a discriminator images -> one logit,
-trained by a `keras.Model` whose `train_step` does one discriminator step and one generator step per
-batch (the shape of keras-io's "DCGAN overriding train_step" and of TensorFlow's MNIST DCGAN tutorial):
-
-- discriminator: binary cross-entropy with real = 1 and fake = 0, each target pushed into the range by
-  `label_noise` x U(0, 1) (keras-io's "important trick"), so it never sees certain labels;
-- generator: the non-saturating loss, BCE of D(G(z)) against "real" (Goodfellow et al. 2014, sec. 3);
-- Adam with beta_1 = 0.5 (Radford et al. 2016, "Unsupervised Representation Learning with Deep
-  Convolutional GANs", arXiv:1511.06434, sec. 4), lr 2e-4.
+"""DCGAN on MNIST (Deep Learning with Python, 1st ed., 8.5; Radford et al. 2016): data, training loop,
+checkpoints, evaluation. The model, its config and the named presets are in `gan_model.py`.
 
     genserve train gan --workdir runs/gan --epochs 10
+    genserve train gan --workdir runs/gan-best --preset best      # the measured recipe (docs/gan.md)
     python -c "from genserve.training.gan import GANConfig, train; train(GANConfig(epochs=1), 'runs/gan')"
 
-The workdir holds config.json, the checkpoint ckpt-<epoch>.weights.h5 (both networks and both
-optimizers), state.json (epoch, history and the checkpoint's file name and sha256, checked on resume)
-and samples/epoch_<n>.png (a fixed 8x8 grid after every epoch). Every file is written to a temporary
-sibling and renamed; a checkpoint is only referenced by state.json once it is complete.
+The workdir holds config.json, the checkpoint ckpt-<epoch>.weights.h5 (both networks, the averaged
+generator if any, both optimizers), state.json (epoch, history and the checkpoint's file name and
+sha256, checked on resume) and samples/epoch_<n>.png (a fixed 8x8 grid after every epoch). Every file
+is written atomically (genserve.files); a checkpoint is only referenced by state.json once complete.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers, ops
 
-from genserve.data import atomic_write_bytes, sha256_of
+from genserve.data import sha256_of
+from genserve.files import atomic_path, atomic_write, atomic_write_json
+from genserve.training.common import CONFIG_FILE, STATE_FILE, CheckpointError, config_for_run
+from genserve.training.gan_model import (GAN, GAN_PRESETS, IMAGE_SHAPE, SHAPE_FIELDS, GANConfig,  # noqa: F401
+                                         bce_with_logits, build_discriminator, build_generator,
+                                         latent_from_seeds, new_model, preset)
 
-IMAGE_SHAPE = (28, 28, 1)
-CONFIG_FILE = "config.json"
-STATE_FILE = "state.json"
 SAMPLES_DIR = "samples"
 CHECKPOINT_PATTERN = "ckpt-{epoch:04d}.weights.h5"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, incomplete or corrupt; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class GANConfig:
-    """Model and training settings."""
-
-    latent_dim: int = 100  # the TF tutorial's 100 (keras-io: 128)
-    gen_filters: tuple[int, ...] = (128, 64)  # Dense -> 7x7xF0 -> Conv2DTranspose 4x4/2 -> 14x14xF1 -> 28x28x1
-    disc_filters: tuple[int, ...] = (32, 64)  # one stride-2 Conv2D 4x4 per entry
-    gen_batchnorm: bool = True  # BatchNormalization after the generator's hidden layers (Radford et al.)
-    dropout: float = 0.3  # discriminator, after each convolution (the TF tutorial)
-    learning_rate: float = 2e-4
-    beta_1: float = 0.5
-    label_noise: float = 0.05
-    batch_size: int = 64
-    epochs: int = 10
-    dataset: str = "mnist"  # "mnist", "fashion" or "synthetic"
-    train_limit: int | None = None  # use the first N training images (quick runs)
-    grid: int = 8  # side of the per-epoch sample grid
-    seed: int = 1337
-
-    def __post_init__(self) -> None:
-        if len(self.gen_filters) != 2:
-            raise ValueError("gen_filters needs 2 entries: 7x7 -> 14x14 -> 28x28")
-        if self.latent_dim < 1 or self.batch_size < 1 or self.epochs < 0 or not self.disc_filters:
-            raise ValueError("latent_dim and batch_size must be >= 1, epochs >= 0, disc_filters non-empty")
-        if not 0 <= self.label_noise < 0.5:
-            raise ValueError(f"label_noise must be in [0, 0.5), got {self.label_noise}")
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> "GANConfig":
-        raw = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known})
-
-
-SHAPE_FIELDS = ("latent_dim", "gen_filters", "disc_filters", "gen_batchnorm")
-
-
-# ------------------------------------------------------------------------------------ model
-def build_generator(cfg: GANConfig) -> keras.Model:
-    """z (B, latent) -> images (B, 28, 28, 1) in [0, 1] (sigmoid output, like keras-io's DCGAN)."""
-    f0, f1 = cfg.gen_filters
-    z = keras.Input((cfg.latent_dim,), name="z")
-    bn = cfg.gen_batchnorm
-    x = layers.Dense(7 * 7 * f0, use_bias=not bn, name="g_dense")(z)
-    if bn:
-        x = layers.BatchNormalization(name="g_dense_bn")(x)
-    x = layers.LeakyReLU(0.2, name="g_dense_act")(x)
-    x = layers.Reshape((7, 7, f0), name="g_reshape")(x)  # (B, 7, 7, F0)
-    x = layers.Conv2DTranspose(f1, 4, strides=2, padding="same", use_bias=not bn,
-                               name="g_deconv1")(x)  # (B, 14, 14, F1)
-    if bn:
-        x = layers.BatchNormalization(name="g_deconv1_bn")(x)
-    x = layers.LeakyReLU(0.2, name="g_deconv1_act")(x)
-    images = layers.Conv2DTranspose(1, 4, strides=2, padding="same", activation="sigmoid",
-                                    name="images")(x)  # (B, 28, 28, 1)
-    return keras.Model(z, images, name="generator")
-
-
-def build_discriminator(cfg: GANConfig) -> keras.Model:
-    """images (B, 28, 28, 1) in [0, 1] -> logit (B, 1) that the image is real."""
-    images = keras.Input(IMAGE_SHAPE, name="images")
-    x = images
-    for i, filters in enumerate(cfg.disc_filters):
-        x = layers.Conv2D(filters, 4, strides=2, padding="same", name=f"d_conv{i + 1}")(x)  # (B, 14, 14, F) ...
-        x = layers.LeakyReLU(0.2, name=f"d_conv{i + 1}_act")(x)
-        x = layers.Dropout(cfg.dropout, name=f"d_dropout{i + 1}")(x)
-    x = layers.Flatten(name="d_flatten")(x)
-    logit = layers.Dense(1, name="logit")(x)  # (B, 1)
-    return keras.Model(images, logit, name="discriminator")
-
-
-def bce_with_logits(targets, logits):
-    """Mean binary cross-entropy from logits: max(l, 0) - l t + log(1 + exp(-|l|))."""
-    return ops.mean(ops.relu(logits) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits))))
-
-
-class GAN(keras.Model):
-    """Generator + discriminator; `train_step` alternates one D and one G update per batch."""
-
-    def __init__(self, cfg: GANConfig, **kwargs):
-        super().__init__(name="gan", **kwargs)
-        self.cfg = cfg
-        self.generator = build_generator(cfg)
-        self.discriminator = build_discriminator(cfg)
-        self.seed_generator = keras.random.SeedGenerator(cfg.seed)
-        self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
-        self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
-        self.d_real_tracker = keras.metrics.Mean(name="d_real")  # mean D(x) on real images
-        self.d_fake_tracker = keras.metrics.Mean(name="d_fake")  # mean D(G(z)) before the D step
-
-    def compile(self, d_optimizer, g_optimizer, **kwargs):
-        super().compile(**kwargs)
-        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
-
-    @property
-    def metrics(self):
-        return [self.d_loss_tracker, self.g_loss_tracker, self.d_real_tracker, self.d_fake_tracker]
-
-    def call(self, z, training=False):
-        return self.generator(z, training=training)
-
-    def train_step(self, data):
-        real = data[0] if isinstance(data, (tuple, list)) else data  # (B, 28, 28, 1) in [0, 1]
-        batch = ops.shape(real)[0]
-        noise = self.cfg.label_noise
-        z = keras.random.normal((batch, self.cfg.latent_dim), seed=self.seed_generator)
-        fake = self.generator(z, training=True)
-        # 1) discriminator: real -> ~1, fake -> ~0 (noisy targets)
-        real_targets = 1.0 - noise * keras.random.uniform((batch, 1), seed=self.seed_generator)
-        fake_targets = noise * keras.random.uniform((batch, 1), seed=self.seed_generator)
-        with tf.GradientTape() as tape:
-            real_logits = self.discriminator(real, training=True)  # (B, 1)
-            fake_logits = self.discriminator(fake, training=True)
-            d_loss = bce_with_logits(real_targets, real_logits) + bce_with_logits(fake_targets, fake_logits)
-        grads = tape.gradient(d_loss, self.discriminator.trainable_weights)
-        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
-        # 2) generator: make D call fresh fakes real (non-saturating loss)
-        z = keras.random.normal((batch, self.cfg.latent_dim), seed=self.seed_generator)
-        with tf.GradientTape() as tape:
-            logits = self.discriminator(self.generator(z, training=True), training=True)
-            g_loss = bce_with_logits(ops.ones_like(logits), logits)
-        grads = tape.gradient(g_loss, self.generator.trainable_weights)
-        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
-        self.d_loss_tracker.update_state(d_loss)
-        self.g_loss_tracker.update_state(g_loss)
-        self.d_real_tracker.update_state(ops.mean(ops.sigmoid(real_logits)))
-        self.d_fake_tracker.update_state(ops.mean(ops.sigmoid(fake_logits)))
-        return {m.name: m.result() for m in self.metrics}
-
-
-def new_model(cfg: GANConfig) -> GAN:
-    """A compiled, built GAN (weights and both optimizers' variables exist, so weights can load)."""
-    keras.utils.set_random_seed(cfg.seed)
-    model = GAN(cfg)
-    adam = lambda: keras.optimizers.Adam(cfg.learning_rate, beta_1=cfg.beta_1)  # noqa: E731
-    model.compile(d_optimizer=adam(), g_optimizer=adam())
-    model.discriminator(model(np.zeros((1, cfg.latent_dim), np.float32)))  # build the weights
-    model.d_optimizer.build(model.discriminator.trainable_variables)
-    model.g_optimizer.build(model.generator.trainable_variables)
-    return model
-
-
-def latent_from_seeds(seeds, latent_dim: int):
-    """z (B, latent): row i = tf.random.stateless_normal([latent], seed=[seeds[i], 0]).
-
-    The `sample` signature's draw: stateless, so a seed gives the same z (and digit) on every load,
-    server and batch size. Args: seeds int64 (B,).
-    """
-    seeds = tf.cast(seeds, tf.int64)  # (B,)
-
-    def one(seed):
-        return tf.random.stateless_normal([latent_dim], seed=tf.stack([seed, tf.zeros_like(seed)]))
-
-    return tf.map_fn(one, seeds, fn_output_signature=tf.TensorSpec([latent_dim], tf.float32))
 
 
 # ------------------------------------------------------------------------------------- data
@@ -241,6 +69,7 @@ class _EpochEnd(keras.callbacks.Callback):
         self.workdir, self.cfg, self.state = workdir, cfg, state
         self.fixed_z = np.random.default_rng(cfg.seed).standard_normal((cfg.grid ** 2, cfg.latent_dim))
         self.started = time.perf_counter()
+        self.monitor = Monitor(cfg) if cfg.monitor_samples else None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
@@ -248,26 +77,47 @@ class _EpochEnd(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = {k: float(v) for k, v in (logs or {}).items()}
         seconds = time.perf_counter() - self.started
+        if self.monitor is not None:  # scored before the checkpoint, so state.json records it
+            logs.update(self.monitor(self.model.exported_generator))
         previous = self.state.get("checkpoint")
         name = CHECKPOINT_PATTERN.format(epoch=epoch + 1)
         save_checkpoint(self.model, self.workdir / name)
         self.state.update(epoch=epoch + 1, checkpoint={"file": name, "sha256": sha256_of(self.workdir / name)})
         self.state["history"].append({"epoch": epoch + 1, **logs, "seconds": round(seconds, 2)})
-        write_json(self.workdir / STATE_FILE, self.state)
+        atomic_write_json(self.workdir / STATE_FILE, self.state)
         if previous and previous["file"] != name:
             (self.workdir / previous["file"]).unlink(missing_ok=True)
-        images = np.asarray(self.model.generator(self.fixed_z.astype(np.float32), training=False))
+        images = np.asarray(self.model.exported_generator(self.fixed_z.astype(np.float32), training=False))
         png = self.workdir / SAMPLES_DIR / f"epoch_{epoch + 1:04d}.png"
-        atomic_write_bytes(png, grid_png(images, self.cfg.grid))
+        atomic_write(png, grid_png(images, self.cfg.grid))
         parts = "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
         print(f"epoch {epoch + 1}/{self.cfg.epochs}  {parts}  ({seconds:.1f}s)  -> {png.name}", flush=True)
 
 
+class Monitor:
+    """Scores a generator after an epoch: `monitor_samples` digits (seed 0) against the test set, with
+    the evaluation classifier (trained once and cached on first use; see mnist_classifier)."""
+
+    def __init__(self, cfg: GANConfig):
+        self.cfg, self.classifier, self.test_images = cfg, None, None
+
+    def __call__(self, generator: keras.Model) -> dict:
+        from genserve.training import mnist_classifier as mc
+
+        if self.classifier is None:
+            from genserve.data import mnist
+
+            self.classifier, _ = mc.load_or_train(self.cfg.dataset)
+            self.test_images = mnist.load(self.cfg.dataset).x_test
+        fake = generate_images(generator, self.cfg.monitor_samples, self.cfg.latent_dim, seed=0)
+        out = mc.sample_quality(self.classifier, fake, np.asarray(self.test_images), seed=0)
+        return {"score": out["score"], "fid": out["fid"], "fid_ratio": out["fid_ratio"]}
+
+
 def save_checkpoint(model: GAN, path: Path) -> None:
-    """Both networks and both optimizers, written to a temporary sibling and renamed."""
-    tmp = path.with_name(f".{path.name[:-len('.weights.h5')]}.tmp.weights.h5")  # Keras wants the suffix
-    model.save_weights(tmp)
-    tmp.replace(path)
+    """Both networks (and the averaged generator) and both optimizers, atomically."""
+    with atomic_path(path) as tmp:
+        model.save_weights(tmp)
 
 
 def load_checkpoint(workdir: Path, cfg: GANConfig | None = None) -> tuple[GANConfig, GAN, dict]:
@@ -335,7 +185,7 @@ def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.nd
                       *(workdir / SAMPLES_DIR).glob("epoch_*.png")]:
             stale.unlink(missing_ok=True)
         model, state = new_model(cfg), {"epoch": 0, "checkpoint": None, "history": []}
-    atomic_write_bytes(workdir / CONFIG_FILE, cfg.to_json().encode("utf-8"))
+    atomic_write(workdir / CONFIG_FILE, cfg.to_json())
     images = data if data is not None else load_images(cfg)
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 0
@@ -345,10 +195,15 @@ def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.nd
     return state
 
 
+def resolve_config(workdir, preset_name: str | None = None, resume: bool = False, **overrides) -> GANConfig:
+    """The config of `genserve train gan`: see genserve.training.common.config_for_run ("demo" by default)."""
+    return config_for_run(GANConfig, GAN_PRESETS, "GAN", workdir, preset_name, resume, **overrides)
+
+
 def load_generator(workdir: str | Path) -> tuple[GANConfig, keras.Model]:
     """(config, generator) of a workdir's verified last checkpoint."""
     cfg, model, _ = load_checkpoint(workdir)
-    return cfg, model.generator
+    return cfg, model.exported_generator
 
 
 # --------------------------------------------------------------------------------- evaluate
@@ -385,6 +240,3 @@ def evaluate(workdir: str | Path, samples: int = 5000, seed: int = 0, classifier
     out = mc.sample_quality(classifier, fake, np.asarray(test_images), seed=seed)
     return {**out, "classifier_accuracy": info.get("test_accuracy")}
 
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_bytes(Path(path), json.dumps(obj, indent=2).encode("utf-8"))

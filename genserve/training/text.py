@@ -26,107 +26,17 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import time
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from genserve.data import atomic_write_bytes
 from genserve.data.text import Vocabulary, load_corpus
-
-CONFIG_FILE = "config.json"
-VOCAB_FILE = "vocabulary.json"
-BEST_FILE = "best.keras"
-LAST_FILE = "last.keras"
-STATE_FILE = "state.json"
-HISTORY_FILE = "history.csv"
-HISTORY_HEADER = "epoch,loss_nats,val_loss_nats,val_bits,learning_rate,seconds"
-SCHEDULES = ("constant", "cosine", "plateau")
-OPTIMIZERS = ("rmsprop", "adam")
-
-
-class CheckpointError(ValueError):
-    """A workdir file (checkpoint, state, config) exists but cannot be read; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class TextConfig:
-    """Hyper-parameters; defaults are the book's (8.1) plus genserve's fixes."""
-
-    corpus: str = "shakespeare"  # a name from genserve.data.text.NAMED_CORPORA or a file path
-    lower: bool = True  # the book lower-cases the corpus
-    max_chars: int | None = None  # keep only the first max_chars characters of the corpus
-    maxlen: int = 60  # window length
-    step: int = 3  # stride between training windows
-    val_step: int | None = None  # stride between validation windows (None: step); the book's measure: 3
-    targets: str = "last"  # "last": one target per window (the book); "all": every position's next char
-    units: int = 128  # LSTM units (per layer)
-    layers: int = 1  # stacked LSTM layers (the book: 1)
-    dropout: float = 0.0  # dropout after each LSTM layer while training (the book: none)
-    # "onehot" (the book's input, built inside the model from the ids; never a materialised array) or
-    # "embedding"; one-hot was faster in 3 of 4 one-epoch runs (benchmarks/text_generation.py, docs/text.md)
-    encoding: str = "onehot"
-    embedding_dim: int = 32  # only for encoding="embedding"
-    optimizer: str = "rmsprop"  # the book's; or "adam"
-    learning_rate: float = 0.01  # RMSprop, as in the book
-    schedule: str = "constant"  # "constant" (the book), "cosine" (to min_lr_fraction over `epochs`), "plateau"
-    warmup_epochs: int = 0  # linear warmup from lr / (warmup_epochs + 1) over the first epochs
-    min_lr_fraction: float = 0.02  # floor of cosine/plateau as a fraction of learning_rate
-    clipnorm: float = 1.0  # gradient-norm clipping; the book has none and diverges near epoch 57
-    batch_size: int = 128
-    epochs: int = 60  # the book loops 60 times over one epoch each
-    val_fraction: float = 0.1  # contiguous tail of the corpus
-    patience: int | None = None  # stop after this many epochs without a better val loss (None: never)
-    seed: int = 1337
-
-    def __post_init__(self):
-        checks = [
-            (self.layers >= 1, f"layers must be >= 1, got {self.layers}"),
-            (self.targets in ("last", "all"), f"targets must be 'last' or 'all', got {self.targets!r}"),
-            (self.units >= 1, f"units must be >= 1, got {self.units}"),
-            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
-            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
-            (self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs}"),
-            (0.0 <= self.min_lr_fraction <= 1.0, f"min_lr_fraction must be in [0, 1], got {self.min_lr_fraction}"),
-            (self.patience is None or self.patience >= 1, f"patience must be >= 1, got {self.patience}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    @property
-    def state_size(self) -> int:
-        """Width of the h (and c) tensor the step signature carries: layers * units."""
-        return self.layers * self.units
-
-    def epoch_learning_rate(self, epoch: int) -> float:
-        """The scheduled learning rate of 0-based `epoch` (warmup, then constant or cosine).
-
-        Cosine: lr * (f + (1 - f) * (1 + cos(pi * k / K)) / 2) over the K = epochs - warmup epochs
-        after warmup (Loshchilov & Hutter 2017, "SGDR", eq. 5, one cycle, no restarts), f = min_lr_fraction.
-        "plateau" starts from the constant rate; the callback lowers it (see `train`).
-        """
-        if epoch < self.warmup_epochs:
-            return self.learning_rate * (epoch + 1) / (self.warmup_epochs + 1)
-        if self.schedule != "cosine":
-            return self.learning_rate
-        span = max(self.epochs - self.warmup_epochs - 1, 1)
-        k = min(epoch - self.warmup_epochs, span)
-        f = self.min_lr_fraction
-        return self.learning_rate * (f + (1.0 - f) * 0.5 * (1.0 + math.cos(math.pi * k / span)))
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, data: str) -> "TextConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in json.loads(data).items() if k in fields})
+from genserve.files import atomic_path, atomic_write
+from genserve.training.text_config import (BEST_FILE, CONFIG_FILE, HISTORY_FILE,  # noqa: F401 - re-exported
+                                          HISTORY_HEADER, LAST_FILE, OPTIMIZERS, SCHEDULES, STATE_FILE,
+                                          TEXT_PRESETS, VOCAB_FILE, CheckpointError, TextConfig, preset)
 
 
 def split_ids(ids: np.ndarray, cfg: TextConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -203,14 +113,18 @@ def build_model(cfg: TextConfig, vocab_size: int):
         raise ValueError(f"encoding must be 'onehot' or 'embedding', got {cfg.encoding!r}")
     for layer in range(cfg.layers):
         sequences = layer < cfg.layers - 1 or cfg.targets == "all"
-        x = keras.layers.LSTM(cfg.units, return_sequences=sequences, name=lstm_name(layer))(x)  # (B, [T,] units)
+        x = keras.layers.LSTM(cfg.units, return_sequences=sequences, recurrent_dropout=cfg.recurrent_dropout,
+                              name=lstm_name(layer))(x)  # (B, [T,] units)
         if cfg.dropout > 0:
             x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{layer + 1}")(x)
     logits = keras.layers.Dense(vocab_size, name="logits")(x)  # (B, V), or (B, T, V) for targets="all"
     model = keras.Model(ids, logits, name="char_lstm")
     lr = cfg.epoch_learning_rate(0)
-    optimizer = (keras.optimizers.RMSprop(learning_rate=lr, clipnorm=cfg.clipnorm) if cfg.optimizer == "rmsprop"
-                 else keras.optimizers.Adam(learning_rate=lr, clipnorm=cfg.clipnorm))
+    if cfg.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay, clipnorm=cfg.clipnorm)
+    else:
+        optimizer = (keras.optimizers.RMSprop if cfg.optimizer == "rmsprop" else keras.optimizers.Adam)(
+            learning_rate=lr, clipnorm=cfg.clipnorm)
     model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
@@ -317,18 +231,13 @@ def last_position_model(model):
 
 
 def save_model_atomic(model, path: Path) -> None:
-    """model.save through a temporary sibling (Keras needs the .keras suffix) and an atomic rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.keras")
-    try:
+    """model.save through a temporary sibling (it keeps the .keras suffix Keras needs) and a rename."""
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(Path(path), text.encode("utf-8"))
+    atomic_write(path, text)
 
 
 def _epoch_callback(workdir: Path, cfg: TextConfig, log, val_ds=None):

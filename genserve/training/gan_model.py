@@ -1,0 +1,241 @@
+"""The DCGAN itself: its config (and named presets), the two networks, and the training step.
+
+A generator z (B, latent) -> images (B, 28, 28, 1) in [0, 1] and a discriminator images -> one logit,
+trained by a `keras.Model` whose `train_step` does one discriminator step and one generator step per
+batch (the shape of keras-io's "DCGAN overriding train_step" and of TensorFlow's MNIST DCGAN tutorial):
+
+- discriminator: binary cross-entropy with real = 1 and fake = 0, each target optionally pushed into
+  the range by `label_noise` x U(0, 1) (keras-io's trick), plus optionally the R1 penalty
+  (gamma / 2) E_real |grad_x D(x)|^2 (Mescheder et al. 2018, "Which Training Methods for GANs do
+  actually Converge?", arXiv:1801.04406, eq. 9);
+- generator: the non-saturating loss, BCE of D(G(z)) against "real" (Goodfellow et al. 2014, sec. 3);
+- Adam with beta_1 = 0.5 (Radford et al. 2016, arXiv:1511.06434, sec. 4); the discriminator may have
+  its own learning rate (the two time-scale update rule, Heusel et al. 2017, arXiv:1706.08500);
+- optionally an exponential moving average of the generator's weights, which is what is sampled,
+  evaluated and exported (Yazici et al. 2019, "The Unusual Effectiveness of Averaging in GAN
+  Training", arXiv:1806.04498), with TensorFlow's warm-up decay min(decay, (1 + t) / (10 + t)).
+
+    python -c "from genserve.training.gan_model import GANConfig, new_model; new_model(GANConfig()).summary()"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+from genserve.training.common import from_preset
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """Model and training settings (defaults: the demo's recipe; `GAN_PRESETS["best"]`: the measured one)."""
+
+    latent_dim: int = 100  # the TF tutorial's 100 (keras-io: 128)
+    gen_filters: tuple[int, ...] = (128, 64)  # Dense -> 7x7xF0 -> Conv2DTranspose 4x4/2 -> 14x14xF1 -> 28x28x1
+    disc_filters: tuple[int, ...] = (32, 64)  # one stride-2 Conv2D 4x4 per entry
+    gen_batchnorm: bool = True  # BatchNormalization after the generator's hidden layers (Radford et al.)
+    dropout: float = 0.3  # discriminator, after each convolution (the TF tutorial)
+    learning_rate: float = 2e-4  # the generator's (and the discriminator's unless d_learning_rate)
+    d_learning_rate: float | None = None  # two time-scale update rule: the discriminator's own rate
+    beta_1: float = 0.5
+    label_noise: float = 0.05
+    r1_gamma: float = 0.0  # R1 gradient penalty weight on real images (0: off)
+    ema_decay: float = 0.0  # generator weight averaging (0: off; then the raw generator is exported)
+    monitor_samples: int = 0  # score this many digits of the exported generator after every epoch
+    batch_size: int = 64
+    epochs: int = 10
+    dataset: str = "mnist"  # "mnist", "fashion" or "synthetic"
+    train_limit: int | None = None  # use the first N training images (quick runs)
+    grid: int = 8  # side of the per-epoch sample grid
+    seed: int = 1337
+
+    def __post_init__(self) -> None:
+        if len(self.gen_filters) != 2:
+            raise ValueError("gen_filters needs 2 entries: 7x7 -> 14x14 -> 28x28")
+        if self.latent_dim < 1 or self.batch_size < 1 or self.epochs < 0 or not self.disc_filters:
+            raise ValueError("latent_dim and batch_size must be >= 1, epochs >= 0, disc_filters non-empty")
+        if not 0 <= self.label_noise < 0.5:
+            raise ValueError(f"label_noise must be in [0, 0.5), got {self.label_noise}")
+        if not 0 <= self.ema_decay < 1 or self.r1_gamma < 0 or self.monitor_samples < 0:
+            raise ValueError("ema_decay must be in [0, 1), r1_gamma and monitor_samples >= 0")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "GANConfig":
+        raw = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known})
+
+
+# Fields that decide the checkpoint's variables: a resume must keep them.
+SHAPE_FIELDS = ("latent_dim", "gen_filters", "disc_filters", "gen_batchnorm", "ema_decay")
+
+# Named recipes for `genserve train gan --preset NAME` (explicit options still override them);
+# docs/gan.md has the measurements behind "best".
+GAN_PRESETS: dict[str, dict] = {
+    "demo": {},
+    "best": dict(disc_filters=(64, 128), dropout=0.0, label_noise=0.0, learning_rate=2e-4,
+                 d_learning_rate=4e-4, ema_decay=0.999, monitor_samples=2000, epochs=30),
+}
+
+
+def preset(name: str, **overrides) -> GANConfig:
+    """GANConfig of a named preset with `overrides` applied (ValueError names the known presets)."""
+    return from_preset(GANConfig, GAN_PRESETS, "GAN", name, **overrides)
+
+
+# ------------------------------------------------------------------------------------ model
+def build_generator(cfg: GANConfig, name: str = "generator") -> keras.Model:
+    """z (B, latent) -> images (B, 28, 28, 1) in [0, 1] (sigmoid output, like keras-io's DCGAN)."""
+    f0, f1 = cfg.gen_filters
+    z = keras.Input((cfg.latent_dim,), name="z")
+    bn = cfg.gen_batchnorm
+    x = layers.Dense(7 * 7 * f0, use_bias=not bn, name="g_dense")(z)
+    if bn:
+        x = layers.BatchNormalization(name="g_dense_bn")(x)
+    x = layers.LeakyReLU(0.2, name="g_dense_act")(x)
+    x = layers.Reshape((7, 7, f0), name="g_reshape")(x)  # (B, 7, 7, F0)
+    x = layers.Conv2DTranspose(f1, 4, strides=2, padding="same", use_bias=not bn,
+                               name="g_deconv1")(x)  # (B, 14, 14, F1)
+    if bn:
+        x = layers.BatchNormalization(name="g_deconv1_bn")(x)
+    x = layers.LeakyReLU(0.2, name="g_deconv1_act")(x)
+    images = layers.Conv2DTranspose(1, 4, strides=2, padding="same", activation="sigmoid",
+                                    name="images")(x)  # (B, 28, 28, 1)
+    return keras.Model(z, images, name=name)
+
+
+def build_discriminator(cfg: GANConfig) -> keras.Model:
+    """images (B, 28, 28, 1) in [0, 1] -> logit (B, 1) that the image is real."""
+    images = keras.Input(IMAGE_SHAPE, name="images")
+    x = images
+    for i, filters in enumerate(cfg.disc_filters):
+        x = layers.Conv2D(filters, 4, strides=2, padding="same", name=f"d_conv{i + 1}")(x)  # (B, 14, 14, F) ...
+        x = layers.LeakyReLU(0.2, name=f"d_conv{i + 1}_act")(x)
+        if cfg.dropout:
+            x = layers.Dropout(cfg.dropout, name=f"d_dropout{i + 1}")(x)
+    x = layers.Flatten(name="d_flatten")(x)
+    logit = layers.Dense(1, name="logit")(x)  # (B, 1)
+    return keras.Model(images, logit, name="discriminator")
+
+
+def bce_with_logits(targets, logits):
+    """Mean binary cross-entropy from logits: max(l, 0) - l t + log(1 + exp(-|l|))."""
+    return ops.mean(ops.relu(logits) - logits * targets + ops.log1p(ops.exp(-ops.abs(logits))))
+
+
+class GAN(keras.Model):
+    """Generator + discriminator (+ the averaged generator); `train_step` alternates one D and one G
+    update per batch."""
+
+    def __init__(self, cfg: GANConfig, **kwargs):
+        super().__init__(name="gan", **kwargs)
+        self.cfg = cfg
+        self.generator = build_generator(cfg)
+        self.discriminator = build_discriminator(cfg)
+        self.ema_generator = build_generator(cfg, name="ema_generator") if cfg.ema_decay else None
+        self.seed_generator = keras.random.SeedGenerator(cfg.seed)
+        names = ("d_loss", "g_loss", "d_real", "d_fake") + (("r1",) if cfg.r1_gamma else ())
+        # d_real / d_fake: mean D(x) on real images and mean D(G(z)) before the D step
+        self.trackers = [keras.metrics.Mean(name=n) for n in names]
+
+    @property
+    def exported_generator(self) -> keras.Model:
+        """The generator that is sampled, evaluated and exported: the averaged one when there is one."""
+        return self.ema_generator if self.ema_generator is not None else self.generator
+
+    def compile(self, d_optimizer, g_optimizer, **kwargs):
+        super().compile(**kwargs)
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+
+    @property
+    def metrics(self):
+        return self.trackers
+
+    def call(self, z, training=False):
+        return self.generator(z, training=training)
+
+    def _d_loss(self, real, fake, batch):
+        noise, gamma = self.cfg.label_noise, self.cfg.r1_gamma
+        real_targets = 1.0 - noise * keras.random.uniform((batch, 1), seed=self.seed_generator)
+        fake_targets = noise * keras.random.uniform((batch, 1), seed=self.seed_generator)
+        penalty = ops.zeros(())
+        if gamma:
+            with tf.GradientTape() as inner:
+                inner.watch(real)
+                real_logits = self.discriminator(real, training=True)  # (B, 1)
+                summed = ops.sum(real_logits)  # inside the tape: its gradient is d logit_i / d x_i per row
+            grad = inner.gradient(summed, real)  # (B, 28, 28, 1)
+            penalty = ops.mean(ops.sum(ops.square(grad), axis=(1, 2, 3)))
+        else:
+            real_logits = self.discriminator(real, training=True)
+        fake_logits = self.discriminator(fake, training=True)
+        d_loss = bce_with_logits(real_targets, real_logits) + bce_with_logits(fake_targets, fake_logits)
+        return d_loss, penalty, real_logits, fake_logits
+
+    def train_step(self, data):
+        real = data[0] if isinstance(data, (tuple, list)) else data  # (B, 28, 28, 1) in [0, 1]
+        batch = ops.shape(real)[0]
+        z = keras.random.normal((batch, self.cfg.latent_dim), seed=self.seed_generator)
+        fake = self.generator(z, training=True)
+        # 1) discriminator: real -> 1, fake -> 0 (+ R1 on the real images)
+        with tf.GradientTape() as tape:
+            d_loss, penalty, real_logits, fake_logits = self._d_loss(real, fake, batch)
+            total = d_loss + 0.5 * self.cfg.r1_gamma * penalty
+        grads = tape.gradient(total, self.discriminator.trainable_weights)
+        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
+        # 2) generator: make D call fresh fakes real (non-saturating loss)
+        z = keras.random.normal((batch, self.cfg.latent_dim), seed=self.seed_generator)
+        with tf.GradientTape() as tape:
+            logits = self.discriminator(self.generator(z, training=True), training=True)
+            g_loss = bce_with_logits(ops.ones_like(logits), logits)
+        grads = tape.gradient(g_loss, self.generator.trainable_weights)
+        self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
+        if self.ema_generator is not None:  # all weights, BatchNorm's moving statistics included
+            t = ops.cast(self.g_optimizer.iterations, "float32")
+            decay = ops.minimum(self.cfg.ema_decay, (1.0 + t) / (10.0 + t))
+            for avg, w in zip(self.ema_generator.weights, self.generator.weights):
+                avg.assign(decay * avg + (1.0 - decay) * ops.cast(w, avg.dtype))
+        values = [d_loss, g_loss, ops.mean(ops.sigmoid(real_logits)), ops.mean(ops.sigmoid(fake_logits)),
+                  penalty]
+        for tracker, value in zip(self.trackers, values):
+            tracker.update_state(value)
+        return {m.name: m.result() for m in self.metrics}
+
+
+def new_model(cfg: GANConfig) -> GAN:
+    """A compiled, built GAN (weights and both optimizers' variables exist, so weights can load)."""
+    keras.utils.set_random_seed(cfg.seed)
+    model = GAN(cfg)
+    adam = lambda lr: keras.optimizers.Adam(lr, beta_1=cfg.beta_1)  # noqa: E731
+    model.compile(d_optimizer=adam(cfg.d_learning_rate or cfg.learning_rate), g_optimizer=adam(cfg.learning_rate))
+    model.discriminator(model(np.zeros((1, cfg.latent_dim), np.float32)))  # build the weights
+    model.d_optimizer.build(model.discriminator.trainable_variables)
+    model.g_optimizer.build(model.generator.trainable_variables)
+    if model.ema_generator is not None:
+        model.ema_generator.set_weights(model.generator.get_weights())
+    return model
+
+
+def latent_from_seeds(seeds, latent_dim: int):
+    """z (B, latent): row i = tf.random.stateless_normal([latent], seed=[seeds[i], 0]).
+
+    The `sample` signature's draw: stateless, so a seed gives the same z (and digit) on every load,
+    server and batch size. Args: seeds int64 (B,).
+    """
+    seeds = tf.cast(seeds, tf.int64)  # (B,)
+
+    def one(seed):
+        return tf.random.stateless_normal([latent_dim], seed=tf.stack([seed, tf.zeros_like(seed)]))
+
+    return tf.map_fn(one, seeds, fn_output_signature=tf.TensorSpec([latent_dim], tf.float32))
