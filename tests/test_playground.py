@@ -200,7 +200,8 @@ def test_style_and_dream_endpoints_match_the_thin_client(playground):
                                        api_name="/stylize")
     assert np.array_equal(_picture(picture), to_uint8(styled.image))
     assert [row[1] for row in curve["data"]] == pytest.approx(styled.history)
-    assert wire.startswith(f"{styled.evaluations + 2} requests")  # metadata, targets, one step per evaluation
+    assert remote.requests == styled.evaluations + 1  # targets, then one step per evaluation
+    assert wire.startswith(f"{remote.requests} requests")  # the page sends what the thin client sends
     picture, octaves, wire = api.predict("dream", handle(str(content)), 72, 2, 3, 0.01, api_name="/dream")
     assert np.array_equal(_picture(picture), to_uint8(dreamed.image))
     assert len(octaves) == 2 and wire.startswith("2 requests")  # one ascend per octave
