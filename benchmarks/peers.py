@@ -291,10 +291,13 @@ def main() -> None:
 
 def run_all(args, clients: list[int], tmp: Path):
     from benchmarks.harness import ServerProcess
-    from benchmarks.serving_load import export_untrained_vae, run_clients
+    from benchmarks.harness import export_untrained_vae
+    from benchmarks.serving_load import run_clients
+    from genserve.training.vae import VAEConfig
     from genserve.clients.messages import predict_request
 
-    latent = export_untrained_vae(tmp / "models")
+    export_untrained_vae(tmp / "models", tmp / "vae-work", VAEConfig(), version=1)
+    latent = VAEConfig().latent_dim
     version_dir = tmp / "models" / MODEL / "1"
     z = np.random.default_rng(0).standard_normal((1, latent), dtype=np.float32)
     rest_body = json.dumps({"instances": z.tolist()}).encode()
