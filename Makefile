@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Two pytest-xdist workers: the suite waits on servers and subprocesses as much as it computes (measured
+# on 2 cores: 10 min 06 s serial, 5 min 36 s with -n 2). A single file: `$(PY) -m pytest tests/test_x.py`.
 test: $(STAMP) browser test-data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 # Registry files the tests read, fetched once into the cache (~/.cache/genserve) so no test downloads:
 # the KServe SDK wheel whose types validate the KServe manifests.
