@@ -24,7 +24,7 @@ def toy_models_dir(tmp_path_factory) -> Path:
     """A models directory with toy versions 1 and 2 and its models.config, which serves every version
     (model_version_policy all; TF Serving's default would serve only version 2). Treat it as read-only."""
     from genserve.export.toy import ToyConfig, export_toy
-    from genserve.export.writer import set_version_policy
+    from genserve.repository import set_version_policy
 
     root = tmp_path_factory.mktemp("toy_models")
     for version, bias in TOY_BIAS.items():

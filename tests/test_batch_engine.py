@@ -268,7 +268,7 @@ def test_ray_engine_gives_the_same_outputs_as_the_local_engine(target, job, tmp_
 def test_models_dir_follows_the_version_policy_like_the_server(models_dir, tmp_path):
     import shutil
 
-    from genserve.export.writer import set_version_policy
+    from genserve.repository import set_version_policy
     from genserve.serving.server import serve
 
     models = tmp_path / "models"

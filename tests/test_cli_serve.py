@@ -40,7 +40,7 @@ def test_serve_refuses_missing_or_empty_dir(tmp_path):
 
 
 def test_models_lists_versions_and_labels(toy_models_copy, tmp_path):
-    from genserve.export.writer import set_version_labels
+    from genserve.repository import set_version_labels
 
     set_version_labels(toy_models_copy, "toy", {"stable": 1})
     result = invoke("models", "--models-dir", toy_models_copy)

@@ -140,7 +140,7 @@ def test_export_records_config_and_warmup(exported):
     config = json.loads((path / "assets.extra" / "config.json").read_text())
     assert config["backbone"] == "random-small" and config["step_scale"] == C.DREAM_STEP_SCALE
     assert [tuple(p) for p in config["layers"]] == list(CFG.layers) and config["border"] == 2
-    from genserve.export.writer import read_warmup_file
+    from genserve.export.verify import read_warmup_file
 
     records = read_warmup_file(path / "assets.extra" / "tf_serving_warmup_requests")
     assert [r.predict_log.request.model_spec.signature_name for r in records] == ["ascend", "gradient"]

@@ -42,3 +42,12 @@ def test_missing_extra_is_one_line(blocked, args, extra, tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"pip install 'genserve[{extra}]'" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_client_commands_need_no_tensorflow_serving():
+    """`--version` is checked against the models directory's int64 range (genserve.repository) without
+    TF Serving's protos: a thin client install runs `grid --version 2` up to the connection."""
+    result = _run({"tensorflow", "keras", "tensorflow_serving"},
+                  "grid", "--version", "2", "--target", "127.0.0.1:1", "--timeout", "1", "--out", "/tmp/_g.png")
+    assert result.returncode == 1, result.stderr
+    assert "genserve[tf]" not in result.stderr and "Traceback" not in result.stderr, result.stderr

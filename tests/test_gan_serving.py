@@ -26,7 +26,8 @@ from genserve.clients import Client, GenserveError  # noqa: E402
 from genserve.clients.gan import GANModel, grid_seeds, render_grid  # noqa: E402
 from genserve.data import mnist  # noqa: E402
 from genserve.export import gan as export  # noqa: E402
-from genserve.export.writer import WARMUP_DIR, read_warmup_file  # noqa: E402
+from genserve.export.verify import read_warmup_file  # noqa: E402
+from genserve.export.writer import WARMUP_DIR  # noqa: E402
 from genserve.repository import WARMUP_FILE  # noqa: E402
 from genserve.serving.loader import load_saved_model  # noqa: E402
 from genserve.serving.server import ModelServer  # noqa: E402

@@ -38,7 +38,7 @@ def models_dir(tmp_path_factory, toy_models_dir):
     from genserve.export.style import export_style
     from genserve.export.text import export_text
     from genserve.export.vae import export_vae
-    from genserve.export.writer import set_version_labels
+    from genserve.repository import set_version_labels
     from genserve.training import text as text_training
     from genserve.training import vae as vae_training
     from genserve.training.style import StyleConfig

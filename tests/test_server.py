@@ -363,7 +363,7 @@ def test_new_version_picked_up_without_dropping_requests(toy_models_copy):
 
 
 def test_version_labels_from_models_config(toy_models_copy):
-    from genserve.export.writer import set_version_labels
+    from genserve.repository import set_version_labels
 
     set_version_labels(toy_models_copy, "toy", {"stable": 1, "canary": 2})
     with serve(toy_models_copy, poll_seconds=0.2) as target, Client(target, timeout=TIMEOUT) as client:
@@ -381,7 +381,7 @@ def test_version_labels_from_models_config(toy_models_copy):
 
 
 def test_server_start_errors_and_models_config_selection(toy_models_copy, tmp_path):
-    from genserve.export.writer import set_version_policy
+    from genserve.repository import set_version_policy
 
     set_version_policy(toy_models_copy, "toy", ("latest", 1))  # TF Serving's default: latest only
     with pytest.raises(FileNotFoundError):
@@ -405,7 +405,7 @@ def test_server_start_errors_and_models_config_selection(toy_models_copy, tmp_pa
 
 
 def test_broken_latest_version_keeps_previous(toy_models_copy, caplog):
-    from genserve.export.writer import set_version_policy
+    from genserve.repository import set_version_policy
 
     set_version_policy(toy_models_copy, "toy", ("latest", 1))
     broken = toy_models_copy / "toy" / "3"
@@ -424,7 +424,7 @@ def test_latest_policy_serves_only_the_newest_and_unloads_the_old(toy_models_cop
     """TF Serving's default version policy: only the latest version is served; a request for an older
     version on disk answers NOT_FOUND (nothing is loaded on demand), and a newer version replaces it."""
     from genserve.export.toy import ToyConfig, export_toy
-    from genserve.export.writer import set_version_policy
+    from genserve.repository import set_version_policy
 
     set_version_policy(toy_models_copy, "toy", ("latest", 1))
     with serve(toy_models_copy, poll_seconds=0.2) as target, Client(target, timeout=TIMEOUT) as client:
@@ -444,7 +444,7 @@ def test_latest_policy_serves_only_the_newest_and_unloads_the_old(toy_models_cop
 def test_failed_version_is_retried_and_reported(toy_models_copy):
     """A version caught mid-copy fails to load, shows as END with the error in GetModelStatus, and is
     served once the copy is complete (retried on later polls)."""
-    from genserve.export.writer import set_version_policy
+    from genserve.repository import set_version_policy
 
     set_version_policy(toy_models_copy, "toy", ("latest", 1))
     half = toy_models_copy / "toy" / "3"

@@ -86,7 +86,7 @@ def test_export_records_config_and_warmup(exported):
     assert load_config(path) == CFG
     config = json.loads((path / "assets.extra" / "config.json").read_text())
     assert config["backbone"] == "random-small" and config["gram_channels"] == GRAM_CHANNELS
-    from genserve.export.writer import read_warmup_file
+    from genserve.export.verify import read_warmup_file
 
     records = read_warmup_file(path / "assets.extra" / "tf_serving_warmup_requests")
     names = [r.predict_log.request.model_spec.signature_name for r in records]

@@ -85,7 +85,7 @@ def test_session_keeps_its_pinned_version_while_a_new_one_loads(tmp_path, staged
     stays on version 1 and gives exactly what an explicit version-1 session gives."""
     from genserve.clients import Client
     from genserve.clients.text import TextModel, generate
-    from genserve.export.writer import set_version_policy
+    from genserve.repository import set_version_policy
     from genserve.serving.server import serve
 
     models = tmp_path / "models"

@@ -22,7 +22,8 @@ from genserve.clients.images import save_grey  # noqa: E402
 from genserve.clients.vae import VAEModel, grid_points, render_grid  # noqa: E402
 from genserve.data import mnist  # noqa: E402
 from genserve.export import vae as export  # noqa: E402
-from genserve.export.writer import WARMUP_DIR, read_warmup_file  # noqa: E402
+from genserve.export.verify import read_warmup_file  # noqa: E402
+from genserve.export.writer import WARMUP_DIR  # noqa: E402
 from genserve.repository import WARMUP_FILE  # noqa: E402
 from genserve.serving.server import ModelServer  # noqa: E402
 from genserve.training import vae as training  # noqa: E402

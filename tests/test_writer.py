@@ -27,7 +27,7 @@ def _tree(root: Path) -> set[str]:
 
 
 def test_layout_models_config_and_warmup(toy_models_dir):
-    from genserve.export.writer import read_warmup_file
+    from genserve.export.verify import read_warmup_file
     import tensorflow as tf
 
     assert list_versions(toy_models_dir / "toy") == [1, 2]

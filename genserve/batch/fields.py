@@ -20,9 +20,6 @@ MAX_GRID = 64  # genserve.clients.vae.MAX_GRID (not imported: validation stays f
 # temporary siblings of genserve.files and the Ray plan are hidden files). fullmatch: `$` would let a
 # trailing newline through.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-# A served model name as the models directory lays it out (genserve.export.writer.check_model_name):
-# a plain folder name, so `../x`, `/abs` or `a/b` can never point a job outside the models.
-MODEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 
 
 def check_id(value: Any) -> str:
@@ -33,10 +30,14 @@ def check_id(value: Any) -> str:
 
 
 def check_model(value: Any) -> str:
-    if not isinstance(value, str) or not MODEL_PATTERN.fullmatch(value):
+    """A name an export can create (genserve.repository's rule): never a path out of the models dir."""
+    from genserve.repository import RepositoryError, check_model_name
+
+    try:
+        return check_model_name(value)
+    except RepositoryError:
         raise ValueError("must be a served model name: letters, digits, '.', '_' or '-', starting with a "
-                         f"letter or digit (no path), got {value!r}"[:300])
-    return value
+                         f"letter or digit (no path), got {value!r}"[:300]) from None
 
 
 @dataclass(frozen=True)

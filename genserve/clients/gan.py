@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from genserve import contract as C
-from genserve.clients.images import png_bytes, tile  # noqa: F401 - png_bytes: training/gan.py imports it here
+from genserve.clients.images import tile
 from genserve.clients.pinned import LatentImageModel
 
 SampleFn = Callable[[np.ndarray], np.ndarray]  # seeds int64 (B,) -> images (B, 28, 28, 1)

@@ -19,7 +19,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from genserve.files import atomic_write
 
 CACHE_ENV = "GENSERVE_CACHE"
 
@@ -99,6 +98,3 @@ def read_member(wheel_path: Path, member: str) -> bytes:
         except KeyError:
             raise DataError(f"{wheel_path.name} has no member {member!r}") from None
 
-
-# The old name of genserve.files.atomic_write, for callers not yet moved to it (use atomic_write).
-atomic_write_bytes = atomic_write

@@ -27,16 +27,15 @@ from pathlib import Path
 import numpy as np
 
 from genserve.contract import DEFAULT_SIGNATURE_KEY
-from genserve.export.verify import (  # noqa: F401 (ExportError, read_warmup_file: public here too)
+from genserve.export.verify import (
     ExportError,
     check_signatures,
     check_warmup,
-    read_warmup_file,
     verify_export,
     write_warmup_file,
 )
 from genserve.files import atomic_write, fsync_dir
-from genserve.repository import (  # noqa: F401 (set_version_*: callers may import them from here)
+from genserve.repository import (
     ASSETS_EXTRA,
     BATCHING_PARAMS_FILE,
     DOCKER_PREFIX,
@@ -50,8 +49,6 @@ from genserve.repository import (  # noqa: F401 (set_version_*: callers may impo
     next_free_version,
     outside,
     read_models_config,
-    set_version_labels,
-    set_version_policy,
     write_models_config,
 )
 from genserve.repository import check_model_name as _check_name

@@ -14,9 +14,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
-
 from genserve.files import atomic_write
 from genserve.textproto import parse_text_proto
 from genserve.repository.layout import (
@@ -68,6 +65,8 @@ def parse_models_config(text: str, source: str = MODELS_CONFIG) -> list[ModelEnt
     Raises:
         ConfigError: the text is not a ModelServerConfig, uses custom_model_config, or repeats a name.
     """
+    from tensorflow_serving.config import model_server_config_pb2  # TF Serving's own message (the 'tf' extra)
+
     config = parse_text_proto(text, model_server_config_pb2.ModelServerConfig(), source, ConfigError)
     if config.WhichOneof("config") == "custom_model_config":
         raise ConfigError(f"{source}: custom_model_config is not supported; use model_config_list")
@@ -116,6 +115,9 @@ def read_models_config(models_dir: Path) -> list[ModelEntry] | None:
 
 def render_models_config(entries: list[ModelEntry]) -> str:
     """Text-format ModelServerConfig for `entries`, as TF Serving's --model_config_file reads it."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
     config = model_server_config_pb2.ModelServerConfig()
     for entry in entries:
         cfg = config.model_config_list.config.add()

@@ -74,7 +74,7 @@ def check_model_name(name) -> str:
     Raises:
         RepositoryError: saying why.
     """
-    if not isinstance(name, str) or not MODEL_NAME_RE.match(name) or len(name) > MAX_NAME:
+    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name) or len(name) > MAX_NAME:
         raise RepositoryError(f"model name {name!r} must be letters, digits, '_', '.', '-' "
                               f"and start with a letter or digit (at most {MAX_NAME} characters)")
     return check_plain_name(name)

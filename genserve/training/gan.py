@@ -56,7 +56,7 @@ def make_dataset(images: np.ndarray, cfg: GANConfig) -> tf.data.Dataset:
 # ------------------------------------------------------------------------------------ train
 def grid_png(images: np.ndarray, n: int) -> bytes:
     """(n*n, 28, 28[, 1]) in [0, 1] -> PNG bytes of the n x n tiled picture."""
-    from genserve.clients.gan import png_bytes, tile
+    from genserve.clients.images import png_bytes, tile
 
     return png_bytes(tile(np.asarray(images), n))
 
