@@ -163,8 +163,7 @@ def serve(
     stop = threading.Event()
 
     def on_signal(*_) -> None:
-        server.begin_drain()  # health NOT_SERVING, then new requests refused on both ports, from this instant
-        stop.set()
+        stop.set()  # only wake the main thread: no locks taken inside a signal handler
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
@@ -177,6 +176,7 @@ def serve(
         scheme = "https" if ssl_config is not None else "http"
         typer.echo(f"REST API on {scheme}://{server.rest_target}/v1/models/<name>{metrics}")
     stop.wait()
+    server.begin_drain()  # health NOT_SERVING, then new requests refused on both ports, from this instant
     # A bounded drain: new requests are refused at once on both ports, requests in flight on both get
     # --drain-seconds together, then the process ends even if a graph is still running (its thread
     # cannot be interrupted; exiting normally would wait for it).
