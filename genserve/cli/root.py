@@ -54,7 +54,7 @@ app.add_typer(plot_app, name="plot")
 # Family modules list their commands (COMMANDS: "group name" or "name" -> function) or register them.
 FAMILY_MODULES = ("genserve.cli.serve", "genserve.cli.text", "genserve.cli.vae", "genserve.cli.style",
                   "genserve.cli.dream", "genserve.cli.gan", "genserve.cli.batch",
-                  "genserve.cli.deploy", "genserve.cli.playground")
+                  "genserve.cli.deploy", "genserve.cli.rollout", "genserve.cli.playground")
 GROUPS = {"": app, "train": train_app, "export": export_app, "eval": eval_app, "plot": plot_app}
 for _name in FAMILY_MODULES:
     _module = importlib.import_module(_name)
