@@ -10,7 +10,8 @@ sessions (docs/deploy.md, "Rolling out a new version without breaking pinned ses
 The invariant kept at every write: each label of the model names a version every replica serves. The
 label moves only after every replica reported N+1 AVAILABLE (checked once more right before the write);
 step 5 runs only once every replica answers the label with N+1 and no other label names a version it
-unloads (TF Serving also refuses a config whose label names a version that is not loaded). A replica
+unloads (TF Serving refuses a config whose label names a version that is not AVAILABLE: server_core.cc,
+UpdateModelVersionLabelMap, FAILED_PRECONDITION unless --allow_version_labels_for_unavailable_models). A replica
 that does not answer at the start stops the rollout before any write; a timeout leaves models.config
 in its last safe state and says which. Each edit is an atomic rewrite of models.config
 (genserve.repository.set_version_policy / set_version_labels, through genserve.files).
@@ -111,14 +112,18 @@ class Rollout:
         return {s.version: s.state for s in client.status(self.model)}
 
     def _label_version(self, client) -> int | None:
+        """The version the replica resolves the label to (None: it does not know the label, or not for
+        a loaded version). Asked by GetModelMetadata: TF Serving's GetModelStatus ignores
+        version_label (get_model_status_impl.cc reads model_spec.version only)."""
         from genserve.clients import GenserveError
 
         try:
-            return client.status(self.model, version_label=self.label)[0].version
+            reply = client.metadata_response(self.model, version_label=self.label)
         except GenserveError as e:
-            if e.code.name == "INVALID_ARGUMENT":  # the replica does not know the label (yet)
+            if e.code.name == "INVALID_ARGUMENT":  # "Unrecognized servable version label"
                 return None
             raise
+        return int(reply.model_spec.version.value) if reply.model_spec.HasField("version") else None
 
     def _available(self, client) -> set[int]:
         return {v for v, s in self._states(client).items() if s == "AVAILABLE"}
@@ -160,6 +165,17 @@ class Rollout:
         return clients
 
     @staticmethod
+    def _ask(address: str, probe: Callable, client):
+        """probe(client), a replica that does not answer as a RolloutError (before a write: nothing changed)."""
+        from genserve.clients import GenserveError
+
+        try:
+            return probe(client)
+        except GenserveError as e:
+            raise RolloutError(f"replica {address} does not answer ({e.code.name}: {' '.join(e.details.split())}); "
+                               "models.config was not changed by this step") from None
+
+    @staticmethod
     def _close(clients: dict) -> None:
         for client in clients.values():
             client.close()
@@ -189,6 +205,7 @@ class Rollout:
                      f"(old: {shown}) on {len(clients)} replica(s)")
             label_state = (f"label {label!r} still names {old_label}, which every replica serves" if old_label
                            else f"label {label!r} is not set")
+
             def loaded(client):
                 state = self._states(client).get(new, "unknown")
                 return state == "AVAILABLE", f"version {new} {state}"
@@ -197,11 +214,12 @@ class Rollout:
                        f"{label_state}; models.config serves versions {', '.join(map(str, versions))}: "
                        "rerun to resume")
             for address, client in clients.items():  # right before the label moves: still there?
-                if not loaded(client)[0]:
+                if not self._ask(address, loaded, client)[0]:
                     raise RolloutError(f"step 4: replica {address} no longer serves version {new}; "
                                        f"{label_state}")
             set_version_labels(self.models_dir, self.model, {label: new})
             self.say(f"step 4: models.config: label {label} -> {new} (was {old_label or 'unset'})")
+
             def labelled(client):
                 said = self._label_version(client)
                 return said == new, f"label {label} -> {said}"
@@ -231,7 +249,7 @@ class Rollout:
         clients = self._open()
         try:
             for address, client in clients.items():
-                said = self._label_version(client)
+                said = self._ask(address, self._label_version, client)
                 if said != new:
                     raise RolloutError(f"step 5: replica {address} answers label {label} with {said}, not "
                                        f"{new} (it has not read models.config yet?); nothing was changed")
@@ -239,6 +257,7 @@ class Rollout:
             set_version_policy(self.models_dir, self.model, ("specific", (new,)))
             self.say(f"step 5: models.config: {self.model} serves version {new} only "
                      f"(unloading: {', '.join(map(str, old)) or 'none'})")
+
             def unloaded(client):
                 rest = sorted(self._available(client) - {new})
                 return not rest, f"still serves {', '.join(map(str, rest))}"
