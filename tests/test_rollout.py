@@ -64,18 +64,16 @@ def text_fleet(tmp_path_factory):
     shutil.copytree(first, first.parent / "2")
     set_version_policy(models, "text", ("specific", (1,)))
     set_version_labels(models, "text", {"stable": 1})
-    servers = [ServerProcess(models, "--disable-batching", "--enable-grpc-healthcheck-service", poll_seconds=0.2,
-                             log=root / f"replica{i}.log")
-               for i in range(3)]
-    try:
-        for server in servers:
-            server.start()
+    with ExitStack() as stack:
+        servers = []
+        for i in range(3):
+            server = ServerProcess(models, "--disable-batching", "--enable-grpc-healthcheck-service",
+                                   poll_seconds=0.2, log=root / f"replica{i}.log")
+            stack.callback(server.kill)
+            servers.append(server.start())
         for server in servers:
             server.wait_ready("text", timeout=180)
         yield models, servers
-    finally:
-        for server in servers:
-            server.kill()
 
 
 def _session(client, versions: list, errors: list, stop: threading.Event) -> None:
