@@ -116,6 +116,8 @@ ClientVersionOpt = Annotated[Optional[int], typer.Option(callback=_version_callb
                                                               "for the whole job).")]
 TimeoutOpt = Annotated[float, typer.Option(callback=_timeout_callback, help="Deadline per request, seconds.")]
 PngOutOpt = Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file even when its name is the "
+                                                      "default (naming it with -o replaces it too).")]
 ScaleOpt = Annotated[int, typer.Option(min=1, max=16, help="Enlarge the PNG by this integer factor.")]
 
 # -- export commands ----------------------------------------------------------------------------------
