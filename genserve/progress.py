@@ -110,16 +110,19 @@ class Progress:
         self.total, self.label, self.unit = total, label, unit
         self.done, self.failed, self.note = 0, 0, ""
         self.started = time.perf_counter()
+        self._lock = threading.Lock()
         self._line = _Line(stream, enabled and total != 0, interval)
 
     def update(self, n: int = 1, note: str | None = None, failed: int = 0) -> None:
         """Count `n` more units done (`failed` of them failed); `note` is shown after the counts."""
-        self.done += n
-        self.failed += failed
-        if note is not None:
-            self.note = note
-        finished = self.total is not None and self.done >= self.total
-        self._line.show(self.line(), final=finished)
+        with self._lock:  # batch jobs count from several threads
+            self.done += n
+            self.failed += failed
+            if note is not None:
+                self.note = note
+            finished = self.total is not None and self.done >= self.total
+            text = self.line()
+        self._line.show(text, final=finished)
 
     def line(self, now: float | None = None) -> str:
         elapsed = max((now or time.perf_counter()) - self.started, 1e-9)
@@ -155,6 +158,7 @@ class TrainingProgress:
 
     def __init__(self, stream=None, enabled: bool = True, interval: float = LINE_SECONDS):
         self.epoch = None  # the current epoch, 1-based; None before the first begins
+        self.done = None  # the last epoch whose checkpoint is written, 1-based
         self.epochs = None  # the run's total
         self.first = None  # the first epoch of this run (> 1 when resumed)
         self.steps = None  # steps per epoch (None: unknown)
@@ -165,8 +169,11 @@ class TrainingProgress:
 
     @property
     def epochs_done(self) -> int | None:
-        """Epochs completed (each one's checkpoint written) before the current one; None if none began."""
-        return None if self.epoch is None else self.epoch - 1
+        """Epochs completed, their checkpoint written (those of an earlier run included, when resumed);
+        None if no epoch began."""
+        if self.epoch is None:
+            return None
+        return max(self.done or 0, self.first - 1)
 
     def where(self) -> str:
         if self.epoch is None:
@@ -194,6 +201,10 @@ class TrainingProgress:
     def epoch_end(self) -> None:
         """Erase the epoch's bar: the trainer's summary line takes its place."""
         self._line.clear()
+
+    def epoch_done(self, epoch: int) -> None:
+        """Epoch `epoch` (0-based) is complete: the trainer has written its checkpoint."""
+        self.done = epoch + 1
 
     def line(self, now: float | None = None) -> str:
         elapsed = (now or time.perf_counter()) - self.started

@@ -21,7 +21,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import fail
+from genserve.cli.common import check_not_input, fail
 from genserve.cli.options import DEFAULT_TARGET
 from genserve.cli.remote import current_tls
 
@@ -60,6 +60,7 @@ def run(
 
     if target is not None and models_dir is not None:
         raise fail("give --target or --models-dir, not both")
+    check_not_input(out / "results.jsonl", job, option="--out")  # the records must not land in the job
     try:
         items = validate_job(job)
     except JobError as e:

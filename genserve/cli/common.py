@@ -46,9 +46,8 @@ def fail(message: str, code: int = 1) -> "typer.Exit":
 def named(ctx: "typer.Context", parameter: str) -> bool:
     """True when the user gave `parameter` (a command function's argument name) on the command line or
     through its environment variable, False when it holds its default."""
-    from click.core import ParameterSource
-
-    return ctx.get_parameter_source(parameter) not in (None, ParameterSource.DEFAULT)
+    source = ctx.get_parameter_source(parameter)  # typer vendors click: compare by name
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def check_output_path(path: Path, suffixes: Iterable[str] = (), option: str = "--out", *,
@@ -206,7 +205,7 @@ def command_line(ctx: "typer.Context", *extra: str) -> str:
     and argument given explicitly (defaults left out), then `extra` flags not already there."""
     import shlex
 
-    words = ctx.command_path.split()[1:]
+    words = ctx.command_path.split()[len(ctx.find_root().info_name.split()):]  # "python -m genserve"
     for param in ctx.command.params:
         if not named(ctx, param.name):
             continue

@@ -190,7 +190,7 @@ def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.nd
     images = data if data is not None else load_images(cfg)
     if state["epoch"] < cfg.epochs:
         model.fit(make_dataset(images, cfg), epochs=cfg.epochs, initial_epoch=state["epoch"],
-                  callbacks=[*progress_callbacks(verbose, progress), _EpochEnd(workdir, cfg, state)],
+                  callbacks=progress_callbacks(verbose, progress, _EpochEnd(workdir, cfg, state)),
                   verbose=0, shuffle=False)
     return state
 

@@ -370,7 +370,7 @@ def train(cfg: TextConfig, workdir: str | Path, resume: bool = False, verbose: i
     callback = _epoch_callback(workdir, cfg, log, val_ds if own_val else None)(best, since_best, lr)
     model.fit(train_ds, validation_data=None if own_val else val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
               verbose=0, shuffle=False,
-              callbacks=[*progress_callbacks(verbose, progress), callback, keras.callbacks.TerminateOnNaN()])
+              callbacks=progress_callbacks(verbose, progress, callback, keras.callbacks.TerminateOnNaN()))
     rows = (workdir / HISTORY_FILE).read_text().splitlines()[1:] if (workdir / HISTORY_FILE).exists() else []
     return {"epochs": len(rows), "best_val_loss": callback.best, "best_val_bits": callback.best / math.log(2),
             "seconds_per_epoch": [float(r.split(",")[-1]) for r in rows], "vocab_size": len(vocab),

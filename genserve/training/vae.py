@@ -284,7 +284,7 @@ def train(cfg: VAEConfig, workdir: str | Path, resume: bool = False, data=None,
     if state["epoch"] < cfg.epochs:
         model.fit(make_dataset(x_train, cfg, shuffle=True), epochs=cfg.epochs,
                   initial_epoch=state["epoch"], validation_data=make_dataset(x_test, cfg, shuffle=False),
-                  callbacks=[*progress_callbacks(verbose, progress), _Checkpointer(workdir, cfg.epochs, state)],
+                  callbacks=progress_callbacks(verbose, progress, _Checkpointer(workdir, cfg.epochs, state)),
                   verbose=0, shuffle=False)
     return state
 
