@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 
+import typer
+
 from genserve import progress as progress_module
 from genserve.progress import Progress, TrainingProgress, end_open_line
 
@@ -85,3 +87,36 @@ def test_training_bar_on_a_terminal_is_erased_at_epoch_end():
     run.step_end(1, 1.0)
     run.epoch_end()  # the trainer's summary line goes where the bar was
     assert tty.getvalue().endswith("\r\x1b[K") and not progress_module._open_bar
+
+
+def test_the_interrupt_line_of_a_training_command(tmp_path):
+    """genserve.cli.common.training_interrupted on a real typer command: the run's own options are
+    repeated (defaults left out), --resume added once, and a run with no finished epoch says so."""
+    from typer.testing import CliRunner
+
+    from genserve.cli.common import on_interrupt, training_interrupted
+
+    app = typer.Typer()
+
+    @app.command()
+    def train(ctx: typer.Context, workdir: str = "w", epochs: int = 5, units: int = 8, quiet: bool = False,
+              resume: bool = typer.Option(False, "--resume"), stop_after: int = 0) -> None:
+        run = TrainingProgress(enabled=False)
+        with on_interrupt(training_interrupted(ctx, workdir, run, resume)):
+            for epoch in range(epochs):
+                run.epoch_begin(epoch, epochs, 10)
+                run.step_end(3)
+                if epoch == stop_after:
+                    raise KeyboardInterrupt
+                run.epoch_done(epoch)
+
+    app.command("other")(lambda: None)  # a group, so the command path is "prog train"
+    result = CliRunner().invoke(app, ["train", "--workdir", "runs/a b", "--units", "4", "--stop-after", "2"],
+                                prog_name="genserve")
+    assert result.exit_code == 130
+    assert result.stderr == ("interrupted at epoch 3 step 3; checkpoint of epoch 2 kept in runs/a b; continue "
+                             "with: genserve train --workdir 'runs/a b' --units 4 --stop-after 2 --resume\n")
+    result = CliRunner().invoke(app, ["train", "--quiet"], prog_name="genserve")
+    assert result.exit_code == 130
+    assert result.stderr == ("interrupted at epoch 1 step 3; no epoch finished, nothing to resume; start again "
+                             "with: genserve train --quiet\n")
