@@ -176,7 +176,8 @@ def report_export(export: Callable[[], Path], *errors: type[BaseException], note
     from genserve.export.writer import ExportError
 
     try:
-        path = export()
+        with on_interrupt("interrupted; nothing exported (a version folder appears only once complete)"):
+            path = export()
     except (ExportError, ValueError, FileNotFoundError, *errors) as e:
         raise fail(str(e)) from None
     if note:

@@ -128,11 +128,20 @@ def _tls_group_class():
     from typer.core import TyperGroup
 
     class TlsGroup(TyperGroup):
-        """The root group: adds the TLS options to every client command (add_tls_options)."""
+        """The root group: adds the TLS options to every client command (add_tls_options); Ctrl-C
+        anywhere ends with one line."""
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             add_tls_options(self)
+
+        def invoke(self, ctx):
+            """Ctrl-C in a command that does not say more (genserve.cli.common.on_interrupt in its
+            body): one line and exit 130, not click's "Aborted!" and exit 1."""
+            from genserve.cli.common import on_interrupt
+
+            with on_interrupt("interrupted"):
+                return super().invoke(ctx)
 
     return TlsGroup
 
