@@ -23,8 +23,8 @@ from genserve.cli.common import (check_directory, check_export_destination, chec
                                  training_interrupted)
 from genserve.cli.options import (DEFAULT_MODELS_DIR, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
                                   ExportVersionOpt, ForceOpt, JsonOutOpt, MnistDataset, MnistDatasetOpt, ModelOpt,
-                                  ModelsDirOpt, PngOutOpt, QuietOpt, ScaleOpt, SeedOpt, TargetOpt, TimeoutOpt,
-                                  TrainLimitOpt)
+                                  ModelsDirOpt, PngOutOpt, QuietOpt, RestartOpt, ScaleOpt, SeedOpt, TargetOpt,
+                                  TimeoutOpt, TrainLimitOpt)
 from genserve.cli.remote import remote
 
 WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, state.json, checkpoint).")]
@@ -44,7 +44,7 @@ def train_gan(
     seed: SeedOpt = 1337,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the workdir's verified checkpoint up to --epochs in total.")] = False,
     quiet: QuietOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="Start over in a --workdir that holds a trained model (by default only a --workdir named explicitly is started over).")] = False,
+    force: RestartOpt = False,
 ) -> None:
     """Train a DCGAN; after every epoch: a checkpoint and an 8x8 sample grid in <workdir>/samples/."""
     check_directory(workdir, "--workdir")

@@ -134,4 +134,6 @@ MnistDatasetOpt = Annotated[MnistDataset, typer.Option(
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bar; only the per-epoch summary lines.")]
 TrainLimitOpt = Annotated[Optional[int], typer.Option(min=1, help="Train on the first N images only.")]
+RestartOpt = Annotated[bool, typer.Option("--force", help="Start over in a --workdir that holds a trained model "
+                                                        "(without it, only a --workdir named explicitly is).")]
 JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the numbers as JSON here.")]

@@ -24,7 +24,8 @@ from genserve.cli.common import (check_directory, check_export_destination, chec
                                  check_output_path, check_trained, fail, named, on_interrupt, report_export,
                                  training_interrupted)
 from genserve.cli.options import (DEFAULT_MODELS_DIR, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
-                                  ExportVersionOpt, ForceOpt, ModelOpt, ModelsDirOpt, TargetOpt, TimeoutOpt)
+                                  ExportVersionOpt, ForceOpt, ModelOpt, ModelsDirOpt, RestartOpt, TargetOpt,
+                                  TimeoutOpt)
 from genserve.cli.remote import remote
 
 
@@ -53,7 +54,7 @@ def train_text(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1337,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the workdir's last checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar; only the per-epoch summary lines.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Start over in a --workdir that holds a trained model (by default only a --workdir named explicitly is started over).")] = False,
+    force: RestartOpt = False,
 ) -> None:
     """Train the book's character-level LSTM (8.1) on a corpus, with a held-out validation split."""
     from genserve.progress import TrainingProgress

@@ -19,13 +19,12 @@ from typing import Annotated, Optional
 import typer
 
 from genserve.cli.common import (check_directory, check_export_destination, check_fresh_workdir, check_not_input,
-                                 check_number,
-                                 check_output_path, check_trained, fail, named, on_interrupt, report_export,
+                                 check_number, check_output_path, check_trained, fail, named, on_interrupt, report_export,
                                  training_interrupted)
 from genserve.cli.options import (DEFAULT_MODELS_DIR, choices, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
                                   ExportVersionOpt, ForceOpt, JsonOutOpt, MnistDataset, MnistDatasetOpt, ModelOpt,
-                                  ModelsDirOpt, PngOutOpt, QuietOpt, ScaleOpt, SeedOpt, TargetOpt, TimeoutOpt,
-                                  TrainLimitOpt)
+                                  ModelsDirOpt, PngOutOpt, QuietOpt, RestartOpt, ScaleOpt, SeedOpt, TargetOpt,
+                                  TimeoutOpt, TrainLimitOpt)
 from genserve.cli.remote import remote
 
 WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, checkpoints).")]
@@ -49,7 +48,7 @@ def train_vae(
     seed: SeedOpt = 1337,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the workdir's last checkpoint up to --epochs in total.")] = False,
     quiet: QuietOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="Start over in a --workdir that holds a trained model (by default only a --workdir named explicitly is started over).")] = False,
+    force: RestartOpt = False,
 ) -> None:
     """Train the book's convolutional VAE (8.4); validates on the test set every epoch."""
     check_directory(workdir, "--workdir")
