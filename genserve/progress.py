@@ -163,8 +163,8 @@ class TrainingProgress:
         self.first = None  # the first epoch of this run (> 1 when resumed)
         self.steps = None  # steps per epoch (None: unknown)
         self.step = 0
-        self.loss = None
-        self.started = time.perf_counter()
+        self.metrics = {}  # the last step's numbers shown (loss, or d_loss and g_loss, ...)
+        self.created = self.started = time.perf_counter()
         self._line = _Line(stream, enabled, interval)
 
     @property
@@ -182,20 +182,21 @@ class TrainingProgress:
 
     def epoch_begin(self, epoch: int, epochs: int | None, steps: int | None) -> None:
         """Epoch `epoch` (0-based, as Keras counts) of `epochs` begins; `steps` batches expected."""
-        self.epoch, self.epochs, self.steps, self.step, self.loss = epoch + 1, epochs, steps, 0, None
+        self.epoch, self.epochs, self.steps, self.step, self.metrics = epoch + 1, epochs, steps, 0, {}
         self.first = self.epoch if self.first is None else self.first
         self.started = time.perf_counter()
 
-    def step_end(self, step: int, loss=None) -> None:
-        """Batch `step` (1-based) of the current epoch is done; `loss` a number (or None)."""
+    def step_end(self, step: int, metrics: dict | None = None) -> None:
+        """Batch `step` (1-based) of the current epoch is done; `metrics` its numbers (Keras's logs:
+        the first three are shown)."""
         self.step = step
         if not self._line.enabled:
             return
         now = time.perf_counter()
         if self._line.tty and now - self._line._last_draw < REDRAW_SECONDS:
             return  # skip the formatting below as often as the terminal skips the drawing
-        if loss is not None:
-            self.loss = float(loss)
+        if metrics:
+            self.metrics = {name: float(value) for name, value in list(metrics.items())[:3]}
         self._line.show(self.line(now), now=now)
 
     def epoch_end(self) -> None:
@@ -215,8 +216,8 @@ class TrainingProgress:
             text += f" [{'#' * filled}{'.' * (width - filled)}] {self.step}/{self.steps} steps"
         else:
             text += f" step {self.step}"
-        if self.loss is not None:
-            text += f"  loss {self.loss:.4f}"
+        for name, value in self.metrics.items():
+            text += f"  {name} {value:.4f}"
         if self.steps and self.step:
             text += f"  ETA {_clock(elapsed / self.step * (self.steps - self.step))}"
         return text

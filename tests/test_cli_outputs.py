@@ -114,3 +114,17 @@ def test_impossible_ranges_are_refused(cli, tmp_path, monkeypatch, args, message
     result = cli(*args)
     assert result.exit_code == 1 and message in result.stderr and len(result.stderr.splitlines()) == 1
     assert "127.0.0.1:1" not in result.stderr  # refused before any request
+
+
+def test_ctrl_c_in_any_command_is_one_line_and_exit_130(cli, tmp_path, monkeypatch):
+    """A command without its own interrupt line (here `plot temperatures`, stopped while it saves)
+    still ends with one line and 130, not click's "Aborted!" and exit 1."""
+    import genserve.clients.images
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(genserve.clients.images, "save_figure", interrupted)
+    result = cli("plot", "temperatures", "--out", tmp_path / "t.png")
+    assert result.exit_code == 130 and result.stderr == "interrupted\n"
+    assert not (tmp_path / "t.png").exists()

@@ -62,7 +62,7 @@ def test_training_progress_knows_where_it_stopped():
     run = TrainingProgress(stream=log)
     assert run.epochs_done is None and run.where() == "before the first epoch"
     run.epoch_begin(0, 5, 16)
-    run.step_end(1, 2.5)
+    run.step_end(1, {"loss": 2.5})
     assert run.where() == "at epoch 1 step 1" and run.epochs_done == 0
     assert log.getvalue().startswith("epoch 1/5 [#.......................] 1/16 steps  loss 2.5000  ETA ")
     run.epoch_end()
@@ -84,8 +84,9 @@ def test_training_bar_on_a_terminal_is_erased_at_epoch_end():
     tty = Terminal()
     run = TrainingProgress(stream=tty)
     run.epoch_begin(0, 1, 4)
-    run.step_end(1, 1.0)
+    run.step_end(1, {"d_loss": 0.5, "g_loss": 1.25})
     run.epoch_end()  # the trainer's summary line goes where the bar was
+    assert "d_loss 0.5000  g_loss 1.2500" in tty.getvalue()
     assert tty.getvalue().endswith("\r\x1b[K") and not progress_module._open_bar
 
 
@@ -120,3 +121,23 @@ def test_the_interrupt_line_of_a_training_command(tmp_path):
     assert result.exit_code == 130
     assert result.stderr == ("interrupted at epoch 1 step 3; no epoch finished, nothing to resume; start again "
                              "with: genserve train --quiet\n")
+
+
+def test_a_checkpoint_written_just_before_the_interrupt_counts(tmp_path):
+    """Ctrl-C between the trainer's state.json write and the progress's epoch_done: state.json (written
+    by this run) names the current epoch, so that one is kept; an older state.json is not believed."""
+    import os
+
+    from genserve.cli.common import _checkpointed
+
+    run = TrainingProgress(enabled=False)
+    run.epoch_begin(0, 9, 4)
+    run.epoch_done(0)
+    run.epoch_begin(1, 9, 4)
+    run.step_end(4)
+    state = tmp_path / "state.json"
+    assert _checkpointed(tmp_path, run) == 1  # no state.json
+    state.write_text('{"epoch": 2}')
+    assert _checkpointed(tmp_path, run) == 2
+    os.utime(state, (1, 1))  # an earlier run's file
+    assert _checkpointed(tmp_path, run) == 1

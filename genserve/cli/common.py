@@ -225,11 +225,30 @@ def command_line(ctx: "typer.Context", *extra: str) -> str:
     return shlex.join(["genserve", *words])
 
 
+def _checkpointed(workdir: Path, progress) -> int | None:
+    """The last epoch whose checkpoint the workdir holds: the progress's count, or the current epoch
+    when its state.json (written last by every trainer) already names it: a Ctrl-C that lands after
+    the trainer's checkpoint but before the progress heard of it."""
+    import json
+    import time
+
+    done = progress.epochs_done
+    state = Path(workdir) / "state.json"
+    try:
+        if done is not None and done < progress.epoch and state.stat().st_mtime >= time.time() - (
+                time.perf_counter() - progress.created):  # written by this run, not an earlier one
+            if json.loads(state.read_text(encoding="utf-8")).get("epoch") == progress.epoch:
+                return progress.epoch
+    except (OSError, ValueError, AttributeError):
+        pass
+    return done
+
+
 def training_interrupted(ctx: "typer.Context", workdir: Path, progress, resume: bool) -> Callable[[], str]:
     """The Ctrl-C line of a `genserve train ...` command: where the run stopped (a
     genserve.progress.TrainingProgress), which checkpoint the workdir keeps, the command to continue."""
     def line() -> str:
-        done = progress.epochs_done
+        done = _checkpointed(workdir, progress)
         if done is None and resume:
             return (f"interrupted before the first epoch; the checkpoint in {workdir} is unchanged; "
                     f"continue with: {command_line(ctx, '--resume')}")

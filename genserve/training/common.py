@@ -90,7 +90,7 @@ def progress_callbacks(verbose, progress, *trainer_callbacks) -> list:
             progress.epoch_begin(epoch, self.params.get("epochs"), self.params.get("steps"))
 
         def on_train_batch_end(self, batch, logs=None):
-            progress.step_end(batch + 1, (logs or {}).get("loss"))
+            progress.step_end(batch + 1, logs)
 
         def on_epoch_end(self, epoch, logs=None):
             progress.epoch_end()
