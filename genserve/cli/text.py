@@ -144,7 +144,7 @@ def generate(
         raise fail("--top-k is not available with --server-side")
     streaming = len(temps) * samples == 1 and not server_side
     echo = lambda s: (sys.stdout.write(s), sys.stdout.flush())
-    with on_interrupt("interrupted; nothing written" + (f" ({json_out} not created)" if json_out else "")):
+    with on_interrupt("interrupted; nothing written" + (" (no --json file)" if json_out else "")):
         result, text_model = _generate(target, timeout, model, version, seed_text, length, temps, samples, seed,
                                        top_k, replace_unknown, server_side, streaming, echo)
     if streaming:
