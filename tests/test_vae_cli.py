@@ -59,6 +59,16 @@ def test_encode_command_plots_and_saves_points(cli, target, tmp_path):
         assert im.format == "PNG"
 
 
+def test_encode_reports_progress_off_a_terminal_in_plain_lines(cli, target, tmp_path):
+    """Issue 17: `encode` of many images showed nothing off a terminal; now plain lines on stderr."""
+    result = cli("encode", "--target", target, "--dataset", "synthetic", "--limit", "50", "--batch-size", "20",
+                 "--out", tmp_path / "s.png")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("encode [") and "20/50 images" in lines[0] and "50/50 images" in lines[-1]
+    assert "\x1b[" not in result.stderr and "\r" not in result.stderr
+
+
 def test_eval_command_prints_elbo_parts(cli, trained, tmp_path):
     work, _ = trained
     out = tmp_path / "eval.json"

@@ -31,7 +31,8 @@ from genserve.batch.backend import STOP_FILE, JobStopped, ModelUnavailable, Stop
 from genserve.batch.executors import make_executor
 from genserve.batch.job import Item, validate_job
 from genserve.batch.plan import make_plan
-from genserve.batch.results import Progress, Results
+from genserve.batch.results import Results
+from genserve.progress import Progress
 from genserve.batch.runners import error_records
 
 INTERRUPTED = 130  # the exit code of a job stopped by SIGINT or SIGTERM (128 + SIGINT, as shells do)

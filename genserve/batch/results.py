@@ -1,4 +1,4 @@
-"""The output folder of a batch job: item files written atomically, `results.jsonl`, resume, progress.
+"""The output folder of a batch job: item files written atomically, `results.jsonl`, resume.
 
     DIR/results.jsonl        one JSON record per finished item, appended as lines (flush + fsync per chunk)
     DIR/<id>.txt|.png ...    the item's outputs, each written by genserve.files.atomic_write (a temporary
@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
-import time
 from pathlib import Path
 
 from genserve.files import is_temp_sibling
@@ -133,56 +131,3 @@ class Results:
             if self._file is not None:
                 self._file.close()
                 self._file = None
-
-
-class Progress:
-    """A one-line progress bar on stderr: done/total, items/s, ETA; redrawn at most every 0.2 s on a
-    terminal, one full line every 10 s (and at the end) otherwise."""
-
-    def __init__(self, total: int, label: str = "batch", stream=None, enabled: bool = True):
-        self.total, self.label, self.done, self.failed = total, label, 0, 0
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = enabled and total > 0
-        self.started = time.perf_counter()
-        self._last = 0.0
-        self._last_line = self.started
-        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._lock = threading.Lock()
-
-    def update(self, n: int = 1, failed: int = 0) -> None:
-        with self._lock:
-            self.done += n
-            self.failed += failed
-            now = time.perf_counter()
-            if now - self._last >= 0.2 or self.done >= self.total:
-                self._last = now
-                self._draw(now)
-
-    def line(self, now: float | None = None) -> str:
-        elapsed = max((now or time.perf_counter()) - self.started, 1e-9)
-        rate = self.done / elapsed
-        left = (self.total - self.done) / rate if rate > 0 else float("inf")
-        eta = "--:--" if left == float("inf") else f"{int(left) // 60}:{int(left) % 60:02d}"
-        width = 24
-        filled = int(width * self.done / max(self.total, 1))
-        failed = f", {self.failed} failed" if self.failed else ""
-        return (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} items"
-                f"{failed}  {rate:.1f} items/s  ETA {eta}")
-
-    def _draw(self, now: float) -> None:
-        if not self.enabled:
-            return
-        finished = self.done >= self.total
-        if self._tty:
-            self.stream.write("\r" + self.line(now) + ("\n" if finished else ""))
-        elif finished or now - self._last_line >= 10.0:  # a log file: a full line every 10 s
-            self._last_line = now
-            self.stream.write(self.line(now) + "\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        """End a bar that stopped short (an interrupted job) with its newline on a terminal."""
-        with self._lock:
-            if self.enabled and self._tty and self.done < self.total:
-                self.stream.write("\n")
-                self.stream.flush()

@@ -21,7 +21,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import fail
+from genserve.cli.common import check_not_input, fail, on_interrupt
 from genserve.cli.options import DEFAULT_TARGET
 from genserve.cli.remote import current_tls
 
@@ -60,6 +60,7 @@ def run(
 
     if target is not None and models_dir is not None:
         raise fail("give --target or --models-dir, not both")
+    check_not_input(out / "results.jsonl", job, option="--out")  # the records must not land in the job
     try:
         items = validate_job(job)
     except JobError as e:
@@ -81,10 +82,13 @@ def run(
     opts = JobOptions(out=out, target=target, models_dir=models_dir, concurrency=concurrency,
                       max_rows=max_rows, force=force, timeout=timeout, progress=not quiet,
                       engine=engine.value, address=address, tls=current_tls())
-    try:
-        summary = run_job(job, opts, items=items)
-    except (BackendError, RayUnavailable, ValueError) as e:
-        raise fail(str(e)) from None
+    # a first Ctrl-C stops the job cleanly (its summary line says what is done); a second one ends it here
+    with on_interrupt(f"interrupted; every finished item is recorded in {out / 'results.jsonl'}; "
+                      "run the same command to finish"):
+        try:
+            summary = run_job(job, opts, items=items)
+        except (BackendError, RayUnavailable, ValueError) as e:
+            raise fail(str(e)) from None
     for item_id, message in summary.errors[:5]:
         typer.echo(f"failed: {item_id}: {message}", err=True)
     if summary.failed > 5:

@@ -16,7 +16,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import check_export_destination, check_not_input, check_output_path, fail, report_export
+from genserve.cli.common import (check_export_destination, check_not_input, check_output_path, fail, on_interrupt,
+                                 report_export)
 from genserve.cli.options import (DEFAULT_MODELS_DIR, choices, DEFAULT_TARGET, IMAGE_SUFFIXES, BackboneSeedOpt,
                                   ClientVersionOpt, ExportNameOpt, ExportVersionOpt, ModelOpt, ModelsDirOpt,
                                   TargetOpt, TimeoutOpt)
@@ -81,6 +82,7 @@ def dream(
     from genserve.clients.dream import DreamSchedule, RemoteDream, load_image
     from genserve.clients.dream import dream as run_dream
     from genserve.clients.images import ImageError, save_rgb
+    from genserve.progress import Progress
 
     schedule = DreamSchedule(octaves=octaves, scale=scale, iterations=iterations, step=step, max_loss=max_loss)
     try:
@@ -98,19 +100,21 @@ def dream(
     except ImageError as e:
         raise fail(str(e)) from None
     started = time.perf_counter()
+    progress = Progress(octaves, "dream", "octaves", interval=0)  # one line per octave off a terminal
 
     def on_octave(octave: int, x, losses) -> None:
         stopped = bool(len(losses)) and losses[-1] > max_loss  # the last loss ended the octave
         steps = len(losses) - int(stopped)
         span = f"loss {losses[0]:.3g} -> {losses[-1]:.3g}" if len(losses) else "no steps"
-        typer.echo(f"octave {octave}/{octaves}: {x.shape[1]}x{x.shape[0]} px, {steps} steps, {span}"
-                   + (f" (stopped: > max_loss {max_loss:g})" if stopped else ""))
+        progress.update(1, note=f"octave {octave}/{octaves}: {x.shape[1]}x{x.shape[0]} px, {steps} steps, {span}"
+                        + (f" (stopped: > max_loss {max_loss:g})" if stopped else ""))
 
-    with remote(target, timeout) as client:
-        dream_model = RemoteDream(client, model=model, version=version)
-        ascend_fn = dream_model.ascend_fn(tile_size=tile_size, rng=np.random.default_rng(seed))
-        result = run_dream(ascend_fn, picture, schedule, callback=on_octave)
-    save_rgb(result.image, output)
+    with on_interrupt(lambda: f"interrupted after {progress.done} of {octaves} octaves; nothing written"):
+        with remote(target, timeout) as client:
+            dream_model = RemoteDream(client, model=model, version=version)
+            ascend_fn = dream_model.ascend_fn(tile_size=tile_size, rng=np.random.default_rng(seed))
+            result = run_dream(ascend_fn, picture, schedule, callback=on_octave)
+        save_rgb(result.image, output)
     elapsed = time.perf_counter() - started
     limit = "no max_loss" if math.isinf(max_loss) else f"max_loss {max_loss:g}"
     typer.echo(f"{picture.shape[1]}x{picture.shape[0]} px, {octaves} octaves x {iterations} steps, {limit}: "

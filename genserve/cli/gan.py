@@ -18,12 +18,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import (check_directory, check_export_destination, check_number, check_output_path,
-                                 check_trained, fail, report_export)
+from genserve.cli.common import (check_directory, check_export_destination, check_fresh_workdir, check_number,
+                                 check_output_path, check_trained, fail, named, on_interrupt, report_export,
+                                 training_interrupted)
 from genserve.cli.options import (DEFAULT_MODELS_DIR, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
-                                  ExportVersionOpt, JsonOutOpt, MnistDataset, MnistDatasetOpt, ModelOpt,
-                                  ModelsDirOpt, PngOutOpt, QuietOpt, ScaleOpt, SeedOpt, TargetOpt, TimeoutOpt,
-                                  TrainLimitOpt)
+                                  ExportVersionOpt, ForceOpt, JsonOutOpt, MnistDataset, MnistDatasetOpt, ModelOpt,
+                                  ModelsDirOpt, PngOutOpt, QuietOpt, RestartOpt, ScaleOpt, SeedOpt, TargetOpt,
+                                  TimeoutOpt, TrainLimitOpt)
 from genserve.cli.remote import remote
 
 WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, state.json, checkpoint).")]
@@ -43,24 +44,30 @@ def train_gan(
     seed: SeedOpt = 1337,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the workdir's verified checkpoint up to --epochs in total.")] = False,
     quiet: QuietOpt = False,
+    force: RestartOpt = False,
 ) -> None:
     """Train a DCGAN; after every epoch: a checkpoint and an 8x8 sample grid in <workdir>/samples/."""
     check_directory(workdir, "--workdir")
+    check_fresh_workdir(workdir, "gan", resume=resume, named=named(ctx, "workdir"), force=force)
     check_number(learning_rate, "--learning-rate", 0.0, strictly_above=True)
     check_number(label_noise, "--label-noise", 0.0)
-    from genserve.data import DataError
-    from genserve.training.gan import CheckpointError, resolve_config, train
+    from genserve.progress import TrainingProgress
 
+    progress = TrainingProgress(enabled=not quiet)
     given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"
-             and k not in ("workdir", "preset", "resume", "quiet")}
+             and k not in ("workdir", "preset", "resume", "quiet", "force")}
     if "dataset" in given:
         given["dataset"] = dataset.value
-    try:  # --resume: the workdir's config.json; else the preset; then the options given explicitly
-        cfg = resolve_config(workdir, preset, resume, **given)
-        start = time.perf_counter()
-        state = train(cfg, workdir, resume=resume, verbose=0 if quiet else None)
-    except (DataError, ValueError, CheckpointError) as e:
-        raise fail(str(e)) from None
+    with on_interrupt(training_interrupted(ctx, workdir, progress, resume)):
+        from genserve.data import DataError
+        from genserve.training.gan import CheckpointError, resolve_config, train
+
+        try:  # --resume: the workdir's config.json; else the preset; then the options given explicitly
+            cfg = resolve_config(workdir, preset, resume, **given)
+            start = time.perf_counter()
+            state = train(cfg, workdir, resume=resume, verbose=0 if quiet else None, progress=progress)
+        except (DataError, ValueError, CheckpointError) as e:
+            raise fail(str(e)) from None
     last = state["history"][-1] if state["history"] else {}
     typer.echo(f"trained to epoch {state['epoch']} in {time.perf_counter() - start:.1f} s "
                f"(d_loss {last.get('d_loss', float('nan')):.4f}, g_loss {last.get('g_loss', float('nan')):.4f}); "
@@ -113,6 +120,7 @@ def eval_gan(
 
 
 def gan_grid(
+    ctx: typer.Context,
     out: PngOutOpt = Path("out/gan_grid.png"),
     n: Annotated[int, typer.Option("--n", "-n", help="Digits per side (at most 64).")] = 10,
     seed: Annotated[int, typer.Option(help="First seed; the grid shows seeds seed .. seed + n*n - 1, row-major.")] = 0,
@@ -121,6 +129,7 @@ def gan_grid(
     version: ClientVersionOpt = None,
     scale: ScaleOpt = 1,
     timeout: TimeoutOpt = 30.0,
+    force: ForceOpt = False,
 ) -> None:
     """Sample an n x n grid of digits in ONE request (the random draw happens on the server, by seed)."""
     from genserve.clients.gan import grid_seeds
@@ -129,11 +138,13 @@ def gan_grid(
         grid_seeds(n, seed)  # bad --n / --seed: say so before contacting the server
     except ValueError as e:
         raise fail(str(e)) from None
+    check_output_path(out, (".png",), "--out", named=named(ctx, "out"), force=force)
     _render(lambda gan: gan.grid(n, seed), out, target, model, version, scale, timeout,
             f"{n}x{n} digits (seeds {seed}..{seed + n * n - 1})", "1 request for the digits")
 
 
 def gan_interpolate(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write (one row of --steps digits).")] = Path("out/gan_strip.png"),
     seed_a: Annotated[int, typer.Option(help="Seed of the first digit.")] = 0,
     seed_b: Annotated[int, typer.Option(help="Seed of the last digit.")] = 1,
@@ -144,12 +155,14 @@ def gan_interpolate(
     version: ClientVersionOpt = None,
     scale: ScaleOpt = 1,
     timeout: TimeoutOpt = 30.0,
+    force: ForceOpt = False,
 ) -> None:
     """A strip morphing seed A's digit into seed B's: `sample` gives both z, `generate` renders the path."""
     from genserve.clients.gan import MAX_STEPS
 
     if not 2 <= steps <= MAX_STEPS:
         raise fail(f"--steps must be from 2 to {MAX_STEPS}, got {steps}")
+    check_output_path(out, (".png",), "--out", named=named(ctx, "out"), force=force)
     _render(lambda gan: gan.interpolate(seed_a, seed_b, steps, spherical=not linear), out, target, model,
             version, scale, timeout,
             f"{steps} digits from seed {seed_a} to seed {seed_b} ({'linear' if linear else 'slerp'})",
@@ -158,17 +171,17 @@ def gan_interpolate(
 
 def _render(draw, out: Path, target: str, model: str, version, scale: int, timeout: float, what: str,
             requests: str) -> None:
-    """Check --out, draw the picture with a served GANModel, save it, say what was written."""
+    """Draw the picture with a served GANModel, save it (--out checked before), say what was written."""
     from genserve.clients.gan import GANModel
     from genserve.clients.images import save_grey
 
-    check_output_path(out, (".png",), "--out")
-    with remote(target, timeout) as client:
-        gan = GANModel(client, model=model, version=version)
-        start = time.perf_counter()
-        picture = draw(gan)
-        elapsed = time.perf_counter() - start
-    save_grey(picture, out, scale=scale)
+    with on_interrupt():  # the PNG is written atomically: all or nothing
+        with remote(target, timeout) as client:
+            gan = GANModel(client, model=model, version=version)
+            start = time.perf_counter()
+            picture = draw(gan)
+            elapsed = time.perf_counter() - start
+        save_grey(picture, out, scale=scale)
     typer.echo(f"wrote {out}: {what} from {model!r} version {gan.version} at {target}, {requests}, "
                f"{elapsed * 1000:.1f} ms")
 

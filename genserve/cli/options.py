@@ -116,6 +116,8 @@ ClientVersionOpt = Annotated[Optional[int], typer.Option(callback=_version_callb
                                                               "for the whole job).")]
 TimeoutOpt = Annotated[float, typer.Option(callback=_timeout_callback, help="Deadline per request, seconds.")]
 PngOutOpt = Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file even when its name is the "
+                                                      "default (naming it with -o replaces it too).")]
 ScaleOpt = Annotated[int, typer.Option(min=1, max=16, help="Enlarge the PNG by this integer factor.")]
 
 # -- export commands ----------------------------------------------------------------------------------
@@ -132,4 +134,6 @@ MnistDatasetOpt = Annotated[MnistDataset, typer.Option(
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bar; only the per-epoch summary lines.")]
 TrainLimitOpt = Annotated[Optional[int], typer.Option(min=1, help="Train on the first N images only.")]
+RestartOpt = Annotated[bool, typer.Option("--force", help="Start over in a --workdir that holds a trained model "
+                                                        "(without it, only a --workdir named explicitly is).")]
 JsonOutOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the numbers as JSON here.")]

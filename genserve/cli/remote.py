@@ -40,7 +40,8 @@ def current_tls():
 def remote(target: str, timeout: float) -> Iterator:
     """An open genserve.clients.Client for `target` with the command's TLS; on the way out, a
     GenserveError becomes `error: TARGET: CODE: details`, a ValueError (a wrong model family, a bad
-    image) `error: message`, Ctrl-C `error: interrupted` (exit 130)."""
+    image) `error: message`. Ctrl-C goes through: the command's genserve.cli.common.on_interrupt says
+    what was kept."""
     from genserve.clients import Client, GenserveError
 
     try:
@@ -51,8 +52,6 @@ def remote(target: str, timeout: float) -> Iterator:
         raise fail(f"{target}: {e.code.name}: {e.details}") from None
     except ValueError as e:
         raise fail(str(e)) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted", code=130) from None
 
 
 # -- the TLS options -------------------------------------------------------------------------------
@@ -129,11 +128,20 @@ def _tls_group_class():
     from typer.core import TyperGroup
 
     class TlsGroup(TyperGroup):
-        """The root group: adds the TLS options to every client command (add_tls_options)."""
+        """The root group: adds the TLS options to every client command (add_tls_options); Ctrl-C
+        anywhere ends with one line."""
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             add_tls_options(self)
+
+        def invoke(self, ctx):
+            """Ctrl-C in a command that does not say more (genserve.cli.common.on_interrupt in its
+            body): one line and exit 130, not click's "Aborted!" and exit 1."""
+            from genserve.cli.common import on_interrupt
+
+            with on_interrupt("interrupted"):
+                return super().invoke(ctx)
 
     return TlsGroup
 

@@ -10,6 +10,7 @@ never imports TensorFlow; `export style` imports it inside the command body.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -17,7 +18,7 @@ from typing import Annotated, Optional
 import typer
 
 from genserve.cli.common import (check_export_destination, check_not_input, check_number, check_output_path, fail,
-                                 report_export)
+                                 on_interrupt, report_export)
 from genserve.cli.options import (DEFAULT_MODELS_DIR, choices, DEFAULT_TARGET, IMAGE_SUFFIXES, BackboneSeedOpt,
                                   ClientVersionOpt, ExportNameOpt, ExportVersionOpt, ModelOpt, ModelsDirOpt,
                                   TargetOpt, TimeoutOpt)
@@ -80,34 +81,53 @@ def stylize(
     from genserve.clients.images import ImageError, save_rgb
     from genserve.clients.style import RemoteStyle, load_image, side_by_side
     from genserve.clients.style import stylize as run_stylize
+    from genserve.progress import Progress
 
-    check_not_input(output, content, style)
+    stem = output.with_suffix("")
+    figure_path = Path(f"{stem}_side_by_side.png")
+    iteration_path = lambda i: Path(f"{stem}_iter{i:02d}.png")  # noqa: E731
+    written = [output, figure_path]
+    if save_iterations:  # an input named like an iteration's image (<stem>_iterNN.png) would be replaced
+        pattern = re.compile(rf"{re.escape(stem.name)}_iter(\d+)\.png")
+        for source in (content, style):
+            match = pattern.fullmatch(Path(source).name)
+            if match and 1 <= int(match.group(1)) <= iterations:
+                written.append(iteration_path(int(match.group(1))))
+    for path in written:  # none of the files written is an input
+        check_not_input(path, content, style, option="--output")
     check_output_path(output, IMAGE_SUFFIXES, "--output")  # before any image is read or request sent
     try:
         content_image = load_image(content, height=height)  # (H, W, 3)
         style_image = load_image(style, size=(content_image.shape[1], content_image.shape[0]))
     except ImageError as e:
         raise fail(str(e)) from None
-    stem = output.with_suffix("")
     started = time.perf_counter()
-    with remote(target, timeout) as client:
-        style_model = RemoteStyle(client, model=model, version=version)
-        layers = style_model.layers()
-        style_model.compute_targets(content_image, style_image)
-        typer.echo(f"{content_image.shape[1]}x{content_image.shape[0]} px, style layers "
-                   f"{', '.join(layers)}; {iterations} x {evals_per_iteration} evaluations via {target} "
-                   f"({model} version {style_model.version})")
-        with typer.progressbar(length=iterations, label="stylize", item_show_func=lambda s: s) as bar:
+    progress = Progress(iterations, "stylize", "iterations", interval=0)  # one line per L-BFGS-B iteration
+
+    def kept() -> str:
+        done = progress.done
+        saved = ("" if not (save_iterations and done) else
+                 f"; kept {iteration_path(1)}" + (f" .. {iteration_path(done)}" if done > 1 else ""))
+        return f"interrupted after {done} of {iterations} iterations{saved}; {output} not written"
+
+    with on_interrupt(kept):
+        with remote(target, timeout) as client:
+            style_model = RemoteStyle(client, model=model, version=version)
+            layers = style_model.layers()
+            style_model.compute_targets(content_image, style_image)
+            typer.echo(f"{content_image.shape[1]}x{content_image.shape[0]} px, style layers "
+                       f"{', '.join(layers)}; {iterations} x {evals_per_iteration} evaluations via {target} "
+                       f"({model} version {style_model.version})")
+
             def on_iteration(i: int, image, loss: float) -> None:
                 if save_iterations:
-                    save_rgb(image, f"{stem}_iter{i:02d}.png")
-                bar.current_item = f"loss {loss:.4g}"
-                bar.update(1)
+                    save_rgb(image, iteration_path(i))
+                progress.update(1, note=f"loss {loss:.4g}")
 
             result = run_stylize(style_model, content_image, iterations=iterations,
                                  evals_per_iteration=evals_per_iteration, callback=on_iteration)
-    save_rgb(result.image, output)
-    figure = save_rgb(side_by_side([content_image, style_image, result.image]), f"{stem}_side_by_side.png")
+        save_rgb(result.image, output)
+        figure = save_rgb(side_by_side([content_image, style_image, result.image]), figure_path)
     elapsed = time.perf_counter() - started
     ratio = result.losses[-1] / result.initial_loss if result.initial_loss else float("nan")
     typer.echo(f"loss {result.initial_loss:.4g} -> {result.losses[-1]:.4g} (ratio {ratio:.3g}) in "

@@ -14,17 +14,18 @@ Heavy imports (TensorFlow, matplotlib) happen inside the command bodies, so `gen
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import (check_directory, check_export_destination, check_output_path, check_trained,
-                                 fail, report_export)
+from genserve.cli.common import (check_directory, check_export_destination, check_fresh_workdir, check_number,
+                                 check_output_path, check_trained, fail, named, on_interrupt, report_export,
+                                 training_interrupted)
 from genserve.cli.options import (DEFAULT_MODELS_DIR, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
-                                  ExportVersionOpt, ModelOpt, ModelsDirOpt, TargetOpt, TimeoutOpt)
+                                  ExportVersionOpt, ForceOpt, ModelOpt, ModelsDirOpt, RestartOpt, TargetOpt,
+                                  TimeoutOpt)
 from genserve.cli.remote import remote
 
 
@@ -53,18 +54,29 @@ def train_text(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 1337,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the workdir's last checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar; only the per-epoch summary lines.")] = False,
+    force: RestartOpt = False,
 ) -> None:
     """Train the book's character-level LSTM (8.1) on a corpus, with a held-out validation split."""
+    from genserve.progress import TrainingProgress
+
+    progress = TrainingProgress(enabled=not quiet)
+    with on_interrupt(training_interrupted(ctx, workdir, progress, resume)):
+        _train_text(ctx, workdir, preset, encoding, keep_case, resume, quiet, force, learning_rate, progress)
+
+
+def _train_text(ctx, workdir, preset, encoding, keep_case, resume, quiet, force, learning_rate, progress) -> None:
     from genserve.data import DataError
     from genserve.training.text import train
     from genserve.training.text_config import resolve_config
 
     check_directory(workdir, option="--workdir")
+    check_fresh_workdir(workdir, "text", resume=resume, named=named(ctx, "workdir"), force=force)
+    check_number(learning_rate, "--learning-rate", 0.0, strictly_above=True)
     if encoding not in ("onehot", "embedding"):
         raise fail(f"--encoding must be onehot or embedding, got {encoding!r}")
     try:
         given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name != "DEFAULT"
-                 and k not in ("workdir", "preset", "resume", "quiet", "keep_case")}
+                 and k not in ("workdir", "preset", "resume", "quiet", "keep_case", "force")}
         if keep_case:
             given["lower"] = False
         # --resume: the workdir's config.json; else the preset; then the options given explicitly
@@ -72,7 +84,7 @@ def train_text(
     except ValueError as e:
         raise fail(str(e).replace("_", "-")) from None
     try:
-        result = train(cfg, workdir, resume=resume, verbose=0 if quiet else 1, log=typer.echo)
+        result = train(cfg, workdir, resume=resume, verbose=0 if quiet else 1, log=typer.echo, progress=progress)
     except (DataError, ValueError, FileNotFoundError) as e:
         raise fail(str(e)) from None
     typer.echo(f"best val loss {result['best_val_loss']:.4f} nats/char "
@@ -116,9 +128,7 @@ def generate(
     server_side: Annotated[bool, typer.Option("--server-side", help="One `generate` request samples everything on the server (no --top-k; needs an export with the generate signature).")] = False,
 ) -> None:
     """Generate text from a served text model at several temperatures, all streams batched per request."""
-    from genserve.clients import GenserveError
-    from genserve.clients.text import BOOK_TEMPERATURES, TextModel, check_length, check_temperatures
-    from genserve.clients.text import generate as run_generate
+    from genserve.clients.text import BOOK_TEMPERATURES, check_length, check_temperatures
 
     temps = list(temperature) if temperature else list(BOOK_TEMPERATURES)
     try:
@@ -134,32 +144,9 @@ def generate(
         raise fail("--top-k is not available with --server-side")
     streaming = len(temps) * samples == 1 and not server_side
     echo = lambda s: (sys.stdout.write(s), sys.stdout.flush())
-    with remote(target, timeout) as client:
-        text_model = TextModel(client, model=model, version=version)
-        try:
-            on_step = None
-            if streaming:  # one stream: print characters as they arrive
-                on_step = lambda i, ids: echo(text_model.decode(ids[:1]))
-                seed_used = text_model.encode(seed_text, replace_unknown)[-text_model.info.maxlen:]
-                seed_str = text_model.decode(seed_used)
-                echo(f'--- seed: "{seed_str}"\n--- temperature {temps[0]}\n{seed_str}')
-            with contextlib.ExitStack() as stack:
-                if not streaming and not server_side:  # several streams: a progress bar on stderr
-                    bars = []  # opened at the first step, once the seed is known to be valid
-
-                    def on_step(i, ids):
-                        if not bars:
-                            bars.append(stack.enter_context(typer.progressbar(
-                                length=length, label=f"generating {len(temps) * samples} streams",
-                                file=sys.stderr)))
-                        bars[0].update(1)
-                result = run_generate(text_model, seed_text, length=length, temperatures=temps,
-                                      samples=samples, seed=seed, top_k=top_k, replace_unknown=replace_unknown,
-                                      on_step=on_step, server_side=server_side)
-        except (GenserveError, KeyboardInterrupt):
-            if streaming:
-                echo("\n")  # what was streamed stays on stdout, ended cleanly
-            raise
+    with on_interrupt("interrupted; nothing written" + (" (no --json file)" if json_out else "")):
+        result, text_model = _generate(target, timeout, model, version, seed_text, length, temps, samples, seed,
+                                       top_k, replace_unknown, server_side, streaming, echo)
     if streaming:
         echo("\n")
     else:  # the book's shape: the seed, then each temperature's continuation
@@ -177,12 +164,45 @@ def generate(
         atomic_write(json_out, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
 
 
+def _generate(target, timeout, model, version, seed_text, length, temps, samples, seed, top_k, replace_unknown,
+              server_side, streaming, echo):
+    """`generate`'s requests: (the result, the TextModel); one stream is echoed as it arrives, several
+    get a progress line on stderr."""
+    from genserve.clients import GenserveError
+    from genserve.clients.text import TextModel
+    from genserve.clients.text import generate as run_generate
+    from genserve.progress import Progress
+
+    with remote(target, timeout) as client:
+        text_model = TextModel(client, model=model, version=version)
+        try:
+            on_step = None
+            if streaming:  # one stream: print characters as they arrive
+                on_step = lambda i, ids: echo(text_model.decode(ids[:1]))
+                seed_used = text_model.encode(seed_text, replace_unknown)[-text_model.info.maxlen:]
+                seed_str = text_model.decode(seed_used)
+                echo(f'--- seed: "{seed_str}"\n--- temperature {temps[0]}\n{seed_str}')
+            elif not server_side:  # several streams: progress on stderr
+                progress = Progress(length, f"generating {len(temps) * samples} streams", "characters")
+                on_step = lambda i, ids: progress.update(1)
+            result = run_generate(text_model, seed_text, length=length, temperatures=temps,
+                                  samples=samples, seed=seed, top_k=top_k, replace_unknown=replace_unknown,
+                                  on_step=on_step, server_side=server_side)
+        except (GenserveError, KeyboardInterrupt):
+            if streaming:
+                echo("\n")  # what was streamed stays on stdout, ended cleanly
+            raise
+    return result, text_model
+
+
 def plot_temperatures(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("out/temperatures.png"),
     seed: Annotated[int, typer.Option(help="Seed of the random example distribution.")] = 0,
+    force: ForceOpt = False,
 ) -> None:
     """The 2x3 figure of one distribution re-weighted at temperatures 0.01 ... 1.0."""
-    check_output_path(out, (".png",), option="--out")
+    check_output_path(out, (".png",), option="--out", named=named(ctx, "out"), force=force)
     import numpy as np
 
     import matplotlib

@@ -18,12 +18,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from genserve.cli.common import (check_directory, check_export_destination, check_number, check_output_path,
-                                 check_trained, fail, report_export)
+from genserve.cli.common import (check_directory, check_export_destination, check_fresh_workdir, check_not_input,
+                                 check_number, check_output_path, check_trained, fail, named, on_interrupt, report_export,
+                                 training_interrupted)
 from genserve.cli.options import (DEFAULT_MODELS_DIR, choices, DEFAULT_TARGET, ClientVersionOpt, ExportNameOpt,
-                                  ExportVersionOpt, JsonOutOpt, MnistDataset, MnistDatasetOpt, ModelOpt,
-                                  ModelsDirOpt, PngOutOpt, QuietOpt, ScaleOpt, SeedOpt, TargetOpt, TimeoutOpt,
-                                  TrainLimitOpt)
+                                  ExportVersionOpt, ForceOpt, JsonOutOpt, MnistDataset, MnistDatasetOpt, ModelOpt,
+                                  ModelsDirOpt, PngOutOpt, QuietOpt, RestartOpt, ScaleOpt, SeedOpt, TargetOpt,
+                                  TimeoutOpt, TrainLimitOpt)
 from genserve.cli.remote import remote
 
 WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, checkpoints).")]
@@ -34,6 +35,7 @@ Which = choices("Which", "best", "last")
 
 
 def train_vae(
+    ctx: typer.Context,
     workdir: WorkdirOpt = Path("work/vae"),
     dataset: MnistDatasetOpt = MnistDataset.mnist,
     epochs: Annotated[int, typer.Option(min=1, help="Total epochs (the book: 10).")] = 10,
@@ -46,20 +48,26 @@ def train_vae(
     seed: SeedOpt = 1337,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the workdir's last checkpoint up to --epochs in total.")] = False,
     quiet: QuietOpt = False,
+    force: RestartOpt = False,
 ) -> None:
     """Train the book's convolutional VAE (8.4); validates on the test set every epoch."""
     check_directory(workdir, "--workdir")
+    check_fresh_workdir(workdir, "vae", resume=resume, named=named(ctx, "workdir"), force=force)
     check_number(learning_rate, "--learning-rate", 0.0, strictly_above=True)
-    from genserve.data import DataError
-    from genserve.training.vae import VAEConfig, train
+    from genserve.progress import TrainingProgress
 
-    try:
-        cfg = VAEConfig(latent_dim=latent_dim, loss=loss.value, learning_rate=learning_rate,
-                        batch_size=batch_size, epochs=epochs, dataset=dataset.value,
-                        train_limit=train_limit, test_limit=test_limit, seed=seed)
-        state = train(cfg, workdir, resume=resume, verbose=0 if quiet else None)
-    except (DataError, ValueError, FileNotFoundError) as e:
-        raise fail(str(e)) from None
+    progress = TrainingProgress(enabled=not quiet)
+    with on_interrupt(training_interrupted(ctx, workdir, progress, resume)):
+        from genserve.data import DataError
+        from genserve.training.vae import VAEConfig, train
+
+        try:
+            cfg = VAEConfig(latent_dim=latent_dim, loss=loss.value, learning_rate=learning_rate,
+                            batch_size=batch_size, epochs=epochs, dataset=dataset.value,
+                            train_limit=train_limit, test_limit=test_limit, seed=seed)
+            state = train(cfg, workdir, resume=resume, verbose=0 if quiet else None, progress=progress)
+        except (DataError, ValueError, FileNotFoundError) as e:
+            raise fail(str(e)) from None
     unit = " nats/image" if cfg.loss == "elbo" else ""
     typer.echo(f"best val_loss {state['best_val_loss']:.4f}{unit} at epoch {state['best_epoch']} "
                f"of {state['epoch']}; checkpoint in {workdir}")
@@ -121,6 +129,7 @@ def eval_vae(
 
 
 def grid(
+    ctx: typer.Context,
     target: TargetOpt = DEFAULT_TARGET,
     model: ModelOpt = "vae",
     version: ClientVersionOpt = None,
@@ -131,6 +140,7 @@ def grid(
     scale: ScaleOpt = 1,
     out: PngOutOpt = Path("out/vae_grid.png"),
     timeout: TimeoutOpt = 30.0,
+    force: ForceOpt = False,
 ) -> None:
     """Decode an n x n grid of latent points in ONE request and save it as a PNG."""
     from genserve.clients.images import save_grey
@@ -141,19 +151,21 @@ def grid(
         grid_axis(n, low, high, spacing)  # bad --n / range: say so before contacting the server
     except ValueError as e:
         raise fail(str(e)) from None
-    check_output_path(out, (".png",), "--out")
-    with remote(target, timeout) as client:
-        vae = VAEModel(client, model=model, version=version)
-        latent_dim = vae.latent_dim
-        start = time.perf_counter()
-        picture = vae.grid(n, low, high, spacing)
-        elapsed = time.perf_counter() - start
-    save_grey(picture, out, scale=scale)
+    check_output_path(out, (".png",), "--out", named=named(ctx, "out"), force=force)
+    with on_interrupt():  # the PNG is written atomically: all or nothing
+        with remote(target, timeout) as client:
+            vae = VAEModel(client, model=model, version=version)
+            latent_dim = vae.latent_dim
+            start = time.perf_counter()
+            picture = vae.grid(n, low, high, spacing)
+            elapsed = time.perf_counter() - start
+        save_grey(picture, out, scale=scale)
     typer.echo(f"wrote {out}: {n}x{n} grid from {model!r} version {vae.version} at {target} (latent size "
                f"{latent_dim}), 1 request, {elapsed * 1000:.1f} ms")
 
 
 def encode(
+    ctx: typer.Context,
     target: TargetOpt = DEFAULT_TARGET,
     model: ModelOpt = "vae",
     version: ClientVersionOpt = None,
@@ -163,33 +175,48 @@ def encode(
     out: Annotated[Path, typer.Option("--out", "-o", help="Scatter plot PNG to write.")] = Path("out/vae_scatter.png"),
     npz: Annotated[Optional[Path], typer.Option(help="Also save z_mean, z_log_var and labels here (.npz).")] = None,
     timeout: TimeoutOpt = 60.0,
+    force: ForceOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Place labelled test images in latent space (positions from the server) and plot them by class."""
     from genserve.clients.vae import VAEModel, encode_all, scatter_plot
     from genserve.data import DataError, mnist
+    from genserve.progress import Progress
 
-    check_output_path(out, (".png",), "--out")
+    check_output_path(out, (".png",), "--out", named=named(ctx, "out"), force=force)
     if npz is not None:
         check_output_path(npz, (".npz",), "--npz")
+        check_not_input(npz, out, option="--npz")
     try:
         digits = mnist.load(dataset.value)
     except DataError as e:
         raise fail(str(e)) from None
     images, labels = digits.x_test[:limit], digits.y_test[:limit]
-    with remote(target, timeout) as client:
-        vae = VAEModel(client, model=model, version=version)
-        z_mean, z_log_var = encode_all(vae.encode, images, batch_size=batch_size)
-    scatter_plot(z_mean, labels, out, title=f"{len(images)} {dataset.value} test images in latent space")
-    if npz is not None:
-        import io
+    progress = Progress(len(images), "encode", "images", enabled=not quiet)
 
-        import numpy as np
+    def encode_batch(x):  # (B, 28, 28) -> (z_mean, z_log_var), counted
+        z = vae.encode(x)
+        progress.update(len(x))
+        return z
 
-        from genserve.files import atomic_write
+    written = []
+    with on_interrupt(lambda: f"interrupted after {progress.done} of {len(images)} images; "
+                      + (f"wrote {written[0]}, nothing else" if written else "nothing written")):
+        with remote(target, timeout) as client:
+            vae = VAEModel(client, model=model, version=version)
+            z_mean, z_log_var = encode_all(encode_batch, images, batch_size=batch_size)
+        scatter_plot(z_mean, labels, out, title=f"{len(images)} {dataset.value} test images in latent space")
+        written.append(out)
+        if npz is not None:
+            import io
 
-        buffer = io.BytesIO()
-        np.savez(buffer, z_mean=z_mean, z_log_var=z_log_var, labels=labels)
-        atomic_write(npz, buffer.getvalue())
+            import numpy as np
+
+            from genserve.files import atomic_write
+
+            buffer = io.BytesIO()
+            np.savez(buffer, z_mean=z_mean, z_log_var=z_log_var, labels=labels)
+            atomic_write(npz, buffer.getvalue())
     typer.echo(f"wrote {out}: {len(images)} images encoded in {-(-len(images) // batch_size)} request(s); "
                f"z_mean range [{z_mean.min():.2f}, {z_mean.max():.2f}]")
 

@@ -64,3 +64,39 @@ def config_for_run(config_class, presets: dict[str, dict], kind: str, workdir, p
         except (OSError, UnicodeDecodeError, ValueError, TypeError):
             pass
     return from_preset(config_class, presets, kind, preset_name or next(iter(presets)), **overrides)
+
+
+def progress_callbacks(verbose, progress, *trainer_callbacks) -> list:
+    """`fit`'s callbacks: the trainer's own between two that report the run's progress through
+    genserve.progress (never Keras's ANSI bar, which also lands in log files). The first erases a
+    terminal bar before the trainer prints its epoch summary line; the last records the epoch as done
+    once the trainer's callbacks (its checkpoint) are through.
+
+    Args:
+        verbose: None: a bar on a terminal, plain lines elsewhere; 0: nothing (counting still works);
+            1 or 2: report.
+        progress: a genserve.progress.TrainingProgress to report to (the CLI keeps it to say where a
+            Ctrl-C stopped the run), or None for a new one.
+    """
+    import keras
+
+    from genserve.progress import TrainingProgress
+
+    if progress is None:
+        progress = TrainingProgress(enabled=verbose != 0)
+
+    class _Report(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            progress.epoch_begin(epoch, self.params.get("epochs"), self.params.get("steps"))
+
+        def on_train_batch_end(self, batch, logs=None):
+            progress.step_end(batch + 1, logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            progress.epoch_end()
+
+    class _Done(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            progress.epoch_done(epoch)
+
+    return [_Report(), *trainer_callbacks, _Done()]

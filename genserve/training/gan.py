@@ -14,7 +14,6 @@ is written atomically (genserve.files); a checkpoint is only referenced by state
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,8 @@ import tensorflow as tf
 
 from genserve.data import sha256_of
 from genserve.files import atomic_path, atomic_write, atomic_write_json
-from genserve.training.common import CONFIG_FILE, STATE_FILE, CheckpointError, config_for_run
+from genserve.training.common import (CONFIG_FILE, STATE_FILE, CheckpointError, config_for_run,
+                                      progress_callbacks)
 from genserve.training.gan_model import (GAN, GAN_PRESETS, IMAGE_SHAPE, SHAPE_FIELDS, GANConfig,  # noqa: F401
                                          bce_with_logits, build_discriminator, build_generator,
                                          latent_from_seeds, new_model, preset)
@@ -152,7 +152,7 @@ def load_checkpoint(workdir: Path, cfg: GANConfig | None = None) -> tuple[GANCon
 
 
 def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.ndarray | None = None,
-          verbose: int | None = None) -> dict:
+          verbose: int | None = None, progress=None) -> dict:
     """Train (or continue training) a DCGAN and checkpoint it into `workdir` after every epoch.
 
     Args:
@@ -161,7 +161,8 @@ def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.nd
             and sample grids there are removed first.
         resume: continue from the verified last checkpoint up to `cfg.epochs` in total.
         data: optional uint8 images (N, 28, 28, 1); loaded from `cfg.dataset` if None.
-        verbose: Keras progress bar (1) or none (0); default: a bar only on a terminal.
+        verbose: progress (1; None: too) or none (0): a bar on a terminal, plain lines elsewhere.
+        progress: a genserve.progress.TrainingProgress to report to (default: a new one).
 
     Returns:
         The state dict: epoch, checkpoint, history (one dict of metrics per epoch).
@@ -187,11 +188,10 @@ def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.nd
         model, state = new_model(cfg), {"epoch": 0, "checkpoint": None, "history": []}
     atomic_write(workdir / CONFIG_FILE, cfg.to_json())
     images = data if data is not None else load_images(cfg)
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 0
     if state["epoch"] < cfg.epochs:
         model.fit(make_dataset(images, cfg), epochs=cfg.epochs, initial_epoch=state["epoch"],
-                  callbacks=[_EpochEnd(workdir, cfg, state)], verbose=verbose, shuffle=False)
+                  callbacks=progress_callbacks(verbose, progress, _EpochEnd(workdir, cfg, state)),
+                  verbose=0, shuffle=False)
     return state
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from genserve.data.text import Vocabulary, load_corpus
 from genserve.files import atomic_path, atomic_write
+from genserve.training.common import progress_callbacks
 from genserve.training.text_config import (BEST_FILE, CONFIG_FILE, HISTORY_FILE,  # noqa: F401 - re-exported
                                           HISTORY_HEADER, LAST_FILE, OPTIMIZERS, SCHEDULES, STATE_FILE,
                                           TEXT_PRESETS, VOCAB_FILE, CheckpointError, TextConfig, preset)
@@ -299,8 +300,8 @@ def _epoch_callback(workdir: Path, cfg: TextConfig, log, val_ds=None):
     return EpochEnd
 
 
-def train(cfg: TextConfig, workdir: str | Path, resume: bool = False, verbose: int = 1,
-          log=print, text: str | None = None) -> dict:
+def train(cfg: TextConfig, workdir: str | Path, resume: bool = False, verbose: int | None = 1,
+          log=print, text: str | None = None, progress=None) -> dict:
     """Train (or resume) the char-LSTM into `workdir`.
 
     Args:
@@ -308,8 +309,9 @@ def train(cfg: TextConfig, workdir: str | Path, resume: bool = False, verbose: i
             rest comes from config.json.
         workdir: checkpoint folder (created).
         resume: continue from last.keras and state.json.
-        verbose: Keras progress bar (1) or none (0).
+        verbose: progress (1; None: too) or none (0): a bar on a terminal, plain lines elsewhere.
         log: where the per-epoch summary lines go.
+        progress: a genserve.progress.TrainingProgress to report to (default: a new one).
         text: the corpus itself (tests); default loads `cfg.corpus`.
 
     Returns:
@@ -367,7 +369,8 @@ def train(cfg: TextConfig, workdir: str | Path, resume: bool = False, verbose: i
     own_val = cfg.targets == "all"  # fit cannot validate a (B, T, V) model on last-position targets
     callback = _epoch_callback(workdir, cfg, log, val_ds if own_val else None)(best, since_best, lr)
     model.fit(train_ds, validation_data=None if own_val else val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
-              verbose=verbose, shuffle=False, callbacks=[callback, keras.callbacks.TerminateOnNaN()])
+              verbose=0, shuffle=False,
+              callbacks=progress_callbacks(verbose, progress, callback, keras.callbacks.TerminateOnNaN()))
     rows = (workdir / HISTORY_FILE).read_text().splitlines()[1:] if (workdir / HISTORY_FILE).exists() else []
     return {"epochs": len(rows), "best_val_loss": callback.best, "best_val_bits": callback.best / math.log(2),
             "seconds_per_epoch": [float(r.split(",")[-1]) for r in rows], "vocab_size": len(vocab),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from keras import layers, ops
 
 from genserve.files import atomic_path, atomic_write, atomic_write_json
 from genserve.training import CheckpointError, JsonConfig
+from genserve.training.common import progress_callbacks
 from genserve.training.vae_eval import (  # noqa: F401 (the losses and evaluation are public here too)
     IMAGE_SHAPE,
     bce_sum,
@@ -245,7 +245,7 @@ def new_model(cfg: VAEConfig) -> VAE:
 
 
 def train(cfg: VAEConfig, workdir: str | Path, resume: bool = False, data=None,
-          verbose: int | None = None) -> dict:
+          verbose: int | None = None, progress=None) -> dict:
     """Train (or continue training) a VAE and checkpoint it into `workdir`.
 
     Args:
@@ -254,7 +254,8 @@ def train(cfg: VAEConfig, workdir: str | Path, resume: bool = False, data=None,
         resume: continue from <workdir>/last.weights.h5 (weights, optimizer state, epoch count) up to
             `cfg.epochs` in total.
         data: optional (x_train, x_test) uint8 arrays (N, 28, 28, 1); loaded from `cfg.dataset` if None.
-        verbose: Keras progress bar (1) or none (0); default: a bar only on a terminal.
+        verbose: progress (1; None: too) or none (0): a bar on a terminal, plain lines elsewhere.
+        progress: a genserve.progress.TrainingProgress to report to (default: a new one).
 
     Returns:
         The state dict: epoch, best_val_loss, best_epoch, history (one dict of metrics per epoch).
@@ -280,12 +281,11 @@ def train(cfg: VAEConfig, workdir: str | Path, resume: bool = False, data=None,
     if resume:  # verified before the data is loaded: a damaged checkpoint fails fast
         _load_weights(model, workdir / LAST_WEIGHTS, "delete it or train without --resume")
     x_train, x_test = data if data is not None else load_images(cfg)[:2]
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 0
     if state["epoch"] < cfg.epochs:
         model.fit(make_dataset(x_train, cfg, shuffle=True), epochs=cfg.epochs,
                   initial_epoch=state["epoch"], validation_data=make_dataset(x_test, cfg, shuffle=False),
-                  callbacks=[_Checkpointer(workdir, cfg.epochs, state)], verbose=verbose, shuffle=False)
+                  callbacks=progress_callbacks(verbose, progress, _Checkpointer(workdir, cfg.epochs, state)),
+                  verbose=0, shuffle=False)
     return state
 
 
