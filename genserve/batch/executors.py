@@ -14,16 +14,21 @@ chunk and each request; the driver keeps reading the pool's output until it ends
 finished is recorded.
 
 Measured traps (Ray 2.60, TF 2.21, 2 cores): an actor pool that claims every logical CPU can hang
-with no error (ray-project/ray#44687), so actors ask for a fraction of a CPU (`actor_cpus`), and
-in-process TensorFlow inside an actor is capped to one intra-op and one inter-op thread unless
---models-dir threads are given; `concurrency=` on map_batches is deprecated since Ray 2.51: the pool is
-`compute=ActorPoolStrategy(size=...)`.
+with no error (ray-project/ray#44687), so actors ask for a fraction of a CPU (`actor_cpus`);
+`concurrency=` on map_batches is deprecated since Ray 2.51: the pool is `compute=ActorPoolStrategy(...)`.
+With --models-dir, float results depend on the Session's intra-op thread count (TensorFlow splits a
+reduction's sum across that many threads: the style `targets` and `step` outputs differ in the last bits
+between 1 and 2 threads, and after an L-BFGS run a stylized PNG by up to 3 grey levels), so the local
+engine's server and every actor's run with the SAME intra-op count (`models_dir_threads`: the one given,
+else what TensorFlow picks on the driver's machine); only the inter-op count, which does not change
+results, is capped to 1 in actors.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -41,6 +46,22 @@ RAY_VERSION = "2.60.0"  # the version pyproject's `batch` extra pins
 
 class RayUnavailable(RuntimeError):
     """Ray is not installed, or the cluster cannot be reached."""
+
+
+def models_dir_threads(threads: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """The (intra-op, inter-op) threads of a --models-dir server, the intra-op count made explicit.
+
+    0 intra-op means what TensorFlow picks (TF_NUM_INTRAOP_THREADS, else the CPUs this process may run
+    on: tensorflow/core/common_runtime/process_util.cc, port::MaxParallelism); it is resolved HERE, on
+    the driver, so that the local engine and every Ray actor (other processes, maybe other nodes) sum
+    in the same order and write the same bytes. Inter-op stays as given (0: TF picks).
+    """
+    intra, inter = threads
+    if intra <= 0:
+        env = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
+        intra = int(env) if env.isdigit() and int(env) > 0 else (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return intra, inter
 
 
 class ThreadExecutor:
@@ -143,6 +164,12 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def actor_threads(threads: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """A Ray actor's --models-dir threads: the local engine's intra-op count, inter-op capped to 1."""
+    intra, inter = models_dir_threads(threads)
+    return intra, inter or 1
+
+
 class RayExecutor:
     """The chunks on Ray Data's actor pool (see the module docstring)."""
 
@@ -172,7 +199,7 @@ class RayExecutor:
             compute=ActorPoolStrategy(size=max(1, min(opts.concurrency, len(chunks)))),
             fn_constructor_kwargs=dict(out=str(self.out.resolve()), target=opts.target, models_dir=models_dir,
                                        versions=self.versions, timeout=opts.timeout,
-                                       threads=opts.threads if any(opts.threads) else (1, 1),
+                                       threads=actor_threads(opts.threads),
                                        max_rows=opts.max_rows, tls=opts.tls))
         try:
             for row in dataset.iter_rows():

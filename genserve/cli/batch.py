@@ -1,7 +1,7 @@
 """CLI: `genserve batch run` — a JSONL job file of text / decode / grid / gan_grid / stylize items in, files out.
 
     genserve batch run job.jsonl --out out/batch --target 127.0.0.1:8500
-    genserve batch run job.jsonl --out out/batch --models-dir out/models        # genserve's server, in process
+    genserve batch run job.jsonl --out out/batch --models-dir models        # genserve's server, in process
     genserve batch run job.jsonl --out out/batch --dry-run                      # validate only
     genserve batch run job.jsonl --out out/batch --engine ray [--address auto]  # pip install 'genserve[batch]'
 
