@@ -16,12 +16,13 @@ finished is recorded.
 Measured traps (Ray 2.60, TF 2.21, 2 cores): an actor pool that claims every logical CPU can hang
 with no error (ray-project/ray#44687), so actors ask for a fraction of a CPU (`actor_cpus`);
 `concurrency=` on map_batches is deprecated since Ray 2.51: the pool is `compute=ActorPoolStrategy(...)`.
-With --models-dir, float results depend on the Session's intra-op thread count (TensorFlow splits a
-reduction's sum across that many threads: the style `targets` and `step` outputs differ in the last bits
-between 1 and 2 threads, and after an L-BFGS run a stylized PNG by up to 3 grey levels), so the local
-engine's server and every actor's run with the SAME intra-op count (`models_dir_threads`: the one given,
-else what TensorFlow picks on the driver's machine); only the inter-op count, which does not change
-results, is capped to 1 in actors.
+Same bytes from both engines (a stylized PNG differed by up to 3 grey levels): float sums depend on
+how many threads split them. (1) With --models-dir, the Session's intra-op thread count (the style
+`targets` and `step` outputs differ in the last bits between 1 and 2 threads): the local engine's server
+and every actor's run with the SAME count (`models_dir_threads`: the one given, else what TensorFlow
+picks on the driver's machine); only the inter-op count, which does not change results, is capped to 1
+in actors. (2) The client's L-BFGS-B (scipy over OpenBLAS) in each actor: Ray sets OMP_NUM_THREADS=1 in
+its workers, so actors get the driver's OpenBLAS thread count (`blas_threads`) in OPENBLAS_NUM_THREADS.
 """
 
 from __future__ import annotations
@@ -164,6 +165,16 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def blas_threads() -> int:
+    """The OpenBLAS thread count of this process (numpy's and scipy's wheels): OPENBLAS_NUM_THREADS,
+    GOTO_NUM_THREADS or OMP_NUM_THREADS, the first one set, else one per CPU (OpenBLAS's own rule)."""
+    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def actor_threads(threads: tuple[int, int] = (0, 0)) -> tuple[int, int]:
     """A Ray actor's --models-dir threads: the local engine's intra-op count, inter-op capped to 1."""
     intra, inter = models_dir_threads(threads)
@@ -196,6 +207,7 @@ class RayExecutor:
         dataset = ray.data.read_json(str(self.plan_path), override_num_blocks=max(1, min(len(chunks), 64)))
         dataset = dataset.map_batches(
             ChunkActor, batch_size=1, batch_format="numpy", num_cpus=self.actor_cpus,
+            runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": str(blas_threads())}},
             compute=ActorPoolStrategy(size=max(1, min(opts.concurrency, len(chunks)))),
             fn_constructor_kwargs=dict(out=str(self.out.resolve()), target=opts.target, models_dir=models_dir,
                                        versions=self.versions, timeout=opts.timeout,
