@@ -175,6 +175,11 @@ def blas_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def actor_env() -> dict[str, str]:
+    """Environment variables every Ray actor gets (`runtime_env`): this process's OpenBLAS threads."""
+    return {"OPENBLAS_NUM_THREADS": str(blas_threads())}
+
+
 def actor_threads(threads: tuple[int, int] = (0, 0)) -> tuple[int, int]:
     """A Ray actor's --models-dir threads: the local engine's intra-op count, inter-op capped to 1."""
     intra, inter = models_dir_threads(threads)
@@ -207,7 +212,7 @@ class RayExecutor:
         dataset = ray.data.read_json(str(self.plan_path), override_num_blocks=max(1, min(len(chunks), 64)))
         dataset = dataset.map_batches(
             ChunkActor, batch_size=1, batch_format="numpy", num_cpus=self.actor_cpus,
-            runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": str(blas_threads())}},
+            runtime_env={"env_vars": actor_env()},
             compute=ActorPoolStrategy(size=max(1, min(opts.concurrency, len(chunks)))),
             fn_constructor_kwargs=dict(out=str(self.out.resolve()), target=opts.target, models_dir=models_dir,
                                        versions=self.versions, timeout=opts.timeout,
