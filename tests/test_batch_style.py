@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,12 +76,10 @@ def test_a_ray_actor_s_environment_writes_the_same_bytes_as_the_local_engine(tmp
         pytest.skip("one CPU: neither TensorFlow nor OpenBLAS splits a sum across threads")
     models = tmp_path / "models"
     export_style(StyleConfig(backbone="random-small"), models)
-    ramp = np.add.outer(np.arange(64), np.arange(96))[..., None] * np.array([1.0, 2.0, 3.0])
-    Image.fromarray((ramp % 256).astype(np.uint8)).save(tmp_path / "content.png")
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (50, 50, 3), dtype=np.uint8)).save(tmp_path / "style.png")
-    job = tmp_path / "job.jsonl"
-    job.write_text(json.dumps({"id": "a", "kind": "stylize", "content": str(tmp_path / "content.png"),
-                               "style": str(tmp_path / "style.png"), "height": 64, "iterations": 2,
+    images = Path(__file__).resolve().parents[1] / "examples" / "images"
+    job = tmp_path / "job.jsonl"  # 80 x 120: big enough for both sums to be split (a smooth ramp was not)
+    job.write_text(json.dumps({"id": "a", "kind": "stylize", "content": str(images / "chelsea-cat.jpg"),
+                               "style": str(images / "hokusai-great-wave.jpg"), "height": 80, "iterations": 1,
                                "evals_per_iteration": 10}) + "\n")
     actor_side = (
         "import sys; from pathlib import Path; from genserve.batch.driver import JobOptions, run_job\n"
@@ -94,4 +93,6 @@ def test_a_ray_actor_s_environment_writes_the_same_bytes_as_the_local_engine(tmp
     assert done.returncode == 0, done.stderr[-3000:]
     summary = run_job(job, JobOptions(out=tmp_path / "local", models_dir=models, progress=False))
     assert summary.ok == 1
+    losses = [json.loads((tmp_path / side / "results.jsonl").read_text())["final_loss"] for side in ("ray", "local")]
+    assert losses[0] == losses[1]  # the same L-BFGS path to the last bit, not only after rounding to 8 bits
     assert (tmp_path / "ray" / "a.png").read_bytes() == (tmp_path / "local" / "a.png").read_bytes()
