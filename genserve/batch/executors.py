@@ -58,11 +58,17 @@ def models_dir_threads(threads: tuple[int, int] = (0, 0)) -> tuple[int, int]:
     in the same order and write the same bytes. Inter-op stays as given (0: TF picks).
     """
     intra, inter = threads
-    if intra <= 0:
-        env = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
-        intra = int(env) if env.isdigit() and int(env) > 0 else (
-            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    return intra, inter
+    return (intra if intra > 0 else _thread_count("TF_NUM_INTRAOP_THREADS")), inter
+
+
+def _thread_count(*variables: str) -> int:
+    """The first of these environment variables set to a positive integer, else the CPUs this process
+    may run on (the default of both TensorFlow's intra-op pool and OpenBLAS)."""
+    for name in variables:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class ThreadExecutor:
@@ -168,11 +174,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
 def blas_threads() -> int:
     """The OpenBLAS thread count of this process (numpy's and scipy's wheels): OPENBLAS_NUM_THREADS,
     GOTO_NUM_THREADS or OMP_NUM_THREADS, the first one set, else one per CPU (OpenBLAS's own rule)."""
-    for name in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return _thread_count("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
 
 
 def actor_env() -> dict[str, str]:
