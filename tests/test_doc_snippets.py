@@ -21,6 +21,8 @@ What the test provides, so the block runs unchanged:
 - bash blocks run with `set -e -o pipefail`, and `curl` fails on an HTTP error status
   (`--fail-with-body`); without a curl binary, blocks that call it are skipped;
 - each block has 90 s; a failure names the doc file and the line of its fence.
+Blocks run in document order (README.md, then docs/*.md by name) against the one server, so a block
+that changes what it serves (the reload snippet) must leave toy version 2 served as before.
 """
 
 from __future__ import annotations
