@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # `make demo`: everything genserve can do, on a laptop without a GPU.
 #
-# Starts the embedded TF-Serving-compatible server over out/models, then runs each model family's
-# demo script (scripts/demo_<family>.sh): train a quick model, export it into the served directory
-# (the server picks new versions up while running), query it with the thin clients, write to out/.
+# Starts the embedded TF-Serving-compatible server over models/ (MODELS_DIR: `genserve serve`'s default,
+# the folder README.md and docs/ use), then runs each model family's demo script
+# (scripts/demo_<family>.sh): train a quick model, export it into the served directory (the server
+# picks new versions up while running), query it with the thin clients, write results to out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
 GENSERVE=${GENSERVE:-.venv/bin/genserve}
 export OUT_DIR=${OUT_DIR:-$PWD/out}
-export MODELS_DIR=${MODELS_DIR:-$OUT_DIR/models}
+export MODELS_DIR=${MODELS_DIR:-$PWD/models}
 export WORK_DIR=${WORK_DIR:-$OUT_DIR/work}
 export PY GENSERVE
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}  # TensorFlow start-up chatter off; errors stay

@@ -4,7 +4,7 @@
 # decode + grid, gan_grid, stylize), run it with `genserve batch run` against the running server, show the
 # results file, then run the same command again to show that finished items are skipped.
 #
-#   MODELS_DIR=out/models OUT_DIR=out GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_batch.sh
+#   MODELS_DIR=models OUT_DIR=out GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_batch.sh
 #
 # Knobs: BATCH_TEXT_ITEMS (24), BATCH_TEXT_LENGTH (TEXT_LENGTH, else 200), BATCH_GRIDS (8),
 # BATCH_STYLE_ITERATIONS (1), STYLE_EVALS (10), STYLE_HEIGHT (160).

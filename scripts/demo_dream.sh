@@ -5,7 +5,7 @@
 # running server loads it, then dream on a photo of a cat with the book's schedule (3 octaves, scale
 # 1.4, 20 steps of 0.01, max_loss 15): one `ascend` request per octave, the loop on the server.
 #
-#   MODELS_DIR=out/models OUT_DIR=out GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_dream.sh
+#   MODELS_DIR=models OUT_DIR=out GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_dream.sh
 #
 # Knobs: DREAM_BACKBONE (default: $STYLE_BACKBONE, else vgg16-offline; random-small needs no
 # download), DREAM_IMAGE (examples/images/chelsea-cat.jpg), DREAM_WIDTH (200), DREAM_OCTAVES (3),

@@ -6,7 +6,7 @@
 # random draw made on the server by seed) and a seed-to-seed interpolation strip (`gan-interpolate`).
 # The per-epoch sample grids stay in the workdir. Results go to OUT_DIR.
 #
-#   MODELS_DIR=out/models OUT_DIR=out WORK_DIR=out/work GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_gan.sh
+#   MODELS_DIR=models OUT_DIR=out WORK_DIR=out/work GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_gan.sh
 #
 # Knobs: GAN_TRAIN_LIMIT (60000), GAN_EPOCHS (2), GAN_DATASET (default: VAE_DATASET, else mnist), GAN_EVAL (0; 1 also runs
 # `genserve eval gan`, which trains the evaluation classifier once, ~1-3 minutes, if it is not cached).

@@ -5,7 +5,7 @@
 # server loads it, then stylise a photo of a cat with Hokusai's Great Wave through the server
 # (L-BFGS-B on this side, loss and gradient from the served `step`) and write the images to OUT_DIR.
 #
-#   MODELS_DIR=out/models OUT_DIR=out WORK_DIR=out/work GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_style.sh
+#   MODELS_DIR=models OUT_DIR=out WORK_DIR=out/work GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_style.sh
 #
 # The content and TV losses are sums over positions while the book's style loss is normalised by the
 # image size, so at 160 px high (241x160, 6.2x fewer pixels than the book's ~600x400) the book's

@@ -4,7 +4,7 @@
 # directory, wait until the running server loads that version, generate 400 characters at the book's
 # four temperatures and write the text, its JSON, the temperature figure and the loss history to OUT_DIR.
 #
-#   MODELS_DIR=out/models OUT_DIR=out WORK_DIR=out/work GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_text.sh
+#   MODELS_DIR=models OUT_DIR=out WORK_DIR=out/work GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_text.sh
 #
 # Knobs: TEXT_CORPUS (shakespeare, or a UTF-8 file), TEXT_MAX_CHARS (400000), TEXT_EPOCHS (2),
 # TEXT_LENGTH (400).

@@ -5,7 +5,7 @@
 # server loads that version, then draw the 15x15 latent grid in ONE request, place the 10,000 test
 # digits in latent space, and evaluate the test-set negative ELBO. Results go to OUT_DIR.
 #
-#   MODELS_DIR=out/models OUT_DIR=out WORK_DIR=out/work GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_vae.sh
+#   MODELS_DIR=models OUT_DIR=out WORK_DIR=out/work GENSERVE_TARGET=127.0.0.1:8500 bash scripts/demo_vae.sh
 #
 # Knobs: VAE_TRAIN_LIMIT (20000), VAE_EPOCHS (2), VAE_DATASET (mnist; fashion needs dataset-fashion-mnist).
 set -euo pipefail

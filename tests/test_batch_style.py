@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,3 +52,47 @@ def test_items_sharing_a_style_share_one_targets_request(target, tmp_path):
     assert records["a"]["outputs"] == ["a.png"] and records["a"]["final_loss"] <= records["a"]["initial_loss"]
     with Image.open(tmp_path / "out" / "a.png") as im:
         assert im.size == (40, 32)
+
+
+def test_a_ray_actor_s_environment_writes_the_same_bytes_as_the_local_engine(tmp_path):
+    """`--engine ray` and `--engine local` write the same stylized PNG with --models-dir.
+
+    Two float sums used to differ between them (by up to 3 grey levels in a 120-pixel image): the
+    in-process server's intra-op threads (actors had 1) and the client's OpenBLAS threads in L-BFGS-B
+    (Ray sets OMP_NUM_THREADS=1 in its workers). Ray itself costs ~30 s to start here, so the actor's
+    side runs in a subprocess with exactly what a Ray worker has: OMP_NUM_THREADS=1, the RayExecutor's
+    `actor_env()` and `actor_threads()`.
+    """
+    import os
+    import subprocess
+    import sys
+
+    from genserve.batch.driver import JobOptions, run_job
+    from genserve.batch.executors import actor_env, blas_threads
+    from genserve.export.style import export_style
+    from genserve.training.style import StyleConfig
+
+    if blas_threads() < 2:
+        pytest.skip("one CPU: neither TensorFlow nor OpenBLAS splits a sum across threads")
+    models = tmp_path / "models"
+    export_style(StyleConfig(backbone="random-small"), models)
+    images = Path(__file__).resolve().parents[1] / "examples" / "images"
+    job = tmp_path / "job.jsonl"  # 80 x 120: big enough for both sums to be split (a smooth ramp was not)
+    job.write_text(json.dumps({"id": "a", "kind": "stylize", "content": str(images / "chelsea-cat.jpg"),
+                               "style": str(images / "hokusai-great-wave.jpg"), "height": 80, "iterations": 1,
+                               "evals_per_iteration": 10}) + "\n")
+    actor_side = (
+        "import sys; from pathlib import Path; from genserve.batch.driver import JobOptions, run_job\n"
+        "from genserve.batch.executors import actor_threads\n"
+        "s = run_job(Path(sys.argv[1]), JobOptions(out=Path(sys.argv[2]), models_dir=Path(sys.argv[3]),\n"
+        "            threads=actor_threads(), progress=False))\n"
+        "sys.exit(0 if s.ok == 1 else 1)\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **actor_env()}
+    done = subprocess.run([sys.executable, "-c", actor_side, str(job), str(tmp_path / "ray"), str(models)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = run_job(job, JobOptions(out=tmp_path / "local", models_dir=models, progress=False))
+    assert summary.ok == 1
+    losses = [json.loads((tmp_path / side / "results.jsonl").read_text())["final_loss"] for side in ("ray", "local")]
+    assert losses[0] == losses[1]  # the same L-BFGS path to the last bit, not only after rounding to 8 bits
+    assert (tmp_path / "ray" / "a.png").read_bytes() == (tmp_path / "local" / "a.png").read_bytes()

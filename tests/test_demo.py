@@ -22,6 +22,7 @@ def test_demo_script_runs_every_family_with_tiny_settings(tmp_path):
     out = tmp_path / "out"
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ, OUT_DIR=str(out), PY=sys.executable, GENSERVE=str(bin_dir / "genserve"),
+               MODELS_DIR=str(tmp_path / "models"),  # the demo's default is ./models, the serve default
                GENSERVE_CACHE=str(tmp_path / "cache"),  # proves nothing is fetched: an empty cache
                TEXT_CORPUS=str(corpus), TEXT_MAX_CHARS="30000", TEXT_EPOCHS="1", TEXT_LENGTH="20",
                VAE_DATASET="synthetic", VAE_TRAIN_LIMIT="256", VAE_EPOCHS="1",

@@ -1,7 +1,7 @@
 """Batch generation jobs: a JSONL file of items in, one file per item and results.jsonl out.
 
     genserve batch run job.jsonl --out out/batch --target 127.0.0.1:8500
-    genserve batch run job.jsonl --out out/batch --models-dir out/models        # server in process
+    genserve batch run job.jsonl --out out/batch --models-dir models        # server in process
     genserve batch run job.jsonl --out out/batch --target 127.0.0.1:8500 --engine ray
 
 Modules, each importing only those listed before it: `fields` (field checkers, the Kind record, name

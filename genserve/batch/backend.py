@@ -1,7 +1,7 @@
 """Where a batch job's requests go: one TF-Serving-compatible server, over genserve's thin gRPC client.
 
     backend = open_backend(target="127.0.0.1:8500")          # a server (TF Serving or `genserve serve`)
-    backend = open_backend(models_dir="out/models")          # genserve's own server, started in process
+    backend = open_backend(models_dir="models")          # genserve's own server, started in process
 
 `--models-dir` starts `genserve.serving.server.ModelServer` on 127.0.0.1 (a free port, no REST, no
 polling) and the job talks to it exactly as to `--target`, so both modes pick the same version (the

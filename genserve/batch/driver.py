@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from genserve.batch.backend import STOP_FILE, JobStopped, ModelUnavailable, StopFlag, open_backend
-from genserve.batch.executors import make_executor
+from genserve.batch.executors import make_executor, models_dir_threads
 from genserve.batch.job import Item, validate_job
 from genserve.batch.plan import make_plan
 from genserve.batch.results import Results
@@ -50,7 +50,8 @@ class JobOptions:
     force: bool = False  # redo items already ok
     timeout: float = 120.0  # per request, seconds
     progress: bool = True
-    threads: tuple[int, int] = (0, 0)  # --models-dir Session intra/inter-op threads (0 = TF picks)
+    threads: tuple[int, int] = (0, 0)  # --models-dir Session intra/inter-op threads (0 = TF picks;
+    # the intra-op count is resolved on the driver, the same for both engines: executors.models_dir_threads)
     engine: str = "local"  # "local" (threads) or "ray"
     address: str | None = None  # Ray cluster address (engine "ray")
     tls: Any = None  # a genserve.clients.TlsSettings for a TLS --target (it pickles: Ray actors get it)
@@ -186,8 +187,8 @@ def run_job(job, opts: JobOptions, backend=None, items: list[Item] | None = None
             return summary
         if own:
             stop = StopFlag(marker if opts.engine == "ray" else None)
-            backend = open_backend(opts.target, opts.models_dir, opts.timeout, stop=stop, threads=opts.threads,
-                                   tls=opts.tls)
+            backend = open_backend(opts.target, opts.models_dir, opts.timeout, stop=stop,
+                                   threads=models_dir_threads(opts.threads), tls=opts.tls)
         stop = backend.stop
         with interrupts(stop):
             try:

@@ -14,16 +14,22 @@ chunk and each request; the driver keeps reading the pool's output until it ends
 finished is recorded.
 
 Measured traps (Ray 2.60, TF 2.21, 2 cores): an actor pool that claims every logical CPU can hang
-with no error (ray-project/ray#44687), so actors ask for a fraction of a CPU (`actor_cpus`), and
-in-process TensorFlow inside an actor is capped to one intra-op and one inter-op thread unless
---models-dir threads are given; `concurrency=` on map_batches is deprecated since Ray 2.51: the pool is
-`compute=ActorPoolStrategy(size=...)`.
+with no error (ray-project/ray#44687), so actors ask for a fraction of a CPU (`actor_cpus`);
+`concurrency=` on map_batches is deprecated since Ray 2.51: the pool is `compute=ActorPoolStrategy(...)`.
+Same bytes from both engines (a stylized PNG differed by up to 3 grey levels): float sums depend on
+how many threads split them. (1) With --models-dir, the Session's intra-op thread count (the style
+`targets` and `step` outputs differ in the last bits between 1 and 2 threads): the local engine's server
+and every actor's run with the SAME count (`models_dir_threads`: the one given, else what TensorFlow
+picks on the driver's machine); only the inter-op count, which does not change results, is capped to 1
+in actors. (2) The client's L-BFGS-B (scipy over OpenBLAS) in each actor: Ray sets OMP_NUM_THREADS=1 in
+its workers, so actors get the driver's OpenBLAS thread count (`blas_threads`) in OPENBLAS_NUM_THREADS.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -41,6 +47,28 @@ RAY_VERSION = "2.60.0"  # the version pyproject's `batch` extra pins
 
 class RayUnavailable(RuntimeError):
     """Ray is not installed, or the cluster cannot be reached."""
+
+
+def models_dir_threads(threads: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """The (intra-op, inter-op) threads of a --models-dir server, the intra-op count made explicit.
+
+    0 intra-op means what TensorFlow picks (TF_NUM_INTRAOP_THREADS, else the CPUs this process may run
+    on: tensorflow/core/common_runtime/process_util.cc, port::MaxParallelism); it is resolved HERE, on
+    the driver, so that the local engine and every Ray actor (other processes, maybe other nodes) sum
+    in the same order and write the same bytes. Inter-op stays as given (0: TF picks).
+    """
+    intra, inter = threads
+    return (intra if intra > 0 else _thread_count("TF_NUM_INTRAOP_THREADS")), inter
+
+
+def _thread_count(*variables: str) -> int:
+    """The first of these environment variables set to a positive integer, else the CPUs this process
+    may run on (the default of both TensorFlow's intra-op pool and OpenBLAS)."""
+    for name in variables:
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class ThreadExecutor:
@@ -143,6 +171,23 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def blas_threads() -> int:
+    """The OpenBLAS thread count of this process (numpy's and scipy's wheels): OPENBLAS_NUM_THREADS,
+    GOTO_NUM_THREADS or OMP_NUM_THREADS, the first one set, else one per CPU (OpenBLAS's own rule)."""
+    return _thread_count("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def actor_env() -> dict[str, str]:
+    """Environment variables every Ray actor gets (`runtime_env`): this process's OpenBLAS threads."""
+    return {"OPENBLAS_NUM_THREADS": str(blas_threads())}
+
+
+def actor_threads(threads: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """A Ray actor's --models-dir threads: the local engine's intra-op count, inter-op capped to 1."""
+    intra, inter = models_dir_threads(threads)
+    return intra, inter or 1
+
+
 class RayExecutor:
     """The chunks on Ray Data's actor pool (see the module docstring)."""
 
@@ -169,10 +214,11 @@ class RayExecutor:
         dataset = ray.data.read_json(str(self.plan_path), override_num_blocks=max(1, min(len(chunks), 64)))
         dataset = dataset.map_batches(
             ChunkActor, batch_size=1, batch_format="numpy", num_cpus=self.actor_cpus,
+            runtime_env={"env_vars": actor_env()},
             compute=ActorPoolStrategy(size=max(1, min(opts.concurrency, len(chunks)))),
             fn_constructor_kwargs=dict(out=str(self.out.resolve()), target=opts.target, models_dir=models_dir,
                                        versions=self.versions, timeout=opts.timeout,
-                                       threads=opts.threads if any(opts.threads) else (1, 1),
+                                       threads=actor_threads(opts.threads),
                                        max_rows=opts.max_rows, tls=opts.tls))
         try:
             for row in dataset.iter_rows():

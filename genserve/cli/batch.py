@@ -1,7 +1,7 @@
 """CLI: `genserve batch run` — a JSONL job file of text / decode / grid / gan_grid / stylize items in, files out.
 
     genserve batch run job.jsonl --out out/batch --target 127.0.0.1:8500
-    genserve batch run job.jsonl --out out/batch --models-dir out/models        # genserve's server, in process
+    genserve batch run job.jsonl --out out/batch --models-dir models        # genserve's server, in process
     genserve batch run job.jsonl --out out/batch --dry-run                      # validate only
     genserve batch run job.jsonl --out out/batch --engine ray [--address auto]  # pip install 'genserve[batch]'
 
@@ -45,7 +45,7 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: one file per item and results.jsonl.")],
     target: Annotated[Optional[str], typer.Option(help="Server host:port (TF Serving or `genserve serve`); default $GENSERVE_TARGET, else 127.0.0.1:8500.")] = None,
     models_dir: Annotated[Optional[Path], typer.Option(help="Serve this models folder in process (genserve's own server on 127.0.0.1, same versions and checks as `genserve serve`) instead of asking one (imports TensorFlow).")] = None,
-    engine: Annotated[Engine, typer.Option(help="local (threads in this process) or ray (Ray Data actor pool; needs genserve[batch]).")] = Engine.local,
+    engine: Annotated[Engine, typer.Option(help="local (threads in this process) or ray (Ray Data actor pool; needs genserve\\[batch]).")] = Engine.local,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (e.g. auto, or ray://head:10001); default: a local Ray.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests (chunks) in flight at once; with --engine ray, actors.")] = 2,
     max_rows: Annotated[Optional[int], typer.Option(min=1, help="Rows per request (default per kind: text 512, decode/grid/gan_grid 256, stylize 8).")] = None,

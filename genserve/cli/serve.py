@@ -1,6 +1,6 @@
 """CLI commands for serving: `genserve serve`, `genserve models`, `genserve export toy`.
 
-    genserve export toy --models-dir out/models && genserve serve --models-dir out/models --port 8500
+    genserve export toy --models-dir models && genserve serve --models-dir models --port 8500
 
 TensorFlow is imported inside the command functions only (`genserve --help` never imports it).
 """

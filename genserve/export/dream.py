@@ -2,7 +2,7 @@
 octave of normalised-gradient ascent in one signature.
 
     genserve export dream --backbone vgg16-offline --models-dir models
-    python -c "from genserve.export.dream import *; print(export_dream(DreamConfig(backbone='random-small'), 'out/models'))"
+    python -c "from genserve.export.dream import *; print(export_dream(DreamConfig(backbone='random-small'), 'models'))"
 
 There is nothing to train: the model is a frozen convnet and a loss, the mean square activation of a
 few layers, weighted, with a border of each activation map ignored (the book crops 2 pixels):

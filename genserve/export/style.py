@@ -1,7 +1,7 @@
 """Export the style-transfer loss as a SavedModel with `step` (default) and `targets` signatures.
 
     genserve export style --backbone vgg16-offline --models-dir models
-    python -c "from genserve.export.style import export_style; from genserve.training.style import StyleConfig; print(export_style(StyleConfig(backbone='random-small'), 'out/models'))"
+    python -c "from genserve.export.style import export_style; from genserve.training.style import StyleConfig; print(export_style(StyleConfig(backbone='random-small'), 'models'))"
 
 `targets`: content_image (B, H, W, 3) and style_image (B, H', W', 3), RGB floats 0..255 of any size
 -> content_features (B, h, w, C) and one gram_<layer> (B, C_l, C_l) per style layer. Called once per job.

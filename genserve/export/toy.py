@@ -1,6 +1,6 @@
 """A tiny example model, y = w * x + b with two signatures, used by the serving tests and the demo.
 
-    genserve export toy --models-dir out/models --bias 1
+    genserve export toy --models-dir models --bias 1
 
 Signatures (genserve.contract.TOY): "affine" (the default, also "serving_default") maps x (B, 1) to
 y = w*x + b and wx = w*x; "scale" maps x (B, 1) and an int32 factor (B,) to y = factor * w * x.

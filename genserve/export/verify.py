@@ -2,7 +2,7 @@
 other, TF Serving's warmup file written, and the written folder loaded on TF Serving's own path (a graph
 Session with the `serve` tag, every variable restored, the warmup replayed by tensor names).
 
-    python -c "from genserve.export.toy import export_toy; print(export_toy('out/models'))"  # runs it
+    python -c "from genserve.export.toy import export_toy; print(export_toy('models'))"  # runs it
 
 Reference: TF Serving's SavedModel warmup (https://www.tensorflow.org/tfx/serving/saved_model_warmup).
 """

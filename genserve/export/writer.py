@@ -11,7 +11,7 @@ Serving's path (genserve.export.verify) and renamed into place, so a server poll
 sees half an export; a failed save removes its temporary folder, and temporary folders left by dead
 processes are removed by the next save.
 
-    python -c "from genserve.export.toy import export_toy; print(export_toy('out/models'))"
+    python -c "from genserve.export.toy import export_toy; print(export_toy('models'))"
 
 Reference: TF Serving's model server config (https://www.tensorflow.org/tfx/serving/serving_config).
 """

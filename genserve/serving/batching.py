@@ -1,6 +1,6 @@
 """Server-side request batching, as TF Serving's batching session does it. No gRPC import.
 
-    python -m genserve.serving.batching out/models/vae/1     # prints the parsed batching parameters
+    python -m genserve.serving.batching models/vae/1     # prints the parsed batching parameters
 
 A model version is batched when its folder holds `batching_params.pbtxt` (layout.BATCHING_PARAMS_FILE,
 a text-format `tensorflow.serving.BatchingParameters`), as `tensorflow_model_server

@@ -1,6 +1,6 @@
 """Load a SavedModel the way `tensorflow_model_server` does: graph Session, `serve` tag, tensor names.
 
-    python -m genserve.serving.loader out/models/vae/1          # lists signatures, checks variables
+    python -m genserve.serving.loader models/vae/1          # lists signatures, checks variables
 
 TF Serving's C++ loader (tensorflow/cc/saved_model/loader.cc, used by
 tensorflow_serving/servables/tensorflow/saved_model_bundle_factory.cc) imports the MetaGraphDef tagged

@@ -1,6 +1,6 @@
 """Prometheus metrics with TF Serving's names, served on the REST port.
 
-    genserve serve --models-dir out/models --rest-port 8501 \
+    genserve serve --models-dir models --rest-port 8501 \
         --monitoring-config-file genserve/deploy/monitoring.config
     curl -s localhost:8501/monitoring/prometheus/metrics | grep request_count
 

@@ -1,6 +1,6 @@
 """Which model versions are served: discovery, version policy, loading, polling, reload. No gRPC.
 
-    python -c "from genserve.serving.registry import ModelRegistry; r = ModelRegistry('out/models'); r.refresh(strict=True); print(r.loaded_versions())"
+    python -c "from genserve.serving.registry import ModelRegistry; r = ModelRegistry('models'); r.refresh(strict=True); print(r.loaded_versions())"
 
 What TF Serving does, and genserve with it (model_servers/server_core.cc, core/aspired_versions_manager.cc,
 sources/storage_path/file_system_storage_path_source.cc):

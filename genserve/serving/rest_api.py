@@ -1,6 +1,6 @@
 """The REST front end: TF Serving's RESTful API (and the Prometheus page) beside the gRPC server.
 
-    genserve serve --models-dir out/models --port 8500 --rest-port 8501
+    genserve serve --models-dir models --port 8500 --rest-port 8501
     curl -s localhost:8501/v1/models/toy
     curl -s -d '{"instances": [[1.0], [2.0]]}' localhost:8501/v1/models/toy:predict
 

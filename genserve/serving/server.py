@@ -1,7 +1,7 @@
 """genserve's embedded model server: TF Serving's gRPC API over a models directory.
 
-    genserve serve --models-dir out/models          # or, in Python:
-    python -c "from genserve.serving.server import ModelServer; s = ModelServer('out/models', port=8500); s.start(); s.wait()"
+    genserve serve --models-dir models          # or, in Python:
+    python -c "from genserve.serving.server import ModelServer; s = ModelServer('models', port=8500); s.start(); s.wait()"
 
 A stand-in for `tensorflow_model_server`, never a more lenient one. The rooms:
 - `loader.py`   SavedModel -> graph Session with the `serve` tag, one make_callable per signature;

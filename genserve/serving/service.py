@@ -1,7 +1,7 @@
 """The serving core without a transport: predict, metadata, status, reload and ModelSpec parsing.
 
     python -c "from genserve.serving.server import ModelServer
-    s = ModelServer('out/models'); s.registry.refresh(strict=True)
+    s = ModelServer('models'); s.registry.refresh(strict=True)
     print(s.service.status(s.service.spec('toy')))"
 
 Both front ends call this one object and only translate (grpc_api.py: protobuf in, status codes out;

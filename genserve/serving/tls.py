@@ -1,6 +1,6 @@
 """TLS for the embedded gRPC server: TF Serving's SSLConfig file (--ssl_config_file) -> server credentials.
 
-    genserve serve --models-dir out/models --ssl-config-file ssl.config
+    genserve serve --models-dir models --ssl-config-file ssl.config
     python -c "from genserve.serving.tls import read_ssl_config; print(read_ssl_config('ssl.config').client_verify)"
 
 The file is the text format of tensorflow_serving/config/ssl_config.proto, PEM contents inline (not
