@@ -171,6 +171,10 @@ class RayExecutor:
         dataset = ray.data.read_json(str(self.plan_path), override_num_blocks=max(1, min(len(chunks), 64)))
         dataset = dataset.map_batches(
             ChunkActor, batch_size=1, batch_format="numpy", num_cpus=self.actor_cpus,
+            # No actor restarts: Ray Data keeps the constructor arguments in the object store, where a
+            # restart cannot count on them (Ray logs so in an ERROR line at each actor's creation;
+            # github.com/ray-project/ray/issues/53727). A failed job resumes from results.jsonl instead.
+            max_restarts=0,
             compute=ActorPoolStrategy(size=max(1, min(opts.concurrency, len(chunks)))),
             fn_constructor_kwargs=dict(out=str(self.out.resolve()), target=opts.target, models_dir=models_dir,
                                        versions=self.versions, timeout=opts.timeout,
