@@ -35,11 +35,13 @@ install() {  # install NAME SPEC
 }
 install base "$WHEEL" & base_pid=$!
 install client "genserve[client] @ file://$PWD/$WHEEL" & client_pid=$!
+server_pid=
+trap 'kill $base_pid $client_pid $server_pid 2>/dev/null || true' EXIT
 
 # Meanwhile the server: the toy model (`genserve export toy`'s function) and a tiny untrained text
 # model, in one process (one TensorFlow start-up).
 MODELS=$ROOT/models
-"$PY" - "$MODELS" "$ROOT/text-work" <<'EOF'
+if "$PY" - "$MODELS" "$ROOT/text-work" 2>"$ROOT/export.log" <<'EOF'
 from genserve.cli.quiet import install_quiet
 install_quiet()
 import dataclasses, sys
@@ -50,10 +52,10 @@ export_toy(sys.argv[1], ToyConfig())
 export_untrained_text(sys.argv[1], sys.argv[2], dataclasses.replace(TextConfig(), maxlen=12, units=16),
                       alphabet="the quick brown fox jumps over the lazy dog.\n")
 EOF
+then :; else cat "$ROOT/export.log" >&2; fail "exporting the models with $PY"; fi
 "$PY" -m genserve serve --models-dir "$MODELS" --port 0 --poll-seconds 0 >"$ROOT/serve.out" 2>"$ROOT/serve.err" &
 server_pid=$!
-trap 'kill "$server_pid" 2>/dev/null || true' EXIT
-for _ in $(seq 600); do  # until the banner (printed once every model is loaded), at most 2 min
+for _ in $(seq 900); do  # until the banner (printed once every model is loaded), at most 3 min
     grep -q "^serving" "$ROOT/serve.out" 2>/dev/null && break
     kill -0 "$server_pid" 2>/dev/null || { cat "$ROOT/serve.err" >&2; fail "genserve serve exited"; }
     sleep 0.2
@@ -95,17 +97,21 @@ expect_refusal client base genserve --help
 expect_refusal client base python -m genserve --help
 expect_refusal client base genserve generate --target "$TARGET"
 expect_refusal client base genserve train text
-expect_ok base "answer 3.0" python -c "
-import sys, numpy as np
+cat >"$ROOT/thin_client.py" <<'EOF'
+import sys
+import numpy as np
 from genserve.clients import Client
-assert 'tensorflow' not in sys.modules
-with Client('$TARGET') as client:
-    y = client.predict('toy', {'x': np.ones((1, 1), np.float32)}, signature='affine')['y']
-print('answer', float(y[0, 0]))"
+with Client(sys.argv[1]) as client:  # the README's thin client: y = 2x + 1 from the toy model
+    y = client.predict("toy", {"x": np.ones((1, 1), np.float32)}, signature="affine")["y"]
+assert "tensorflow" not in sys.modules
+print("answer", float(y[0, 0]))
+EOF
+expect_ok base "answer 3.0" python "$ROOT/thin_client.py" "$TARGET"
 
 step "[client]: pip install '.[client]'"
 expect_ok client "Usage: genserve" genserve --help
 expect_ok client "temperature" genserve generate --target "$TARGET" --seed-text "the quick" --length 8 -t 0.5
+expect_ok client "^toy" genserve models --models-dir "$MODELS"  # lists a folder: no TF Serving protos
 expect_refusal tf client genserve train text
 expect_refusal tf client genserve export toy --models-dir "$ROOT/refused"
 expect_refusal tf client genserve serve --models-dir "$MODELS"
