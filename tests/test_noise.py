@@ -78,20 +78,28 @@ def test_verbose_keeps_tensorflows_lines(tmp_path):
     assert "absl::InitializeLog" in done.stderr  # the start-up lines the quiet mode hides
 
 
-def test_serve_loading_text_logs_only_its_own_lines(text_work):
-    _, models = text_work
-    process = subprocess.Popen([sys.executable, "-m", "genserve", "serve", "--models-dir", str(models),
-                                "--port", "0", "--poll-seconds", "0"], env=child_env(), cwd=ROOT,
+def stderr_after_ctrl_c(args, ready) -> tuple[int, str]:
+    """Start `genserve ARGS`, wait for ready(process), send SIGINT (Ctrl-C): (exit code, stderr)."""
+    process = subprocess.Popen([sys.executable, "-m", "genserve", *map(str, args)], env=child_env(), cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        banner = process.stdout.readline()  # printed once every model is loaded (warmup included)
-        assert "serving text" in banner, process.stderr.read() if process.poll() is not None else banner
+        ready(process)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
+    return process.returncode, stderr
+
+
+def test_serve_loading_text_logs_only_its_own_lines(text_work):
+    def serving(process) -> None:
+        banner = process.stdout.readline()  # printed once every model is loaded (warmup included)
+        assert "serving text" in banner, process.stderr.read() if process.poll() is not None else banner
+
+    _, stderr = stderr_after_ctrl_c(["serve", "--models-dir", text_work[1], "--port", "0", "--poll-seconds", "0"],
+                                    serving)
     assert "loaded model text version 1" in stderr  # genserve's own log stays
     assert_quiet(stderr)
 
@@ -126,25 +134,18 @@ def test_stub_client_example_prints_only_its_answers(toy_server):
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see where fd 2 points")
 def test_ctrl_c_while_tensorflow_loads_does_not_dump_its_start_up_lines(text_work, tmp_path):
-    work, _ = text_work
-    process = subprocess.Popen([sys.executable, "-m", "genserve", "export", "text", "--workdir", str(work),
-                                "--models-dir", str(tmp_path / "m")], env=child_env(), cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    fd2 = f"/proc/{process.pid}/fd/2"
+    def importing_tensorflow(process) -> None:  # fd 2 points at the quiet import's (deleted) temp file
+        fd2 = f"/proc/{process.pid}/fd/2"
 
-    def capturing_start_up_lines() -> bool:  # fd 2 points at the quiet import's (deleted) temp file
-        try:
-            return "(deleted)" in os.readlink(fd2) and os.stat(fd2).st_size > 0
-        except OSError:
-            return False
+        def capturing() -> bool:
+            try:
+                return "(deleted)" in os.readlink(fd2) and os.stat(fd2).st_size > 0
+            except OSError:
+                return False
 
-    try:
-        wait_until(capturing_start_up_lines, timeout=120, what="TensorFlow's import under the quiet hook")
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode != 0
+        wait_until(capturing, timeout=120, what="TensorFlow's import under the quiet hook")
+
+    code, stderr = stderr_after_ctrl_c(["export", "text", "--workdir", text_work[0], "--models-dir", tmp_path / "m"],
+                                       importing_tensorflow)
+    assert code != 0
     assert_quiet(stderr)
