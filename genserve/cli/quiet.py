@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 
 VERBOSE_ENV = "GENSERVE_VERBOSE"
-# Set (if unset) while quiet; the levels that hide only the noise described above.
+# Set (if unset) while quiet: the levels that hide the lines described above.
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "NONE", "RAY_DATA_LOG_LEVEL": "ERROR"}
 _set_by_us: set[str] = set()
 
