@@ -111,6 +111,12 @@ def test_train_gan_prints_no_grappler_error(tmp_path):
     assert_quiet(done.stderr)
 
 
+def test_tls_client_against_a_plaintext_server_prints_one_line(toy_server):
+    done = genserve("generate", "--target", toy_server, "--tls", "--timeout", "10")
+    assert done.returncode == 1, done.stderr
+    assert_quiet(done.stderr)  # gRPC's ssl_transport_security.cc handshake line
+
+
 def test_stub_client_example_prints_only_its_answers(toy_server):
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "tf_serving_stub_client.py"), toy_server],
                           env=child_env(), capture_output=True, text=True, timeout=120)
