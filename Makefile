@@ -12,7 +12,7 @@ SERVING_VENV := .venv-serving
 PEERS_VENV := .venv-peers
 MODELS_DIR ?= models
 
-.PHONY: demo test install clean bench check-serving docker-build browser test-data peers peers-quick
+.PHONY: demo test install clean bench check-serving check-installs docker-build browser test-data peers peers-quick
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ check-serving: $(STAMP)
 	rm -rf build/check-serving
 	$(PY) scripts/check_serving.py prepare build/check-serving
 	cd build && ../$(SERVING_VENV)/bin/python ../scripts/check_serving.py verify check-serving
+
+# The README's installs in throwaway venvs (base: `pip install .`, and `pip install '.[client]'`): --help,
+# a client command against a real server from .venv, the one-line refusal naming the missing extra.
+check-installs: $(STAMP)
+	PY=$(PY) PYTHON=$(PYTHON) bash scripts/check_installs.sh
 
 # genserve vs KServe on the same VAE SavedModel (benchmarks/peers.py); a side venv with kserve and
 # tensorflow-cpu and nothing of genserve runs the KServe server. peers-quick (~1 s a row) is CI's form.

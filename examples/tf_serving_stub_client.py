@@ -2,19 +2,24 @@
 
     python examples/tf_serving_stub_client.py 127.0.0.1:8500
 
-Serves as proof that the embedded server speaks TF Serving's protocol: this script imports only
-`tensorflow` and `tensorflow_serving.apis`, sends a Predict for the toy model (y = 2x + b) and a
-GetModelMetadata, and checks the answers. Exit code 0 when the answers are right.
+Serves as proof that the embedded server speaks TF Serving's protocol: this script talks to it only
+through `tensorflow` and `tensorflow_serving.apis`, sends a Predict for the toy model (y = 2x + b) and a
+GetModelMetadata, and checks the answers. Exit code 0 when the answers are right. The one genserve
+import hides TensorFlow's and gRPC's start-up log lines (GENSERVE_VERBOSE=1 keeps them).
 """
 
 from __future__ import annotations
 
 import sys
 
-import grpc
-import numpy as np
-import tensorflow as tf
-from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
+from genserve.cli.quiet import install_quiet
+
+install_quiet()  # before grpc and tensorflow load
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 
 def main(target: str) -> int:

@@ -243,16 +243,23 @@ def test_target_mode_imports_no_tensorflow(target, job, tmp_path):
 
 
 # ~30 s on 2 cores (ray.init ~10 s, an actor pool ~15 s); Ray is in the `dev` extra, so CI runs it.
-def test_ray_engine_gives_the_same_outputs_as_the_local_engine(target, job, tmp_path):
+def test_ray_engine_gives_the_same_outputs_as_the_local_engine(target, job, tmp_path, capfd, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray Data is not installed (pip install 'genserve[batch]')")
     from genserve.batch.driver import JobOptions, run_job
 
     run_local(job, tmp_path / "local", target=target)
+    monkeypatch.setenv("RAY_DATA_LOG_LEVEL", "ERROR")  # as the quiet `genserve` command sets it
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the 2 CI cores
     try:
+        capfd.readouterr()
         summary = run_job(job, JobOptions(out=tmp_path / "ray", target=target, concurrency=2, engine="ray",
                                           progress=False))
         assert (summary.ok, summary.failed, summary.skipped) == (10, 2, 0)
+        # No Ray noise on stderr (issue 17): core_worker.cc's ERROR line about actor restarts, Ray Data's
+        # "Progress bars disabled" warning.
+        noise = [line for line in capfd.readouterr().err.splitlines()
+                 if "core_worker.cc" in line or "Progress bars disabled" in line]
+        assert not noise, noise
         assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
         assert records(tmp_path / "ray")["t0"]["version"] == 1
         assert not (tmp_path / "ray" / ".batch-plan.jsonl").exists()

@@ -208,13 +208,18 @@ class RayExecutor:
         context = DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        # Ray Data's INFO lines hidden; its warnings too when the CLI is quiet (genserve.cli.quiet).
+        logging.getLogger("ray.data").setLevel(os.environ.get("RAY_DATA_LOG_LEVEL", "WARNING").upper())
         opts = self.opts
         models_dir = None if opts.models_dir is None else str(Path(opts.models_dir).resolve())
         dataset = ray.data.read_json(str(self.plan_path), override_num_blocks=max(1, min(len(chunks), 64)))
         dataset = dataset.map_batches(
             ChunkActor, batch_size=1, batch_format="numpy", num_cpus=self.actor_cpus,
             runtime_env={"env_vars": actor_env()},
+            # No actor restarts: Ray Data keeps the constructor arguments in the object store, where a
+            # restart cannot count on them (Ray logs so in an ERROR line at each actor's creation;
+            # github.com/ray-project/ray/issues/53727). A failed job resumes from results.jsonl instead.
+            max_restarts=0,
             compute=ActorPoolStrategy(size=max(1, min(opts.concurrency, len(chunks)))),
             fn_constructor_kwargs=dict(out=str(self.out.resolve()), target=opts.target, models_dir=models_dir,
                                        versions=self.versions, timeout=opts.timeout,

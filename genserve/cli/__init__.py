@@ -4,7 +4,7 @@
 
 `genserve.cli.root` holds the typer app; `options` every shared option and default; `remote` the one
 helper that opens a client (with the --tls options) and turns its errors into one line; `common` the
-checks run before a command's work; `quiet` TensorFlow's start-up noise hidden; one module per family
+checks run before a command's work; `quiet` TensorFlow's, gRPC's and Ray's start-up noise hidden; one module per family
 (`genserve.cli.text`, ...). Importing this package is cheap: the app is built on first use.
 """
 
@@ -32,6 +32,12 @@ def main() -> None:
     """Console entry point (`genserve`, `python -m genserve`)."""
     import sys
 
+    # TensorFlow's, gRPC's and Ray's start-up and optimiser chatter is noise for a CLI user and breaks
+    # one-line errors: hidden unless --verbose, before any command module is imported (genserve.cli.quiet).
+    from genserve.cli.quiet import install_quiet, verbose_requested
+
+    if not verbose_requested(sys.argv[1:]):
+        install_quiet()
     try:
         from genserve.cli.root import main as _main
 

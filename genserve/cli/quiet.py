@@ -1,13 +1,23 @@
-"""Quiet TensorFlow start-up for the `genserve` command (`genserve --verbose` keeps it).
+"""Quiet start-up for the `genserve` command and the example scripts (`genserve --verbose` keeps it).
 
-TF 2.21 logs through absl from C++ straight to file descriptor 2, before
-TF_CPP_MIN_LOG_LEVEL is consulted ("All log messages before absl::InitializeLog() ...", oneDNN,
-"Could not find cuda drivers", cuInit), so the only reliable silencer is to point fd 2 elsewhere
-while TensorFlow loads. The finder below does that around the first `import tensorflow` (whoever
-imports it), replays the captured text if the import fails, and then lowers the Python-side loggers
-(the TF1 loader's deprecation warnings, absl warnings) to errors. `genserve --verbose` skips it.
+Three libraries write log lines that mean nothing to a user and break one-line errors:
+- TensorFlow 2.21 logs through absl from C++ straight to file descriptor 2. Its start-up lines come
+  before absl::InitializeLog ("All log messages before absl::InitializeLog() ...", "Could not find cuda
+  drivers", cpu_feature_guard) and ignore every setting, so the only silencer is to point fd 2
+  elsewhere while TensorFlow loads: the finder below does that around the first `import tensorflow`
+  (whoever imports it), replays the captured text if the import fails (not on Ctrl-C), and then lowers
+  the Python-side loggers to errors. Later lines (cuInit, grappler's "remapper failed", oneDNN's
+  "supports DT_INT32 only on platforms with AVX-512") are ERROR-level logs of optimisations that fall
+  back by themselves: TF_CPP_MIN_LOG_LEVEL=3 hides them (a real failure still raises in Python).
+- gRPC's C core logs TLS handshake failures (ssl_transport_security.cc) that the clients already turn
+  into one line: GRPC_VERBOSITY=NONE.
+- Ray Data warns "Progress bars disabled": RAY_DATA_LOG_LEVEL=ERROR (genserve.batch.executors honours
+  it). Not RAY_BACKEND_LOG_LEVEL: Ray announces that variable in a log line of its own; the batch
+  engine avoids the cause of Ray's core_worker.cc line instead (max_restarts=0).
+A failure in any of them still reaches the user as a Python exception, which the commands print in one
+line. Variables the user set are left alone. `--verbose` (or GENSERVE_VERBOSE=1) skips all of it.
 
-    python -c "from genserve.cli.quiet import install_quiet_tensorflow; install_quiet_tensorflow(); import tensorflow"
+    python -c "from genserve.cli.quiet import install_quiet; install_quiet(); import tensorflow"
 """
 
 from __future__ import annotations
@@ -15,6 +25,9 @@ from __future__ import annotations
 import os
 
 VERBOSE_ENV = "GENSERVE_VERBOSE"
+# Set (if unset) while quiet: the levels that hide the lines described above.
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "NONE", "RAY_DATA_LOG_LEVEL": "ERROR"}
+_set_by_us: set[str] = set()
 
 
 class _QuietLoader:
@@ -35,6 +48,8 @@ class _QuietLoader:
             try:
                 self._loader.exec_module(module)
                 module.config.list_physical_devices()  # CUDA probing (cuInit) logs here, not at import
+            except (KeyboardInterrupt, SystemExit):
+                raise  # the user stopped it: the start-up lines explain nothing
             except BaseException:
                 os.dup2(saved, 2)
                 captured.seek(0)
@@ -52,7 +67,7 @@ class _QuietTensorFlowFinder:
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None
-        uninstall_quiet_tensorflow()
+        _remove_finder()
         from importlib.machinery import PathFinder
 
         spec = PathFinder.find_spec(name, path)
@@ -64,12 +79,18 @@ class _QuietTensorFlowFinder:
 _FINDER = _QuietTensorFlowFinder()
 
 
+def _remove_finder() -> None:
+    import sys
+
+    if _FINDER in sys.meta_path:
+        sys.meta_path.remove(_FINDER)
+
+
 def quiet_python_loggers() -> None:
     """TensorFlow's and absl's Python loggers at ERROR; TF/Keras deprecation warnings off."""
     import logging
     import warnings
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
     try:
@@ -83,23 +104,40 @@ def quiet_python_loggers() -> None:
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
 
 
-def install_quiet_tensorflow() -> None:
-    """Silence TensorFlow's start-up chatter for this process (no-op if TF is loaded, or with
-    $GENSERVE_VERBOSE=1). Called by the `genserve` entry point before any command runs."""
+def verbose_requested(argv: list[str]) -> bool:
+    """True for `genserve --verbose ...` (the option goes before the command) or GENSERVE_VERBOSE=1."""
+    if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+        return True
+    for arg in argv:
+        if arg == "--verbose":
+            return True
+        if not arg.startswith("-"):
+            return False  # the command name: options after it are the command's
+    return False
+
+
+def install_quiet() -> None:
+    """Silence TensorFlow's, gRPC's and Ray's start-up and optimiser chatter for this process (no-op
+    with $GENSERVE_VERBOSE=1). Called by the `genserve` entry point before any command is imported, and
+    by the example scripts before they import grpc or tensorflow."""
     import sys
 
     if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for name, value in QUIET_ENV.items():
+        if name not in os.environ:
+            os.environ[name] = value
+            _set_by_us.add(name)
     if "tensorflow" in sys.modules:
         quiet_python_loggers()
     elif _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
 
 
-def uninstall_quiet_tensorflow() -> None:
-    """Undo install_quiet_tensorflow's import hook (`--verbose`)."""
-    import sys
-
-    if _FINDER in sys.meta_path:
-        sys.meta_path.remove(_FINDER)
+def uninstall_quiet() -> None:
+    """Undo install_quiet (`--verbose`): the import hook and the variables it set. Libraries already
+    loaded keep the level they read."""
+    _remove_finder()
+    for name in list(_set_by_us):
+        os.environ.pop(name, None)
+        _set_by_us.discard(name)

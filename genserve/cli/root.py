@@ -35,14 +35,14 @@ plot_app = typer.Typer(help="Figures.", no_args_is_help=True)
 
 @app.callback()
 def _global_options(
-    verbose: bool = typer.Option(False, "--verbose", help="Show TensorFlow's start-up and warning logs "
-                                 "(hidden by default so errors stay one line)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show TensorFlow's, gRPC's and Ray's start-up and "
+                                 "warning logs (hidden by default so errors stay one line)."),
 ) -> None:
     if verbose:
-        from genserve.cli.quiet import uninstall_quiet_tensorflow
+        from genserve.cli.quiet import uninstall_quiet
 
         os.environ["GENSERVE_VERBOSE"] = "1"
-        uninstall_quiet_tensorflow()
+        uninstall_quiet()
 
 
 app.add_typer(train_app, name="train")
@@ -67,10 +67,6 @@ for _name in FAMILY_MODULES:
 
 
 def main() -> None:
-    # TensorFlow's start-up chatter (absl, oneDNN, CUDA probing, deprecation warnings) is noise for a
-    # CLI user and breaks one-line errors: hidden unless --verbose (genserve.cli.quiet).
-    from genserve.cli.quiet import install_quiet_tensorflow
-
-    install_quiet_tensorflow()
+    # genserve.cli.main has hidden the start-up chatter (genserve.cli.quiet) before importing this module.
     app()
 
