@@ -153,8 +153,6 @@ def serve(
         raise fail("--monitoring-config-file enables Prometheus metrics, which are served on the REST "
                    "port: set --rest-port (e.g. 8501)")
     ssl_config = _read_config(ssl_config_file, "--ssl-config-file", "genserve.serving.tls", "read_ssl_config")
-    _check_port(host, port, "--port")  # the ports first: loading the models can take seconds
-    _check_port(host, rest_port, "--rest-port")
     from genserve.repository import ConfigError, discover, list_versions
 
     try:
@@ -165,6 +163,8 @@ def serve(
         raise fail(f"no model versions under {models_dir} (expected <name>/<version>/saved_model.pb); "
                    "export one first, e.g. `genserve export toy --models-dir "
                    f"{models_dir}`")
+    _check_port(host, port, "--port")  # before TensorFlow is imported and the models load (seconds)
+    _check_port(host, rest_port, "--rest-port")
 
     import logging
     import signal
