@@ -135,11 +135,9 @@ class Unsupported(grpc.GenericRpcHandler):
 
         def handle(_raw: bytes, context):
             log.warning("gRPC: unsupported method %s from %s (UNIMPLEMENTED)", truncate(method, 200), context.peer())
-
-            def refuse():
-                raise ServingError("UNIMPLEMENTED", message)
-
-            return _answer(self._service, name, context, bytes, refuse)
+            if self._service.observers:
+                self._service.observe("GRPC", name, "", "UNIMPLEMENTED", 0.0)
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, message)  # no message sent: also right for streams
 
         return grpc.unary_unary_rpc_method_handler(handle)
 
