@@ -1,10 +1,10 @@
 """The gRPC front end: TF Serving's PredictionService and ModelService, translated onto service.py.
 
 Implements `tensorflow.serving.PredictionService/Predict` and `/GetModelMetadata`, and
-`tensorflow.serving.ModelService/GetModelStatus` and `/HandleReloadConfigRequest` (METHODS; every other
-method, e.g. Classify, Regress and MultiInference, answers UNIMPLEMENTED, logged in one line). Every error is a `ServingError` mapped to its gRPC
-status; anything unexpected is INTERNAL, logged in one line with the traceback at debug level — no
-request can stop the server.
+`tensorflow.serving.ModelService/GetModelStatus` and `/HandleReloadConfigRequest` (METHODS; any other
+method, e.g. Classify, Regress, MultiInference, answers UNIMPLEMENTED, logged in one line: Unsupported).
+Every error is a `ServingError` mapped to its gRPC status; anything unexpected is INTERNAL, logged in
+one line with the traceback at debug level — no request can stop the server.
 
 Threads: grpcio's synchronous server, with a pool as large as the number of calls it lets open
 (ServerOptions.max_concurrent_rpcs): a call waiting for its model's turn (service.ModelGate) holds a
@@ -117,6 +117,9 @@ def _method_handler(service, name: str, request_cls, response_cls, body):
                                                response_serializer=response_cls.SerializeToString)
 
 
+EXAMPLE_METHODS = ("Classify", "Regress", "MultiInference")  # TF Serving's tf.Example APIs
+
+
 class Unsupported(grpc.GenericRpcHandler):
     """Every method no other handler serves (registered last): UNIMPLEMENTED, logged in one line with
     the caller. Classify, Regress and MultiInference need tf.Example signatures, which genserve's models
@@ -128,7 +131,7 @@ class Unsupported(grpc.GenericRpcHandler):
     def service(self, handler_call_details):
         method = handler_call_details.method
         service_name, _, name = method.lstrip("/").rpartition("/")
-        if service_name == "tensorflow.serving.PredictionService":
+        if service_name == "tensorflow.serving.PredictionService" and name in EXAMPLE_METHODS:
             message = f"{name} is not implemented by genserve (it needs tf.Example signatures); use Predict"
         else:
             message = f"Method not found: {truncate(method, 200)}"
