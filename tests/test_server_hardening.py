@@ -6,15 +6,18 @@ down, stalled it or leaked details; each must now answer a clear status while th
 Cases (issue 12): a 1.6 MB VAE decode request that crashed TensorFlow's conv kernels; a 29-byte toy
 request declaring [5e8, 1] elements; abandoned long `generate` requests holding every worker; a
 megabyte-long model name; garbage bytes (logged in one line, not a traceback); version folders named
-`0012` and `²`; SIGTERM with work in flight (a bounded drain).
+`0012` and `²`; SIGTERM with work in flight (a bounded drain). Issue 17: a gRPC client or TLS at the
+REST port, Classify / Regress / MultiInference: one log line each (counted between two marker lines).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -213,6 +216,73 @@ def test_garbage_bytes_are_logged_in_one_line(served, stub):
     assert served.toy_ok()
     text = served.log.read_text()
     assert "Traceback" not in text, text[-3000:]
+
+
+MARKERS = itertools.count()
+
+
+def _mark(served) -> None:
+    """A REST :classify (itself one log line) whose line, once logged, closes everything logged before."""
+    import urllib.error
+    import urllib.request
+
+    name = f"marker-{next(MARKERS)}"
+    url = f"http://{served.rest}/v1/models/{name}:classify"
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(url, data=b"{}"), timeout=TIMEOUT)
+    assert err.value.code == 501
+    wait_until(lambda: f"/v1/models/{name}:classify" in served.log.read_text(), TIMEOUT, f"the {name} log line")
+
+
+def _logged_by(served, action) -> list[str]:
+    """The lines `action()` makes the server log (the closing marker's own line left out)."""
+    _mark(served)
+    before = len(served.log.read_text().splitlines())
+    action()
+    _mark(served)
+    return served.log.read_text().splitlines()[before:-1]
+
+
+def test_grpc_client_or_tls_at_the_rest_port_logs_one_line_per_connection(served):
+    """Issue 17: a gRPC client at the REST port made aiohttp log an 11-line traceback per connection."""
+    def grpc_at_rest_port():
+        with grpc.insecure_channel(served.rest) as channel:
+            with pytest.raises(grpc.RpcError) as err:
+                prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(_request("toy"), timeout=TIMEOUT)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    lines = _logged_by(served, grpc_at_rest_port)
+    assert len(lines) == 1 and "REST: bad HTTP request from 127.0.0.1: an HTTP/2" in lines[0], lines
+
+    def tls_at_rest_port():
+        host, port = served.rest.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT) as conn:
+            conn.sendall(b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(64))  # a ClientHello's start
+            assert re.match(rb"HTTP/1\.[01] 400", conn.recv(64))
+
+    lines = _logged_by(served, tls_at_rest_port)
+    assert len(lines) == 1 and "REST: bad HTTP request from 127.0.0.1: Received HTTPS" in lines[0], lines
+
+
+def test_classify_regress_multiinference_log_one_line_each(served, stub):
+    """Issue 17: each logged a ~600-byte traceback (the UNIMPLEMENTED answer was right)."""
+    from tensorflow_serving.apis import classification_pb2, inference_pb2, regression_pb2
+
+    stub, _ = stub
+    calls = {"Classify": classification_pb2.ClassificationRequest(), "Regress": regression_pb2.RegressionRequest(),
+             "MultiInference": inference_pb2.MultiInferenceRequest()}
+
+    def unsupported():
+        for method, request in calls.items():
+            with pytest.raises(grpc.RpcError) as err:
+                getattr(stub, method)(request, timeout=TIMEOUT)
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED and "use Predict" in err.value.details()
+
+    lines = _logged_by(served, unsupported)
+    assert len(lines) == 3, lines
+    for line, method in zip(lines, calls):
+        assert f"gRPC: unsupported method /tensorflow.serving.PredictionService/{method} from" in line, lines
+    assert "Traceback" not in served.log.read_text()
 
 
 def test_sigterm_refuses_at_once_and_drains_both_ports_together(served):

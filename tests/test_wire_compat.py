@@ -17,7 +17,7 @@ from google.protobuf import descriptor
 
 from genserve.wire.codec import from_tensor_proto, to_tensor_proto
 from genserve.clients.messages import VersionStatus, predict_request, signatures_from_metadata
-from genserve.wire.protos import serving_pb2, tensor_pb2
+from genserve.wire.protos import model_server_config_pb2, serving_pb2, tensor_pb2
 
 tf = pytest.importorskip("tensorflow")
 from tensorflow.core.framework import tensor_pb2 as tf_tensor_pb2  # noqa: E402
@@ -25,6 +25,7 @@ from tensorflow.core.framework import tensor_shape_pb2 as tf_shape_pb2  # noqa: 
 from tensorflow.core.protobuf import meta_graph_pb2  # noqa: E402
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2  # noqa: E402
 from tensorflow_serving.apis import model_pb2, predict_pb2, status_pb2  # noqa: E402
+from tensorflow_serving.config import model_server_config_pb2 as tf_config_pb2  # noqa: E402
 
 PROTOS = Path(__file__).resolve().parents[1] / "genserve" / "wire" / "protos"
 
@@ -44,6 +45,7 @@ PAIRS = [
     (serving_pb2.ModelVersionStatus, get_model_status_pb2.ModelVersionStatus),
     (serving_pb2.GetModelStatusRequest, get_model_status_pb2.GetModelStatusRequest),
     (serving_pb2.GetModelStatusResponse, get_model_status_pb2.GetModelStatusResponse),
+    (model_server_config_pb2.ModelServerConfig, tf_config_pb2.ModelServerConfig),
 ]
 
 
@@ -77,10 +79,34 @@ def test_field_numbers_match_tf(ours, theirs):
     assert ours.DESCRIPTOR.file.name != theirs.DESCRIPTOR.file.name  # both load in one pool
 
 
+def test_models_config_message_is_complete():
+    """models.config's message is TF Serving's whole ModelServerConfig (every field, every enum value,
+    recursively), so a file TF Serving reads parses here too."""
+    seen = set()
+
+    def same(theirs, ours):
+        if theirs.full_name in seen:
+            return
+        seen.add(theirs.full_name)
+        _same_schema(ours, theirs, set())
+        assert set(theirs.fields_by_name) == set(ours.fields_by_name), theirs.full_name
+        for f in theirs.fields:
+            mine = ours.fields_by_name[f.name]
+            if f.enum_type is not None:
+                assert ({v.name: v.number for v in f.enum_type.values}
+                        == {v.name: v.number for v in mine.enum_type.values}), f.full_name
+            if f.message_type is not None and f.message_type.file.package != "google.protobuf":
+                same(f.message_type, mine.message_type)
+
+    same(tf_config_pb2.ModelServerConfig.DESCRIPTOR, model_server_config_pb2.ModelServerConfig.DESCRIPTOR)
+    assert "tensorflow.serving.LoggingConfig" in seen
+
+
 def test_no_service_is_declared():
     """A service in genserve.wire would be called as /genserve.wire.X/..., which TF Serving rejects."""
     assert not serving_pb2.DESCRIPTOR.services_by_name
     assert not tensor_pb2.DESCRIPTOR.services_by_name
+    assert not model_server_config_pb2.DESCRIPTOR.services_by_name
 
 
 def test_regenerated_code_is_byte_identical(tmp_path):
@@ -89,7 +115,7 @@ def test_regenerated_code_is_byte_identical(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable}
     subprocess.run(["bash", str(PROTOS / "regenerate.sh"), str(tmp_path)], check=True, env=env,
                    capture_output=True)
-    for name in ("tensor_pb2.py", "serving_pb2.py"):
+    for name in ("tensor_pb2.py", "serving_pb2.py", "model_server_config_pb2.py"):
         fresh = tmp_path / "genserve" / "wire" / "protos" / name
         assert fresh.read_bytes() == (PROTOS / name).read_bytes(), (
             f"{name} is stale: run genserve/wire/protos/regenerate.sh")

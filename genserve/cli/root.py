@@ -25,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's plain help: rich's table cut option names at 80 columns (--model-config-f…)
     cls=TlsGroup,  # --tls / --ca-cert / --client-cert / --client-key on every --target command
 )
 train_app = typer.Typer(help="Train a model.", no_args_is_help=True)

@@ -38,6 +38,33 @@ def _read_config(path: Path | None, option: str, module: str, reader: str):
         raise fail(f"{option}: {e}") from None
 
 
+def _check_port(host: str, port: int, option: str) -> None:
+    """One `error:` line at once when `host:port` cannot be listened on: checked by binding it (as the
+    server will: SO_REUSEADDR, no SO_REUSEPORT) BEFORE TensorFlow is imported and any model loads, which
+    takes seconds. The server binds again for real; a port taken between the two is refused by that."""
+    import errno
+    import socket
+
+    if not port:
+        return
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        return  # an unknown host: the server's own bind says so
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
+            try:
+                probe.bind(address)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise fail(f"{option} {port}: port {port} on {host} is already in use (another server?); "
+                               f"stop it or choose another {option}") from None
+                if e.errno == errno.EACCES:
+                    raise fail(f"{option} {port}: permission denied (ports below 1024 need privileges); "
+                               f"choose another {option}") from None
+
+
 def serve(
     models_dir: ModelsDir = Path("models"),
     port: Annotated[int, typer.Option(help="gRPC port (0 = any free port).", min=0, max=65535)] = CLI_PORT,
@@ -136,6 +163,8 @@ def serve(
         raise fail(f"no model versions under {models_dir} (expected <name>/<version>/saved_model.pb); "
                    "export one first, e.g. `genserve export toy --models-dir "
                    f"{models_dir}`")
+    _check_port(host, port, "--port")  # before TensorFlow is imported and the models load (seconds)
+    _check_port(host, rest_port, "--rest-port")
 
     import logging
     import signal

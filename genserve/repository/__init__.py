@@ -20,9 +20,10 @@ Containment: every model folder, version folder and symlink inside them is resol
 inside the models directory unless the operator allows external base paths; a model or version that
 leaves it is refused with a message saying where it leads (one bad model never hides the others).
 
-No TensorFlow import (only the protobuf-only `tensorflow_serving.config` messages), so `genserve models`
-and argument checks stay fast. The rooms: `layout.py` (names, version folders, containment), `config.py`
-(models.config parse/render/edit), this module (which models and versions a server serves).
+No TensorFlow import and no TF Serving protos (models.config's message is genserve.wire's copy), so
+`genserve models` and argument checks stay fast and work in a `genserve[client]` install. The rooms:
+`layout.py` (names, version folders, containment), `config.py` (models.config parse/render/edit), this
+module (which models and versions a server serves).
 
     python -m genserve.repository models/
 """

@@ -5,7 +5,9 @@ TF Serving's --model_config_file reads (and `genserve serve` with it):
       config { name: "toy" base_path: "/models/toy" model_platform: "tensorflow" }
     }
 
-Only the protobuf messages of `tensorflow_serving.config` are imported (no TensorFlow).
+The message is genserve's own copy of TF Serving's (genserve.wire.protos.model_server_config_pb2,
+checked field by field against tensorflow_serving's), so neither TensorFlow nor TF Serving's protos are
+needed: a `genserve[client]` install lists and edits a models directory.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def parse_models_config(text: str, source: str = MODELS_CONFIG) -> list[ModelEnt
     Raises:
         ConfigError: the text is not a ModelServerConfig, uses custom_model_config, or repeats a name.
     """
-    from tensorflow_serving.config import model_server_config_pb2  # TF Serving's own message (the 'tf' extra)
+    from genserve.wire.protos import model_server_config_pb2
 
     config = parse_text_proto(text, model_server_config_pb2.ModelServerConfig(), source, ConfigError)
     if config.WhichOneof("config") == "custom_model_config":
@@ -116,7 +118,8 @@ def read_models_config(models_dir: Path) -> list[ModelEntry] | None:
 def render_models_config(entries: list[ModelEntry]) -> str:
     """Text-format ModelServerConfig for `entries`, as TF Serving's --model_config_file reads it."""
     from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
+
+    from genserve.wire.protos import model_server_config_pb2
 
     config = model_server_config_pb2.ModelServerConfig()
     for entry in entries:

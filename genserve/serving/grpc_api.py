@@ -1,10 +1,10 @@
 """The gRPC front end: TF Serving's PredictionService and ModelService, translated onto service.py.
 
 Implements `tensorflow.serving.PredictionService/Predict` and `/GetModelMetadata`, and
-`tensorflow.serving.ModelService/GetModelStatus` and `/HandleReloadConfigRequest` (METHODS; the other
-methods of both services answer UNIMPLEMENTED). Every error is a `ServingError` mapped to its gRPC
-status; anything unexpected is INTERNAL, logged in one line with the traceback at debug level — no
-request can stop the server.
+`tensorflow.serving.ModelService/GetModelStatus` and `/HandleReloadConfigRequest` (METHODS; any other
+method, e.g. Classify, Regress, MultiInference, answers UNIMPLEMENTED, logged in one line: Unsupported).
+Every error is a `ServingError` mapped to its gRPC status; anything unexpected is INTERNAL, logged in
+one line with the traceback at debug level — no request can stop the server.
 
 Threads: grpcio's synchronous server, with a pool as large as the number of calls it lets open
 (ServerOptions.max_concurrent_rpcs): a call waiting for its model's turn (service.ModelGate) holds a
@@ -117,6 +117,34 @@ def _method_handler(service, name: str, request_cls, response_cls, body):
                                                response_serializer=response_cls.SerializeToString)
 
 
+EXAMPLE_METHODS = ("Classify", "Regress", "MultiInference")  # TF Serving's tf.Example APIs
+
+
+class Unsupported(grpc.GenericRpcHandler):
+    """Every method no other handler serves (registered last): UNIMPLEMENTED, logged in one line with
+    the caller. Classify, Regress and MultiInference need tf.Example signatures, which genserve's models
+    do not have; grpcio alone would answer "Method not found!" and log nothing."""
+
+    def __init__(self, service):
+        self._service = service
+
+    def service(self, handler_call_details):
+        method = handler_call_details.method
+        service_name, _, name = method.lstrip("/").rpartition("/")
+        if service_name == "tensorflow.serving.PredictionService" and name in EXAMPLE_METHODS:
+            message = f"{name} is not implemented by genserve (it needs tf.Example signatures); use Predict"
+        else:
+            message = f"Method not found: {truncate(method, 200)}"
+
+        def handle(_raw: bytes, context):
+            log.warning("gRPC: unsupported method %s from %s (UNIMPLEMENTED)", truncate(method, 200), context.peer())
+            if self._service.observers:
+                self._service.observe("GRPC", name, "", "UNIMPLEMENTED", 0.0)
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, message)  # no message sent: also right for streams
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+
 def generic_handlers(service) -> list:
     """The gRPC handlers of both TF Serving services over `service`."""
     handlers = Handlers(service)
@@ -165,6 +193,7 @@ class GrpcServer:
         server.add_generic_rpc_handlers(generic_handlers(self._service))
         if self.health is not None:
             self.health.add_to_server(server)
+        server.add_generic_rpc_handlers([Unsupported(self._service)])  # last: what no handler serves
         try:
             if self.credentials is not None:
                 port = server.add_secure_port(self.address, self.credentials)

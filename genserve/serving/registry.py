@@ -9,8 +9,8 @@ sources/storage_path/file_system_storage_path_source.cc):
   canonical integer folders on disk — by default the latest one only;
 - a new version is loaded (and its warmup replayed) BEFORE the old one is unloaded, and the swap is
   atomic: requests in flight finish on the version they started with;
-- a request for a version that is not loaded answers NOT_FOUND (nothing is loaded on demand), an
-  unknown label INVALID_ARGUMENT;
+- a request for a version that is not loaded (yet: GetModelStatus says LOADING) answers NOT_FOUND
+  (nothing is loaded on demand), an unknown label INVALID_ARGUMENT;
 - a version whose load failed is reported by GetModelStatus as END with the error, and is retried on
   later polls (with backoff), so a version caught mid-copy is served once the copy is complete;
 - every model folder, version folder and symlink in a version must stay inside the models directory
@@ -78,7 +78,7 @@ class VersionStatus:
 class _Failure:
     message: str
     attempts: int
-    retry_at: float
+    retry_at: float  # time.monotonic() of the next try
 
 
 @dataclass
@@ -90,11 +90,8 @@ class _Model:
     ended: dict = field(default_factory=dict)  # version -> reason (unloaded versions, for status)
     refused: dict = field(default_factory=dict)  # version -> why its folder is refused (containment)
     error: str | None = None  # why the whole model folder is refused (containment)
+    loading: int | None = None  # the version being loaded now (GetModelStatus: LOADING)
     load_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def latest(self) -> int | None:
-        return max(self.versions) if self.versions else None
 
 
 def signature_def_any(meta_graph):
@@ -154,8 +151,7 @@ class ModelRegistry:
         self.base_path_prefix = base_path_prefix
         self.allow_external_base_paths = allow_external_base_paths
         self.session_config = session_config
-        self.on_load = on_load
-        self.on_unload = on_unload
+        self.on_load, self.on_unload = on_load, on_unload
         self.on_refresh = on_refresh  # called after every refresh (start, poll, reload), lock held
         self._models: dict[str, _Model] = {}
         self._lock = threading.Lock()  # one refresh at a time
@@ -303,6 +299,7 @@ class ModelRegistry:
     def _load(self, model: _Model, version: int, path: Path,
               failure: _Failure | None) -> LoadedVersion | None:
         """Load `path` (the version folder, resolved and contained) or record why it failed."""
+        model.loading = version
         try:
             check_tree_contained(path, self._root)  # e.g. variables/ a symlink to elsewhere
             loaded = load_version(model.entry.name, version, path, self.session_config)
@@ -320,6 +317,8 @@ class ModelRegistry:
             log.error("model %s version %d at %s failed to load (attempt %d, retry in %.0f s): %s",
                       model.entry.name, version, path, attempts, delay, message)
             return None
+        finally:
+            model.loading = None
         model.failed.pop(version, None)
         model.ended.pop(version, None)
         log.info("loaded model %s version %d from %s (signatures: %s; %d warmup requests) in %.2f s",
@@ -328,9 +327,9 @@ class ModelRegistry:
         return loaded
 
     def _unloaded(self, loaded: LoadedVersion) -> None:
+        """on_unload; the Session is closed by garbage collection once no request holds it any more."""
         if self.on_unload is not None:
             self.on_unload(loaded)
-        # The Session is closed by garbage collection once no request holds the version any more.
 
     # -- queries ----------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -341,8 +340,7 @@ class ModelRegistry:
         return {name: sorted(m.versions) for name, m in self._models.items()}
 
     def _model(self, name: str) -> _Model:
-        model = self._models.get(name)
-        if model is None:
+        if (model := self._models.get(name)) is None:
             served = ", ".join(sorted(self._models)) or "none"
             raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({clip(name)}) "
                                             f"(no model named {short(name)}; served: {served})")
@@ -362,13 +360,12 @@ class ModelRegistry:
             if version is None or version not in versions:
                 raise ServingError("INVALID_ARGUMENT", f"Unrecognized servable version label: {clip(label)}")
         elif version is None:
-            latest = model.latest
+            latest = max(versions) if versions else None  # of this one snapshot
             if latest is None:
                 raise ServingError("NOT_FOUND", f"Servable not found for request: Latest({clip(name)}) "
                                                 "(no version loaded)")
             return versions[latest]
-        loaded = versions.get(version)
-        if loaded is None:
+        if (loaded := versions.get(version)) is None:
             raise ServingError("NOT_FOUND", f"Servable not found for request: Specific({clip(name)}, {version})")
         return loaded
 
@@ -380,11 +377,13 @@ class ModelRegistry:
         """
         model = self._model(name)
         states = {v: VersionStatus(v, "AVAILABLE") for v in model.versions}
+        if (loading := model.loading) is not None:  # TF Serving's ServableStateMonitor says LOADING
+            states.setdefault(loading, VersionStatus(loading, "LOADING"))
         for v, failure in model.failed.items():
             states.setdefault(v, VersionStatus(v, "END", "UNKNOWN", failure.message))
         for v, reason in model.refused.items():
             states.setdefault(v, VersionStatus(v, "END", "PERMISSION_DENIED", reason))
-        for v, reason in model.ended.items():
+        for v in model.ended:
             states.setdefault(v, VersionStatus(v, "END"))
         why = f": {model.error}" if model.error else ""
         if version is not None:

@@ -18,14 +18,13 @@ http_rest_api_util.cc, http_server.cc):
 Like TF Serving, every path under /v1/ (case-insensitive) goes to one handler: a method or path it does
 not know answers 400 `{"error": "Malformed request: PUT /v1/..."}`, errors answer `{"error": ...}` with
 the HTTP status of their canonical code (errors.HTTP_STATUS), and paths outside /v1/ answer 404.
-The server is aiohttp on its own event loop in a thread; it only translates: JSON decoding and encoding
-run on the service's worker threads, the model's work in service.ModelService (the version is resolved
-once per request). Request bodies are bounded by the server's message limit (--max-message-mb; 413
-beyond it, also when a declared Content-Length or a gzip/deflate body's inflated size exceeds it, the
-inflation capped chunk by chunk off the event loop); a body that does not inflate or is not UTF-8 JSON
-answers 400, and one that does not fully arrive within 30 s (ServerOptions.body_timeout_seconds) 408.
-REST requests carry no deadline: they run under the server's --max-request-seconds, as TF Serving's
-run under --rest_api_timeout_in_ms. After SIGTERM every request answers 503.
+aiohttp on its own event loop in a thread only translates: JSON is decoded and encoded on the service's
+worker threads, the model's work done in service.ModelService (the version resolved once per request).
+Request bodies are bounded by --max-message-mb (413 beyond, also for a declared Content-Length or a
+gzip/deflate body inflating past it, inflated chunk by chunk off the event loop); a body that does not
+inflate or is not UTF-8 JSON answers 400, one not all there within 30 s (body_timeout_seconds) 408. Bad
+HTTP and unsupported requests (:classify) log one line. No deadline: --max-request-seconds bounds a run,
+as TF Serving's --rest_api_timeout_in_ms does. After SIGTERM every request answers 503.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from concurrent import futures
 from urllib.parse import unquote
 
 from genserve.serving import json_tensor
-from genserve.serving.errors import ServingError, error_json, truncate
+from genserve.serving.errors import OneLineLog, ServingError, error_json, truncate
 from genserve.serving.options import READY_PATH
 
 log = logging.getLogger("genserve.serving")
@@ -224,8 +223,7 @@ class RestServer:
         self._api = RestApi(service)
         self.health, self.cors = health, cors  # readiness (a health.Health, None: no endpoint); CORS headers
         self._service = service
-        self.host = host
-        self.port = port
+        self.host, self.port = host, port
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout  # seconds for a whole request body to arrive (408 beyond)
         self.ssl_context = ssl_context  # HTTPS when set (tls.server_ssl_context)
@@ -284,7 +282,7 @@ class RestServer:
         # shutdown_timeout: what is left in flight after stop()'s own grace wait is cancelled at once.
         # auto_decompress off: bodies are inflated by `inflate`, bounded, on a worker thread.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1,
-                                     auto_decompress=False)
+                                     auto_decompress=False, logger=OneLineLog(log))  # bad HTTP: one line
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_port=False, ssl_context=self.ssl_context)
         await site.start()
@@ -363,6 +361,8 @@ class RestServer:
             return self._json(e.http_status, error_json(e.message))
         status, text, model, api, code = await self._api.process(request.method, path, body)
         self._service.observe("REST", api, model, code, time.perf_counter() - start)
+        if code == "UNIMPLEMENTED":  # e.g. :classify; one line, as gRPC's Classify
+            log.warning("REST: unsupported request %s %s from %s", request.method, path[:200], request.remote)
         return self._json(status, text)
 
     async def _body(self, request) -> bytes:

@@ -12,7 +12,8 @@ A stand-in for `tensorflow_model_server`, never a more lenient one. The rooms:
 - `grpc_api.py` and `rest_api.py`  the two front ends, translators onto the service;
 - `options.py`  every default;
 - `health.py`   readiness: grpc.health.v1 (--enable-grpc-healthcheck-service) and GET /v1/health/ready;
-- this module   assembles them: ports, the poller, a bounded drain of both front ends at once.
+- this module   assembles them: ports (bound before the models load), the poller, a bounded drain
+                of both front ends at once.
 docs/serving.md lists every module.
 
 Errors follow TF Serving (servables/tensorflow/predict_util.cc, model_servers/server_core.cc): unknown
@@ -84,16 +85,23 @@ class ModelServer:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> int:
-        """Load every model's served versions, bind, start serving and polling. Returns the port.
+        """Bind both ports and start serving, then load every model's served versions, then poll.
+        Returns the gRPC port.
+
+        The ports come first, so a port already taken fails at once, before any model loads (loading can
+        take seconds per model). While the models load, health says NOT_SERVING (GET /v1/health/ready:
+        503) and a request for a model answers what TF Serving answers for one not yet available:
+        NOT_FOUND "Servable not found for request: Latest(NAME)" (REST: 404); GetModelStatus shows the
+        version being loaded as LOADING.
 
         Raises:
             FileNotFoundError: the models directory does not exist.
             ConfigError: models.config is malformed.
             OSError: the address cannot be bound.
+        (On any of them both ports are closed again.)
         """
         from genserve.serving.grpc_api import GrpcServer
 
-        self.registry.refresh(strict=True)
         credentials = None
         if self.options.ssl_config is not None:
             from genserve.serving.tls import server_credentials
@@ -106,9 +114,12 @@ class ModelServer:
             self.port = self._grpc.start()
             if self.rest_port is not None:
                 self._start_rest()
+            self.registry.refresh(strict=True)
         except BaseException:
-            self._grpc.stop(0)
-            self._grpc = None
+            for front in (self._rest, self._grpc):
+                if front is not None:
+                    front.stop(0)
+            self._grpc = self._rest = None
             raise
         self._stop.clear()
         if self.options.poll_seconds > 0 or (self.options.config_poll_seconds or 0) > 0:

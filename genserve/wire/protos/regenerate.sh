@@ -16,4 +16,5 @@ python="${PYTHON:-$root/.venv/bin/python}"
 mkdir -p "$out"
 cd "$root"
 "$python" -m grpc_tools.protoc --proto_path=. --python_out="$out" \
-  genserve/wire/protos/tensor.proto genserve/wire/protos/serving.proto
+  genserve/wire/protos/tensor.proto genserve/wire/protos/serving.proto \
+  genserve/wire/protos/model_server_config.proto
