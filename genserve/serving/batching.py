@@ -229,11 +229,17 @@ class Batcher:
                             f"is {self.params.max_enqueued_batches}")
                     queue.batches.append([])
                     queue.open_rows = 0
-                if not queue.batches[-1]:
+                opened = not queue.batches[-1]
+                if opened:
                     queue.open_since = now
                 queue.batches[-1].append(task)
                 queue.open_rows += rows
-                self._cond.notify()
+                # Wake a batch thread only when what it waits for changed (TF's Queue::Schedule calls
+                # schedulable_batch_callback_ only when a batch becomes schedulable): a new open batch
+                # (a new timeout to wait for), a closed or full one, or no timeout at all. A task
+                # joining a waiting open batch changes nothing: a waiting thread is timed for it.
+                if opened or len(queue.batches) > 1 or queue.open_rows >= limit or not self.params.batch_timeout_micros:
+                    self._cond.notify()
         if closed:
             return _run_now(sig, arrays, keys, timeout_ms)
         return task.future
@@ -273,6 +279,8 @@ class Batcher:
                     if self._closed:
                         return
                     self._cond.wait(found)  # found: seconds until an open batch times out, or None
+                if self._queues:  # tasks left: a waiting thread takes over their timeout
+                    self._cond.notify()
             tasks = found
             self._process(queue, tasks)
 
