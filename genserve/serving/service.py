@@ -104,6 +104,9 @@ class ModelService:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when inflight drops
         self.work = futures.ThreadPoolExecutor(options.max_workers, thread_name_prefix="genserve-work")
+        from genserve.serving.loader import limit_malloc_arenas
+
+        limit_malloc_arenas()  # before the serving threads allocate (loader.MALLOC_ARENAS says why)
 
     # -- ModelSpec --------------------------------------------------------------------------------
     @staticmethod
