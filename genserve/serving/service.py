@@ -174,26 +174,33 @@ class ModelService:
         finally:
             self._end()
 
-    async def predict(self, request, time_remaining: float | None = None, loaded=None):
+    async def predict(self, request, time_remaining: float | None = None, loaded=None, finish=None):
         """Resolve (unless `loaded` is given), check, admit and run one PredictRequest; while it waits
         for its model it is a Future awaited on the caller's event loop (the REST front end).
 
         Args:
             time_remaining: seconds before the request's deadline (None: --max-request-seconds).
             loaded: the version already resolved for this request (REST resolves it to read dtypes).
+            finish: applied to the PredictResponse on the thread that made it, after the run slot is
+                released (REST: the JSON text), saving a hand-off to another thread.
         Returns:
-            A tensorflow.serving.PredictResponse.
+            A tensorflow.serving.PredictResponse, or what `finish` made of it.
         Raises:
             ServingError: see server.py's module docstring.
         """
         loaded, deadline, gate = self._begin(request, time_remaining, loaded)
+        finish = finish or _same
         try:
             batcher = loaded.extras.get("batcher")
             what = f"model {short(loaded.name)}"
             if batcher is None:
                 gate.admit(what)
+
+                def job():
+                    return finish(gate.run(what, deadline, self._run, loaded, request, deadline))
+
                 try:
-                    future = gate.executor.submit(gate.run, what, deadline, self._run, loaded, request, deadline)
+                    future = gate.executor.submit(job)
                 except RuntimeError:  # shut down
                     gate.release()
                     raise ServingError("UNAVAILABLE", SHUTTING_DOWN) from None
@@ -204,8 +211,8 @@ class ModelService:
             sig, arrays, keys = await loop.run_in_executor(gate.executor, self._prepare, loaded, request)
             timeout_ms = self._batch_timeout(loaded, deadline)
             result = await asyncio.wrap_future(self._batched(loaded, batcher.submit(sig, arrays, keys, timeout_ms)))
-            return await loop.run_in_executor(gate.executor, execute.respond, loaded.name,
-                                              loaded.version, sig, keys, result, _response_cls())
+            return await loop.run_in_executor(gate.executor, lambda: finish(execute.respond(
+                loaded.name, loaded.version, sig, keys, result, _response_cls())))
         finally:
             self._end()
 
@@ -362,6 +369,10 @@ def _timeout_ms(deadline: float | None) -> int:
         return 0
     left = int((deadline - time.monotonic()) * 1000)
     return left if left > 0 else -1
+
+
+def _same(response):
+    return response
 
 
 def _response_cls():
