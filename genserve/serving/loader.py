@@ -18,7 +18,6 @@ Nothing here imports gRPC: errors are `ServingError`s with canonical status name
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -258,28 +257,6 @@ class GraphModel:
 
     def close(self) -> None:
         self.session.close()
-
-
-# glibc malloc's arenas for the server process (M_ARENA_MAX; glibc's default is 8 per core). Every
-# thread that allocates while another holds an arena may get one of its own, and a loaded server has
-# dozens (a gRPC thread per open call, batch threads, TensorFlow's pools). Measured on this VAE, one
-# process after 64-client gRPC and REST load (2 cores, interleaved): 777 MB RSS with the default,
-# 741 MB with 2 arenas, throughput within the run's noise.
-MALLOC_ARENAS = 2
-M_ARENA_MAX = -8  # glibc malloc.h
-
-
-def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas for this process (unless MALLOC_ARENA_MAX is set in the environment,
-    which then rules). Returns True when the cap was set; False off glibc."""
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, count))
-    except (OSError, AttributeError):  # not glibc
-        return False
 
 
 def error_summary(message: str) -> str:
