@@ -60,13 +60,14 @@ check-serving: $(STAMP)
 check-installs: $(STAMP)
 	PY=$(PY) PYTHON=$(PYTHON) bash scripts/check_installs.sh
 
-# genserve vs KServe on the same VAE SavedModel (benchmarks/peers.py); a side venv with kserve and
-# tensorflow-cpu and nothing of genserve runs the KServe server. peers-quick (~1 s a row) is CI's form.
+# genserve vs KServe on the same VAE SavedModel (benchmarks/peers.py); a side venv with kserve and the
+# same TensorFlow distribution as genserve's (tensorflow-cpu imports ~65 MB smaller: RSS would compare
+# wheels, not servers) and nothing of genserve runs the KServe server. peers-quick (~1 s a row) is CI's form.
 $(PEERS_VENV)/.installed:
 	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/python -m pip install --quiet \
 		'kserve==$(shell $(PY) -c "from genserve.deploy.kserve import SCHEMA_WHEEL; print(SCHEMA_WHEEL[1])")' \
-		'tensorflow-cpu==$(shell $(PY) -c "from importlib.metadata import version; print(version('tensorflow'))")'
+		'tensorflow==$(shell $(PY) -c "from importlib.metadata import version; print(version('tensorflow'))")'
 	touch $@
 
 peers: $(STAMP) $(PEERS_VENV)/.installed

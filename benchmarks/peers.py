@@ -1,6 +1,6 @@
 """Serving speed against a real peer: genserve and KServe's Python model server on one VAE SavedModel.
 
-    make peers                     # builds .venv-peers (kserve 0.21 + tensorflow-cpu 2.21), full run
+    make peers                     # builds .venv-peers (kserve 0.21 + genserve's tensorflow 2.21), full run
     make peers-quick               # the same, ~1 s per row (what CI runs)
     .venv/bin/python benchmarks/peers.py --kserve-python .venv-peers/bin/python [--quick]
     .venv/bin/python benchmarks/peers.py --genserve-only --quick      # no side venv: genserve rows only
@@ -17,7 +17,8 @@ with z of (1, 2), back to back, each on its own keep-alive connection, the bodie
   (request serialized by the KServe process, which has the generated classes), raw bytes both ways.
 The phases are interleaved: for each protocol and client count, every server runs its phase in turn,
 `--rounds` times, so a burst of load from other processes hits them alike; latencies of a row are
-pooled over its rounds. RSS is read after the load (KServe: the sum over its worker processes).
+pooled over its rounds. RSS is read after the load (KServe: the sum over its worker processes), and
+also given above a bare `import tensorflow` in the same Python (what the server itself adds).
 Then the floor ratios of `predict_latency.py` (text `step` over gRPC / (echo + in-process step), and
 client-side generation vs the book's window requests), measured by its `measure()`.
 """
@@ -176,6 +177,18 @@ class KServeProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
+
+
+def import_rss_mb(python: str) -> float:
+    """Resident MB of `python` after a bare `import tensorflow` (the floor every server here starts from)."""
+    code = ("import tensorflow\nfor line in open('/proc/self/status'):\n"
+            "    if line.startswith('VmRSS:'): print(int(line.split()[1]) / 1024)")
+    out = subprocess.run([os.path.abspath(python), "-c", code], capture_output=True, text=True, cwd=tempfile.gettempdir(),
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ""}, timeout=300)
+    try:
+        return float(out.stdout.split()[-1])
+    except (IndexError, ValueError):
+        return float("nan")
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -342,6 +355,9 @@ def run_all(args, clients: list[int], tmp: Path):
                             print(f"  {proto:<4} {n:>3} clients  {name:<22} {r['throughput']:8.0f} req/s  "
                                   f"p50 {r['p50_ms']:7.2f} ms  errors {r['errors']}", flush=True)
         rss = {name: s.rss_mb() for name, s in servers.items()}
+        rss["import tensorflow, genserve's venv"] = import_rss_mb(sys.executable)
+        if not args.genserve_only:
+            rss["import tensorflow, KServe's venv"] = import_rss_mb(args.kserve_python)
     finally:
         for server in servers.values():
             server.stop()
@@ -374,6 +390,8 @@ def report(results: dict, rss: dict, checks: dict, floor: dict | None, clients: 
     for name, mb in rss.items():
         print(f"| {name} | {mb:,.0f} |")
     kserve = [name for name in rss if name.startswith("KServe")]
+    floors = {name: rss.get(f"import tensorflow, {venv}'s venv", float("nan"))
+              for name, venv in [("genserve, batching on", "genserve")] + [(k, "KServe") for k in kserve]}
     if kserve:
         one, many = kserve[0], kserve[-1]
         top = max(clients)
@@ -395,6 +413,8 @@ def report(results: dict, rss: dict, checks: dict, floor: dict | None, clients: 
             print(f"| {label} | {value:.2f}{' (' + note + ')' if note else ''} |")
         print(f"| RSS after load vs {one} (one process, one copy of the model each) | "
               f"{rss['genserve, batching on'] / rss[one]:.2f} |")
+        ours, theirs = (rss[name] - floors[name] for name in ("genserve, batching on", one))
+        print(f"| RSS above `import tensorflow` vs {one} ({ours:,.0f} vs {theirs:,.0f} MB) | {ours / theirs:.2f} |")
     if floor is not None:
         ms, gen = floor["ms"], floor["gen"]
         print(f"\nfloor (predict_latency.measure): text step over gRPC {ms['step_grpc']:.3f} ms / (echo "

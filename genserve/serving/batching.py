@@ -16,7 +16,15 @@ tensorflow/core/kernels/batching_util/shared_batch_scheduler.h):
   M"); a task that does not fit the open batch closes it and opens a new one, and when
   max_enqueued_batches batches are already queued the task is refused with UNAVAILABLE "The batch
   scheduling queue to which this task was submitted is full";
-- a batch is run when it is full or its first task has waited batch_timeout_micros: the tasks' inputs
+- a batch is run when it is full or its first task has waited batch_timeout_micros — a lone request
+  waits the whole timeout even when every batch thread is idle: in shared_batch_scheduler.h (tensorflow
+  commit de30797, with the priority-queue options of the 2.2x releases),
+  `Queue::PeekBatchPriorityImpl` makes the open batch schedulable only when `closed_ ||
+  effective_batch_size >= max_execution_batch_size() || env_->NowMicros() >= effective_start_time_micros
+  + effective_batch_timeout_micros`, and an idle thread's `ThreadLogic` just waits 1 ms and asks again
+  (`WaitForMilliseconds(&l, &schedulable_batch_cv_, kTimeoutMillis)`); no option of BatchingParameters
+  changes that (the priority-queue options are not in it). So a 1-client latency with batching on is
+  the timeout plus an unbatched run on TF Serving too; compare batching off for it. The tasks' inputs
   are concatenated along dim 0, padded up to the smallest allowed_batch_sizes entry that holds them
   (padding rows = the first row of the last task, as batching_session.cc does), run ONCE with the
   largest remaining deadline of its tasks (RunOptions.timeout_in_ms), and the outputs are split back;
@@ -229,11 +237,17 @@ class Batcher:
                             f"is {self.params.max_enqueued_batches}")
                     queue.batches.append([])
                     queue.open_rows = 0
-                if not queue.batches[-1]:
+                opened = not queue.batches[-1]
+                if opened:
                     queue.open_since = now
                 queue.batches[-1].append(task)
                 queue.open_rows += rows
-                self._cond.notify()
+                # Wake a batch thread only when what it waits for changed (TF's Queue::Schedule calls
+                # schedulable_batch_callback_ only when a batch becomes schedulable): a new open batch
+                # (a new timeout to wait for), a closed or full one, or no timeout at all. A task
+                # joining a waiting open batch changes nothing: a waiting thread is timed for it.
+                if opened or len(queue.batches) > 1 or queue.open_rows >= limit or not self.params.batch_timeout_micros:
+                    self._cond.notify()
         if closed:
             return _run_now(sig, arrays, keys, timeout_ms)
         return task.future
@@ -273,6 +287,8 @@ class Batcher:
                     if self._closed:
                         return
                     self._cond.wait(found)  # found: seconds until an open batch times out, or None
+                if self._queues:  # tasks left: a waiting thread takes over their timeout
+                    self._cond.notify()
             tasks = found
             self._process(queue, tasks)
 

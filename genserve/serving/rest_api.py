@@ -119,8 +119,8 @@ class RestApi:
                                                 "tf.Example signatures); use :predict")
         loaded = self._service.resolve(spec)  # once: the dtypes and the run come from this version
         request, fmt = await self._blocking(self._request, loaded, spec, body)
-        response = await self._service.predict(request, None, loaded=loaded)
-        return await self._blocking(self._outputs, response, fmt)
+        return await self._service.predict(request, None, loaded=loaded,  # JSON made on the run's thread
+                                           finish=lambda response: self._outputs(response, fmt))
 
     @staticmethod
     def _request(loaded, spec, body: bytes):

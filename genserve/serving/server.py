@@ -4,7 +4,7 @@
     python -c "from genserve.serving.server import ModelServer; s = ModelServer('models', port=8500); s.start(); s.wait()"
 
 A stand-in for `tensorflow_model_server`, never a more lenient one. The rooms:
-- `loader.py`   SavedModel -> graph Session with the `serve` tag, one make_callable per signature;
+- `loader.py`   SavedModel -> graph Session with the `serve` tag, one TF_SessionRun per request;
 - `execute.py`  request checks against the SignatureDef, run by tensor names, warmup;
 - `registry.py` which versions are served (models.config, version policy, polling, reload; no gRPC);
 - `batching.py` TF Serving's batching session for versions with batching_params.pbtxt (enable_batching);
