@@ -20,15 +20,19 @@ classified, first match wins:
 | traceback | a Python traceback on stderr/stdout                                                     |
 | silent    | exit 0 (or a server that starts) where the command should fail, or an input was damaged |
 | broken    | a control that should succeed failed                                                    |
-| slow      | took more than --slow seconds (default 2) for a cause that waiting cannot fix           |
+| slow      | spent more than --slow s (default 2) beyond importing modules, or was killed at its      |
+|           | time limit, for a cause that waiting cannot fix                                         |
 | noisy     | failed, but with more than 2 message lines on stderr                                    |
 | clean     | failed fast with at most 2 message lines (or a control that succeeded)                  |
 
 Message lines are the non-empty stderr lines, except click's usage boilerplate around a usage error
 ("Usage: ...", "Try '... --help' for help.", the box's borders; a wrapped box counts as one line).
 Cases marked retryable (nothing listening yet) are given a short --timeout and are never "slow".
-Timings include Python's start-up (and TensorFlow's import where a command needs it) on this machine:
-compare runs on the same machine and load.
+Each case runs under `python -X importtime`: the seconds spent importing modules (TensorFlow's ~5 s on
+an idle 2-core machine, far more under load) are measured and left out of "slow", so a loaded machine
+does not turn every refusal slow; the line shows them, and "TF" when the command imported TensorFlow
+before failing (a refusal that could have come before that import is worth a look). Compare runs on
+the same machine and load.
 """
 
 from __future__ import annotations
@@ -87,6 +91,8 @@ class Outcome:
     seconds: float
     stderr: str
     stdout: str
+    imports: float = 0.0  # seconds spent importing modules (python -X importtime, top-level packages)
+    tensorflow: bool = False  # whether TensorFlow was imported
     category: str = ""
     lines: int = 0
     note: str = ""
@@ -208,12 +214,29 @@ def free_port() -> int:
 
 
 # -- running and classifying ------------------------------------------------------------------------------
-def command(case: Case) -> list[str]:
+def command(case: Case, importtime: bool = False) -> list[str]:
+    py = [PY, "-X", "importtime"] if importtime else [PY]
     if case.argv[0] == "@py":
-        return [PY, "-c", case.argv[1]]
+        return [*py, "-c", case.argv[1]]
     if case.argv[0] == "@script":
-        return [PY, *map(str, case.argv[1:])]
-    return genserve(*case.argv)
+        return [*py, *map(str, case.argv[1:])]
+    return [*py, "-m", "genserve", *case.argv]
+
+
+def split_importtime(stderr: str) -> tuple[str, float, bool]:
+    """(stderr without `-X importtime` lines, seconds of top-level imports, TensorFlow imported?)."""
+    kept, micros, tf = [], 0, False
+    for line in stderr.splitlines(keepends=True):
+        if not line.startswith("import time:"):
+            kept.append(line)
+            continue
+        parts = line.split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            name = parts[2].rstrip("\n")
+            if name.startswith(" ") and not name.startswith("  "):  # a top-level import: its cumulative time
+                micros += int(parts[1])
+            tf = tf or name.strip() == "tensorflow"
+    return "".join(kept), micros / 1e6, tf
 
 
 def run_case(case: Case, cases_dir: Path) -> Outcome:
@@ -222,7 +245,7 @@ def run_case(case: Case, cases_dir: Path) -> Outcome:
     cwd.mkdir(parents=True)
     if case.prep:
         case.prep(cwd)
-    proc = subprocess.Popen(command(case), cwd=cwd, env=environment(), stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen(command(case, importtime=True), cwd=cwd, env=environment(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
     chunks = {"out": [], "err": []}
     seen = threading.Event()
@@ -261,7 +284,9 @@ def run_case(case: Case, cases_dir: Path) -> Outcome:
     seconds = time.monotonic() - start
     for t in readers:
         t.join(timeout=5)
-    out = Outcome(case, proc.returncode, seconds, "".join(chunks["err"]), "".join(chunks["out"]))
+    stderr, imports, tf = split_importtime("".join(chunks["err"]))
+    out = Outcome(case, proc.returncode, seconds, stderr, "".join(chunks["out"]),
+                  0.0 if case.interrupt else imports, tf)
     if started:
         out.rc, note = 0, "started serving"
     elif timed_out:
@@ -301,7 +326,7 @@ def classify(out: Outcome, slow: float) -> Outcome:
         out.category = "silent"
     elif case.expect == "ok" and out.rc != 0:
         out.category = "broken"
-    elif out.seconds > slow and not case.retryable and not case.started:
+    elif out.note.startswith("killed") or (out.seconds - out.imports > slow and not case.retryable):
         out.category = "slow"
     elif case.expect == "fail" and out.lines > 2:
         out.category = "noisy"
@@ -310,10 +335,21 @@ def classify(out: Outcome, slow: float) -> Outcome:
     return out
 
 
+def shown(case: Case) -> str:
+    """The case's command as a user would type it."""
+    if case.argv[0] == "@py":
+        return "python -c '" + " ".join(case.argv[1].split())[:200] + "'"
+    if case.argv[0] == "@script":
+        return "python " + " ".join(map(str, case.argv[1:]))
+    return "genserve " + " ".join(a if a and " " not in a else repr(a) for a in case.argv)
+
+
 def show(out: Outcome) -> str:
-    shown = " ".join(("genserve" if a == "-m" else a) for a in command(out.case)[2:] if a != "genserve")
-    head = f"{out.category:<9} rc={out.rc:<4} {out.seconds:5.1f}s {out.lines:>2}l  {out.case.name}"
-    detail = f"\n          $ {shown[:220]}\n          > {out.first}" if out.category != "clean" else ""
+    """`category rc seconds (import seconds, TF) lines name`, and for a finding its command and first line."""
+    tf = "TF" if out.tensorflow else "  "
+    head = (f"{out.category:<9} rc={out.rc:<4} {out.seconds:5.1f}s (imports {out.imports:4.1f}s {tf}) "
+            f"{out.lines:>2}l  {out.case.name}")
+    detail = f"\n          $ {shown(out.case)[:240]}\n          > {out.first}" if out.category != "clean" else ""
     return head + (f"  [{out.note}]" if out.note else "") + detail
 
 

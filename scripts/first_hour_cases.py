@@ -101,7 +101,7 @@ def build_cases(ctx: dict) -> list[Case]:
     case("root: control --help", "--help", expect="ok")
 
     # -- serve ------------------------------------------------------------------------------------------
-    srv = dict(started="serving ", timeout=60)
+    srv = dict(started="serving ", timeout=45)
     case("serve: models dir missing", "serve", "--models-dir", "nosuch", "--port", 0, **srv)
     case("serve: models dir is a file", "serve", "--models-dir", corpus, "--port", 0, **srv)
     case("serve: gRPC port busy", "serve", "--models-dir", models, "--port", G.split(":")[1], **srv)
@@ -289,7 +289,8 @@ def build_cases(ctx: dict) -> list[Case]:
     # -- playground -------------------------------------------------------------------------------------
     pg = dict(started="playground on ", timeout=40)
     case("playground: port 0", "playground", "--target", G, "--port", 0)
-    case("playground: port busy", "playground", "--target", G, "--port", G.split(":")[1], **pg)
+    case("playground: port busy", "playground", "--target", G, "--port", G.split(":")[1], "--digits", "none",
+         **pg)
     case("playground: unknown digits", "playground", "--target", G, "--digits", "nosuch")
     case("playground: unknown model names", "playground", "--target", G, "--port", 18591, "--models", "nosuch",
          "--digits", "none", **pg)
@@ -318,8 +319,8 @@ def build_cases(ctx: dict) -> list[Case]:
     case("train text: unknown online corpus", *tt, "--corpus", "shakespear", "--workdir", "w")
     case("train text: retrain over a finished run without --resume", *tt, "--corpus", corpus,
          "--workdir", "w", prep=copy(work / "text", "w"), check=unchanged("w/best.keras", work / "text/best.keras"))
-    case("train text: interrupted (Ctrl-C)", "train", "text", "--epochs", 50, "--maxlen", 10, "--units", 8,
-         "--corpus", corpus, "--workdir", "w", interrupt="epoch 1/")
+    case("train text: interrupted (Ctrl-C)", "train", "text", "--epochs", 500, "--maxlen", 10, "--units", 8,
+         "--corpus", corpus, "--workdir", "w", interrupt="(best, saved)")
     case("train vae: unknown dataset", "train", "vae", "--dataset", "nosuch", "--workdir", "w")
     case("train vae: epochs 0", "train", "vae", "--epochs", 0, "--workdir", "w")
     case("train vae: --resume with nothing to resume", "train", "vae", "--dataset", "synthetic", "--epochs", 1,
