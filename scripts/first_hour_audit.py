@@ -175,6 +175,18 @@ def setup(root: Path, jobs: int) -> None:
     (root / ".complete").write_text("ok\n")
 
 
+def tls_models(root: Path) -> Path:
+    """toy and text beside each other for the TLS server (text: so a client command can succeed over TLS)."""
+    from genserve.repository.config import write_models_config
+
+    folder = root / "tls_models"
+    if not (folder / "models.config").exists():
+        for name in ("toy", "text"):
+            shutil.copytree(root / "models" / name, folder / name, dirs_exist_ok=True)
+        write_models_config(folder)
+    return folder
+
+
 class Server:
     """A `genserve serve` subprocess; .grpc and .rest are its "127.0.0.1:PORT" once it has said so."""
 
@@ -324,7 +336,7 @@ def classify(out: Outcome, slow: float) -> Outcome:
         out.category, out.first = "traceback", (tb[-1] if tb else out.first)[:160]
     elif case.expect == "fail" and (out.rc == 0 or damaged):
         out.category = "silent"
-    elif case.expect == "ok" and out.rc != 0:
+    elif case.expect == "ok" and (out.rc != 0 or damaged):
         out.category = "broken"
     elif out.note.startswith("killed") or (out.seconds - out.imports > slow and not case.retryable):
         out.category = "slow"
@@ -377,7 +389,7 @@ def main(argv=None) -> int:
     print(f"setup in {root} (load average {os.getloadavg()[0]:.1f}) ...", flush=True)
     setup(root, args.jobs)
     main_server = Server(root, "server", "--models-dir", root / "models", "--rest-port", free_port())
-    tls_server = Server(root, "tls-server", "--models-dir", root / "toy_models", "--ssl-config-file",
+    tls_server = Server(root, "tls-server", "--models-dir", tls_models(root), "--ssl-config-file",
                         root / "ssl.config")
     print(f"setup done in {time.monotonic() - t0:.0f} s: gRPC {main_server.grpc}, REST {main_server.rest}, "
           f"TLS {tls_server.grpc}", flush=True)

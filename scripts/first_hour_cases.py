@@ -72,6 +72,13 @@ def unchanged(name: str, src: Path):
     return check
 
 
+def written(name: str):
+    """check: cwd/name exists (a missing parent folder is created, as for the default out/...)."""
+    def check(cwd: Path) -> str | None:
+        return None if (cwd / name).is_file() else f"{name} was not written"
+    return check
+
+
 def client_snippet(target: str, call: str, **client) -> tuple:
     """("@py", code): a genserve.clients call; GenserveError / ValueError -> one line, exit 1."""
     options = "".join(f", {k}={v!r}" for k, v in client.items())
@@ -153,6 +160,7 @@ def build_cases(ctx: dict) -> list[Case]:
          "--ca-cert", leaf)
     case("target: --ca-cert is an unrelated CA", *gen, "--target", T, "--ca-cert", other)
     case("target: --ca-cert missing file", *gen, "--target", T, "--ca-cert", "nosuch.pem")
+    case("target: --ca-cert is the private key", *gen, "--target", T, "--ca-cert", certs / "server.key")
     case("target: --ca-cert not a PEM", *gen, "--target", T, "--ca-cert", corpus)
     case("target: --ca-cert empty file", *gen, "--target", T, "--ca-cert", "empty.pem", prep=files(empty_DOT_pem=""))
     case("target: --client-cert without --client-key", *gen, "--target", T, "--ca-cert", ca,
@@ -161,8 +169,8 @@ def build_cases(ctx: dict) -> list[Case]:
     case("target: no port", *gen, "--target", "127.0.0.1")
     case("target: URL instead of host:port", *gen, "--target", f"http://{G}")
     case("target: port out of range", *gen, "--target", "127.0.0.1:99999")
-    case("target: TLS with the right CA, toy is not a text model", *gen, "--target", T.replace("127.0.0.1", "localhost"), "--ca-cert", ca,
-         "--model", "toy")
+    case("target: TLS control (the right CA)", *gen, "--target", T.replace("127.0.0.1", "localhost"), "--ca-cert", ca,
+         expect="ok")
     case("target: grid, nothing listening (retryable)", "grid", "-o", "g.png", "--target", C, "--timeout", 3,
          retryable=True)
     case("target: gan-grid REST port", "gan-grid", "-o", "g.png", "--target", R)
@@ -187,7 +195,7 @@ def build_cases(ctx: dict) -> list[Case]:
     case("generate: empty seed text", *g, "--seed-text", "")
     case("generate: seed text outside the vocabulary", *g, "--seed-text", "ÆØÅ€ ☃")
     case("generate: --replace-unknown of two chars", *g, "--replace-unknown", "ab")
-    case("generate: --json in a missing folder", *g, "--json", "nosuch/out.json")
+    case("generate: --json in a missing folder", *g, "--json", "nosuch/out.json", expect="ok", check=written("nosuch/out.json"))
     case("generate: --json is a folder", *g, "--json", "d", prep=files(d=None))
     case("generate: --server-side with --top-k", *g, "--server-side", "--top-k", 5)
     case("generate: timeout 0", *g, "--timeout", 0)
@@ -209,7 +217,7 @@ def build_cases(ctx: dict) -> list[Case]:
     case("grid: gan model", *grid, "--model", "gan", "-o", "g.png")
     case("grid: unknown model", *grid, "--model", "nosuch", "-o", "g.png")
     case("grid: version not served", *grid, "--version", 99, "-o", "g.png")
-    case("grid: output in a missing folder", *grid, "-o", "nosuch/g.png")
+    case("grid: output in a missing folder", *grid, "-o", "nosuch/g.png", expect="ok", check=written("nosuch/g.png"))
     case("grid: output is a folder", *grid, "-o", "d", prep=files(d=None))
     case("grid: output not a PNG name", *grid, "-o", "g.txt")
     case("grid: output unwritable", *grid, "-o", "/proc/genserve-audit.png")
@@ -225,7 +233,8 @@ def build_cases(ctx: dict) -> list[Case]:
     case("encode: unknown dataset", *enc, "--dataset", "nosuch", "-o", "s.png")
     case("encode: limit 0", "encode", "--target", G, "--dataset", "synthetic", "--limit", 0, "-o", "s.png")
     case("encode: batch size 0", *enc, "--batch-size", 0, "-o", "s.png")
-    case("encode: --npz in a missing folder", *enc, "--npz", "nosuch/z.npz", "-o", "s.png")
+    case("encode: --npz in a missing folder", *enc, "--npz", "nosuch/z.npz", "-o", "s.png", expect="ok",
+         check=written("nosuch/z.npz"))
     case("encode: default output exists", *enc, prep=files(out__vae_scatter_DOT_png=b"earlier run"),
          check=lambda cwd: None if (cwd / "out/vae_scatter.png").read_bytes() == b"earlier run"
          else "out/vae_scatter.png overwritten")
@@ -247,11 +256,12 @@ def build_cases(ctx: dict) -> list[Case]:
     case("stylize: iterations 0", "stylize", "--target", G, "--iterations", 0, cat, wave, "-o", "o.png")
     case("stylize: dream model", *sty, "--model", "dream", cat, wave, "-o", "o.png")
     case("stylize: vae model", *sty, "--model", "vae", cat, wave, "-o", "o.png")
-    case("stylize: output in a missing folder", *sty, cat, wave, "-o", "nosuch/o.png")
+    case("stylize: output in a missing folder", *sty, cat, wave, "-o", "nosuch/o.png", expect="ok",
+         check=written("nosuch/o.png"))
     case("stylize: no -o", *sty, cat, wave)
     case("stylize: one image only", *sty, cat, "-o", "o.png")
     case("stylize: interrupted (Ctrl-C)", "stylize", "--target", G, "--height", 64, "--iterations", 50,
-         cat, wave, "-o", "o.png", interrupt="px, style layers")
+         cat, wave, "-o", "o.png", interrupt="px, style layers", timeout=30)
 
     # -- dream ------------------------------------------------------------------------------------------
     dr = ("dream", "--target", G, "--width", 48, "--octaves", 1, "--iterations", 1)
@@ -273,7 +283,8 @@ def build_cases(ctx: dict) -> list[Case]:
     case("gan-grid: n 0", "gan-grid", "--target", G, "-n", 0, "-o", "g.png")
     case("gan-grid: n 65", "gan-grid", "--target", G, "-n", 65, "-o", "g.png")
     case("gan-grid: version not served", "gan-grid", "--target", G, "--version", 99, "-o", "g.png")
-    case("gan-grid: output in a missing folder", "gan-grid", "--target", G, "-o", "nosuch/g.png")
+    case("gan-grid: output in a missing folder", "gan-grid", "--target", G, "-n", 2, "-o", "nosuch/g.png", expect="ok",
+         check=written("nosuch/g.png"))
     case("gan-grid: default output exists", "gan-grid", "--target", G, "-n", 2,
          prep=files(out__gan_grid_DOT_png=b"earlier run"),
          check=lambda cwd: None if (cwd / "out/gan_grid.png").read_bytes() == b"earlier run"
@@ -320,7 +331,7 @@ def build_cases(ctx: dict) -> list[Case]:
     case("train text: retrain over a finished run without --resume", *tt, "--corpus", corpus,
          "--workdir", "w", prep=copy(work / "text", "w"), check=unchanged("w/best.keras", work / "text/best.keras"))
     case("train text: interrupted (Ctrl-C)", "train", "text", "--epochs", 500, "--maxlen", 10, "--units", 8,
-         "--corpus", corpus, "--workdir", "w", interrupt="(best, saved)")
+         "--corpus", corpus, "--workdir", "w", interrupt="(best, saved)", timeout=30)
     case("train vae: unknown dataset", "train", "vae", "--dataset", "nosuch", "--workdir", "w")
     case("train vae: epochs 0", "train", "vae", "--epochs", 0, "--workdir", "w")
     case("train vae: --resume with nothing to resume", "train", "vae", "--dataset", "synthetic", "--epochs", 1,
@@ -387,10 +398,11 @@ def build_cases(ctx: dict) -> list[Case]:
     case("eval vae: workdir missing", "eval", "vae", "--workdir", "nosuch")
     case("eval vae: workdir of a GAN", "eval", "vae", "--workdir", work / "gan")
     case("eval vae: --json in a missing folder", "eval", "vae", "--workdir", work / "vae", "--limit", 8,
-         "--json", "nosuch/e.json")
+         "--json", "nosuch/e.json", expect="ok", check=written("nosuch/e.json"), timeout=120)
     case("eval gan: workdir missing", "eval", "gan", "--workdir", "nosuch")
     case("eval gan: samples 1", "eval", "gan", "--workdir", work / "gan", "--samples", 1)
-    case("plot temperatures: output in a missing folder", "plot", "temperatures", "--out", "nosuch/t.png")
+    case("plot temperatures: output in a missing folder", "plot", "temperatures", "--out", "nosuch/t.png", expect="ok",
+         check=written("nosuch/t.png"))
     case("plot temperatures: output is a folder", "plot", "temperatures", "--out", "d", prep=files(d=None))
     case("plot temperatures: default output exists", "plot", "temperatures",
          prep=files(out__temperatures_DOT_png=b"earlier run"),
@@ -460,11 +472,12 @@ def build_cases(ctx: dict) -> list[Case]:
 
     # -- example scripts and the Python client ------------------------------------------------------------
     stub = repo / "examples" / "tf_serving_stub_client.py"
-    case("example stub client: no argument", "@script", stub)
-    case("example stub client: nothing listening", "@script", stub, C, retryable=True, timeout=40)
-    case("example stub client: REST port", "@script", stub, R)
-    case("example stub client: TLS server", "@script", stub, T)
-    case("example stub client: control", "@script", stub, G, expect="ok")
+    ex = dict(timeout=90)  # the script imports TensorFlow
+    case("example stub client: no argument", "@script", stub, **ex)
+    case("example stub client: nothing listening", "@script", stub, C, retryable=True, **ex)
+    case("example stub client: REST port", "@script", stub, R, **ex)
+    case("example stub client: TLS server", "@script", stub, T, **ex)
+    case("example stub client: control", "@script", stub, G, expect="ok", **ex)
     x = "c.predict('toy', {'x': np.zeros((2, 1), np.float32)}, signature='affine')"
     case("python Client: unknown host", *client_snippet("nosuchhost.invalid:8500", x))
     case("python Client: REST port", *client_snippet(R, x))
