@@ -338,7 +338,8 @@ def classify(out: Outcome, slow: float) -> Outcome:
         out.category = "silent"
     elif case.expect == "ok" and (out.rc != 0 or damaged):
         out.category = "broken"
-    elif out.note.startswith("killed") or (out.seconds - out.imports > slow and not case.retryable):
+    elif out.note.startswith("killed") or (case.expect == "fail" and not case.retryable
+                                            and out.seconds - out.imports > slow):
         out.category = "slow"
     elif case.expect == "fail" and out.lines > 2:
         out.category = "noisy"
@@ -400,10 +401,13 @@ def main(argv=None) -> int:
         names = [c.name for c in cases]
         assert len(names) == len(set(names)), "case names must be unique"
         outcomes = []
-        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        pool = ThreadPoolExecutor(max(1, args.jobs))
+        try:
             for out in pool.map(lambda c: classify(run_case(c, root / "cases"), args.slow), cases):
                 print(show(out), flush=True)
                 outcomes.append(out)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # Ctrl-C: no queued case starts
     finally:
         main_server.stop()
         tls_server.stop()
