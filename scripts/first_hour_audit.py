@@ -22,7 +22,8 @@ classified, first match wins:
 | broken    | a control that should succeed failed                                                    |
 | slow      | spent more than --slow s (default 2) beyond importing modules, or was killed at its      |
 |           | time limit, for a cause that waiting cannot fix                                         |
-| noisy     | failed, but with more than 2 message lines on stderr                                    |
+| noisy     | failed, but with more than 2 message lines on stderr, or a TF/gRPC/absl log line or a   |
+|           | Python warning among them                                                               |
 | clean     | failed fast with at most 2 message lines (or a control that succeeded)                  |
 
 Message lines are the non-empty stderr lines, except click's usage boilerplate around a usage error
@@ -58,6 +59,9 @@ REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 CORPUS = "to be, or not to be, that is the question: whether 'tis nobler in the mind to suffer\n" * 40
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|─ Traceback ")
+# A log line of TensorFlow/gRPC/absl (I1205 01:44:09.548122 ...), their start-up notices, a Python warning.
+NOISE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d|^WARNING: All log messages before absl|oneDNN|"
+                   r"\w+Warning: |^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] ", re.M)
 BOILERPLATE = re.compile(r"^(Usage: |Try '.*' for help\.$|[╭╰]─.*[╮╯]$)")
 CATEGORIES = ("clean", "traceback", "silent", "broken", "slow", "noisy")
 
@@ -341,7 +345,7 @@ def classify(out: Outcome, slow: float) -> Outcome:
     elif out.note.startswith("killed") or (case.expect == "fail" and not case.retryable
                                             and out.seconds - out.imports > slow):
         out.category = "slow"
-    elif case.expect == "fail" and out.lines > 2:
+    elif case.expect == "fail" and (out.lines > 2 or NOISE.search(out.stderr)):
         out.category = "noisy"
     else:
         out.category = "clean"
