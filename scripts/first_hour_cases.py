@@ -261,7 +261,7 @@ def build_cases(ctx: dict) -> list[Case]:
     case("stylize: no -o", *sty, cat, wave)
     case("stylize: one image only", *sty, cat, "-o", "o.png")
     case("stylize: interrupted (Ctrl-C)", "stylize", "--target", G, "--height", 64, "--iterations", 50,
-         cat, wave, "-o", "o.png", interrupt="px, style layers", timeout=30)
+         cat, wave, "-o", "o.png", interrupt="px, style layers", timeout=90)
 
     # -- dream ------------------------------------------------------------------------------------------
     dr = ("dream", "--target", G, "--width", 48, "--octaves", 1, "--iterations", 1)
@@ -331,7 +331,7 @@ def build_cases(ctx: dict) -> list[Case]:
     case("train text: retrain over a finished run without --resume", *tt, "--corpus", corpus,
          "--workdir", "w", prep=copy(work / "text", "w"), check=unchanged("w/best.keras", work / "text/best.keras"))
     case("train text: interrupted (Ctrl-C)", "train", "text", "--epochs", 500, "--maxlen", 10, "--units", 8,
-         "--corpus", corpus, "--workdir", "w", interrupt="(best, saved)", timeout=30)
+         "--corpus", corpus, "--workdir", "w", interrupt="(best, saved)", timeout=90)
     case("train vae: unknown dataset", "train", "vae", "--dataset", "nosuch", "--workdir", "w")
     case("train vae: epochs 0", "train", "vae", "--epochs", 0, "--workdir", "w")
     case("train vae: --resume with nothing to resume", "train", "vae", "--dataset", "synthetic", "--epochs", 1,
