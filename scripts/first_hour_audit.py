@@ -347,8 +347,9 @@ def classify(out: Outcome, slow: float) -> Outcome:
     out.first = (lines[0] if lines else (out.stdout.strip().splitlines() or [""])[0])[:160]
     damaged = bool(out.damage)
     if TRACEBACK.search(out.stderr) or TRACEBACK.search(out.stdout):
-        tb = [ln for ln in (out.stderr + out.stdout).splitlines() if ln.strip()]
-        out.category, out.first = "traceback", (tb[-1] if tb else out.first)[:160]
+        raised = [ln for ln in (out.stderr + out.stdout).splitlines()  # the exception's own line
+                  if re.match(r"[\w.]+(Error|Exception|Interrupt|Exit)\b", ln)]
+        out.category, out.first = "traceback", (raised[-1] if raised else out.first)[:160]
     elif case.expect == "fail" and (out.rc == 0 or damaged):
         out.category = "silent"
     elif case.expect == "ok" and (out.rc != 0 or damaged):
