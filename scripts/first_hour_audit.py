@@ -390,6 +390,10 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep the setup here and reuse it (default: a temp dir)")
     parser.add_argument("--slow", type=float, default=2.0, help="seconds beyond which a failure is slow")
     args = parser.parse_args(argv)
+    # A shell starts a background job with SIGINT ignored, and an ignored signal stays ignored in every
+    # child: the Ctrl-C cases (and stopping the servers) need Python's own handler here, so that the
+    # children start with the default one.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if shutil.which("openssl") is None:
         sys.exit("the audit needs the openssl command (for the TLS cases)")
     sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]
