@@ -36,8 +36,12 @@ class JobError(ValueError):
         super().__init__(f"{len(problems)} problem(s) in the job file")
 
     def lines(self, path: str | Path = "") -> list[str]:
-        prefix = f"{path}:" if path else "line "
-        return [f"{prefix}{line}: {name}: {why}" if name else f"{prefix}{line}: {why}"
+        """One `FILE:LINE: FIELD: why` per problem; a problem of the whole file (line 0) is `FILE: why`."""
+        def where(line: int) -> str:
+            if not line:
+                return f"{path}" if path else "job file"
+            return f"{path}:{line}" if path else f"line {line}"
+        return [f"{where(line)}: {name}: {why}" if name else f"{where(line)}: {why}"
                 for line, name, why in self.problems]
 
 
@@ -140,6 +144,9 @@ def parse_job(lines, base: str | Path | None = None) -> list[Item]:
         JobError: listing every problem of every line (bad JSON, fields, duplicate ids, colliding
             outputs, empty job).
     """
+    lines = list(lines)
+    if (whole := _one_json_document(lines)) is not None:
+        raise JobError([(0, "", whole)])
     items, problems, seen = [], [], {}
     for number_, raw in enumerate(lines, start=1):
         stripped = raw.strip()
@@ -175,8 +182,34 @@ def validate_job(path: str | Path) -> list[Item]:
         JobError: every bad line; or (line 0) an unreadable file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise JobError([(0, "", "is a folder, not a job file")])
     try:
-        content = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise JobError([(0, "", f"cannot read {path}: {e}")]) from None
+        data = path.read_bytes()
+    except OSError as e:
+        raise JobError([(0, "", f"cannot read it: {e.strerror or e}")]) from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise JobError([(0, "", "saved as UTF-16; save it as UTF-8 (one JSON object per line)")])
+    try:
+        content = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise JobError([(0, "", f"not UTF-8 text (byte {e.start}); save it as UTF-8")]) from None
     return parse_job(content.splitlines(), base=path.parent)
+
+
+def _one_json_document(lines: list[str]) -> str | None:
+    """A problem when the file is one JSON array or one object spread over several lines (a common
+    mistake: JSON instead of JSON Lines), else None: then each line is checked on its own."""
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    head = text.lstrip()[:1]
+    if head not in ("[", "{") or (head == "{" and len([ln for ln in lines if ln.strip()]) < 2):
+        return None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(document, list):
+        return (f"the file is one JSON array of {len(document)} element(s); a job file has one JSON object "
+                "per line (JSON Lines), no enclosing [ ]")
+    return ("the file is one JSON object spread over several lines; a job file has one JSON object per "
+            "line (JSON Lines): put each item on a single line")

@@ -80,6 +80,12 @@ def _grid_check(p: dict) -> None:
     if p["spacing"] == "quantile" and not (0 < low < 1 and 0 < high < 1):
         raise ValueError(f"range: quantiles must lie strictly inside (0, 1), got {low}..{high} "
                          "(use \"spacing\": \"linear\" for z values)")
+    from genserve.clients.vae import grid_axis  # the grid's one rule (finite, increasing), as `genserve grid`
+
+    try:
+        grid_axis(p["n"], low, high, p["spacing"])
+    except ValueError as e:
+        raise ValueError(f"range: {e}") from None
 
 
 _VAE_GROUP = lambda p: ("vae", p["model"])  # noqa: E731

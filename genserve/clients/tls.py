@@ -7,6 +7,8 @@ default (the CLI hands its --tls options to each Client it opens).
 
 from __future__ import annotations
 
+import re
+import ssl
 from dataclasses import dataclass
 
 import grpc
@@ -36,10 +38,69 @@ class TlsSettings:
         """
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("give both the client certificate and its key (mutual TLS), or neither")
+        roots = read_pem(self.root_certificates, "CA certificate")
+        if roots is not None:
+            check_ca_certificates(roots)
         return grpc.ssl_channel_credentials(
-            root_certificates=read_pem(self.root_certificates, "CA certificate"),
+            root_certificates=roots,
             private_key=read_pem(self.client_key, "client key"),
             certificate_chain=read_pem(self.client_cert, "client certificate"))
+
+
+CERTIFICATE_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def check_ca_certificates(pem: bytes) -> None:
+    """Refuse root certificates that cannot be anyone's CA: no certificate block at all (a key given
+    instead), or only certificates that are neither CAs (basicConstraints CA:TRUE, OpenSSL's
+    X509_check_ca as seen by the ssl module) nor self-signed, i.e. a server's own certificate. gRPC
+    would trust such a leaf as given (the connection works until the server's certificate is renewed),
+    so the mistake is named here instead. A self-signed server certificate is its own CA: accepted.
+
+    Raises:
+        ValueError: one line with the fix.
+    """
+    blocks = CERTIFICATE_BLOCK.findall(pem)
+    if not blocks:
+        raise ValueError("the CA certificate (--ca-cert) holds no '-----BEGIN CERTIFICATE-----' block "
+                         "(a private key?): give the PEM certificate of the CA that signed the server's")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cadata=b"\n".join(blocks).decode("ascii"))
+    except (ssl.SSLError, ValueError, UnicodeDecodeError):
+        return  # unparsable: gRPC's own handshake error will name it
+    if context.cert_store_stats()["x509_ca"]:
+        return
+    if any(_self_issued(ssl.PEM_cert_to_DER_cert(block.decode("ascii"))) for block in blocks):
+        return
+    raise ValueError("the CA certificate (--ca-cert) is a server's own certificate, not a CA: give the "
+                     "certificate of the CA that signed it (e.g. ca.pem, not server.pem)")
+
+
+def _self_issued(der: bytes) -> bool:
+    """Whether an X.509 certificate (DER) names the same issuer and subject. RFC 5280 4.1: Certificate
+    ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer,
+    validity, subject, ... }, ... }; the two Names are compared byte for byte."""
+    def element(i: int) -> tuple[int, int, int]:  # (tag, start of the value, end of the value) at i
+        tag, length, i = der[i], der[i + 1], i + 2
+        if length & 0x80:
+            count = length & 0x7F
+            length, i = int.from_bytes(der[i:i + count], "big"), i + count
+        return tag, i, i + length
+
+    try:
+        _, certificate, _ = element(0)
+        _, i, _ = element(certificate)
+        fields = []
+        while len(fields) < 6:
+            tag, _, end = element(i)
+            fields.append((tag, der[i:end]))
+            i = end
+    except IndexError:
+        return False
+    if fields[0][0] != 0xA0:  # no explicit version: v1
+        fields.insert(0, (0xA0, b""))
+    return fields[3][1] == fields[5][1]
 
 
 def tls_settings(tls: bool | TlsSettings | None = None, root_certificates=None, client_cert=None,

@@ -1,0 +1,107 @@
+"""First-hour mistakes (issue 17) found by scripts/first_hour_audit.py and fixed in the batch job reader
+and the client's TLS settings: each refused in one plain line, fast, through the real `genserve` CLI.
+
+    .venv/bin/python -m pytest -q tests/test_first_hour_mistakes.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_tls import _ca, _signed  # the throw-away CA of the TLS tests (openssl)
+
+REPO = Path(__file__).resolve().parents[1]
+ITEM = {"id": "a", "kind": "text", "seed_text": "to be", "length": 20}
+
+
+def _genserve(*args, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENSERVE_")}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "genserve", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _job(data) -> bytes:
+    return data if isinstance(data, bytes) else data.encode()
+
+
+JOB_MISTAKES = {  # name -> (job file content, or None: missing / "dir": a folder; what stderr must say)
+    "missing": (None, "job.jsonl: cannot read it: No such file or directory"),
+    "folder": ("dir", "job.jsonl: is a folder, not a job file"),
+    "utf16": ((json.dumps(ITEM) + "\n").encode("utf-16"), "job.jsonl: saved as UTF-16; save it as UTF-8"),
+    "array": (json.dumps([ITEM, ITEM]), "job.jsonl: the file is one JSON array of 2 element(s)"),
+    "pretty": (json.dumps(ITEM, indent=2), "job.jsonl: the file is one JSON object spread over several lines"),
+    "flipped grid range": (json.dumps({"id": "g", "kind": "grid", "n": 3, "range": [0.9, 0.1]}),
+                           "job.jsonl:1: range: the range must increase: low 0.9 is not below high 0.1"),
+}
+
+
+@pytest.mark.parametrize("name", list(JOB_MISTAKES))
+def test_batch_job_file_mistakes_are_one_plain_line(name, tmp_path):
+    content, expected = JOB_MISTAKES[name]
+    job = tmp_path / "job.jsonl"
+    if content == "dir":
+        job.mkdir()
+    elif content is not None:
+        job.write_bytes(_job(content))
+    done = _genserve("batch", "run", "job.jsonl", "-o", "out", "--dry-run", cwd=tmp_path)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr
+    assert lines[0].startswith(expected), lines  # before: "job.jsonl:0: cannot read ...: [Errno 2] ..."
+    assert lines[1:] == ["error: job.jsonl: 1 problem(s); nothing was run"], lines
+    assert "Errno" not in done.stderr and "codec" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_well_formed_job_file_still_passes(tmp_path):
+    job = tmp_path / "job.jsonl"
+    job.write_text("\ufeff# a comment\n" + json.dumps(ITEM) + "\n\n" + json.dumps({**ITEM, "id": "b"}) + "\n")
+    done = _genserve("batch", "run", job, "-o", tmp_path / "out", "--dry-run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 item(s) valid" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory) -> Path:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    folder = tmp_path_factory.mktemp("certs")
+    _ca(folder, "ca")
+    _signed(folder, "server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", "self.key", "-out", "self.pem", "-days", "2", "-subj", "/CN=self",
+                    "-addext", "basicConstraints=critical,CA:FALSE"], cwd=folder, check=True, capture_output=True)
+    return folder
+
+
+def test_leaf_certificate_as_ca_is_refused_at_once(certs, tmp_path):
+    """Before: gRPC trusted the server's own certificate given as --ca-cert, silently."""
+    started = time.monotonic()
+    done = _genserve("generate", "--target", "localhost:1", "--length", 5, "--ca-cert", certs / "server.pem",
+                     cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: the CA certificate (--ca-cert) is a server's own certificate, not a CA: give the certificate "
+        "of the CA that signed it (e.g. ca.pem, not server.pem)"]
+    assert time.monotonic() - started < 30  # no retry until the 30 s deadline
+
+
+def test_what_a_client_may_trust(certs):
+    from genserve.clients import Client
+    from genserve.clients.tls import check_ca_certificates
+
+    pem = {name: (certs / name).read_bytes() for name in ("ca.pem", "server.pem", "server.key", "self.pem")}
+    check_ca_certificates(pem["ca.pem"])
+    check_ca_certificates(pem["self.pem"])  # a self-signed server certificate is its own CA (CA:FALSE too)
+    check_ca_certificates(pem["server.pem"] + pem["ca.pem"])  # a bundle holding the CA
+    with pytest.raises(ValueError, match="a server's own certificate, not a CA"):
+        Client("localhost:1", root_certificates=str(certs / "server.pem"))
+    with pytest.raises(ValueError, match="holds no '-----BEGIN CERTIFICATE-----' block"):
+        Client("localhost:1", root_certificates=pem["server.key"])
