@@ -53,6 +53,10 @@ def main(target: str) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
+        print("usage: python examples/tf_serving_stub_client.py HOST:PORT (a server's gRPC port)", file=sys.stderr)
         sys.exit(2)
-    sys.exit(main(sys.argv[1]))
+    try:
+        sys.exit(main(sys.argv[1]))
+    except grpc.RpcError as e:  # one line, as the genserve commands answer: the status and its message
+        print(f"error: {e.code().name}: {e.details()} (is a gRPC server at {sys.argv[1]}?)", file=sys.stderr)
+        sys.exit(1)

@@ -231,12 +231,22 @@ def test_kserve_genserve_runtime(models, tmp_path):
     (["--pvc", "a", "--model-base-uri", "gs://b/m"], "give one"),
     (["--name", "Bad_Name"], "--name must be a lowercase DNS label"),
     (["--replicas", "3", "--max-replicas", "2"], "--replicas <= --max-replicas"),
+    (["--namespace", "My Space"], "--namespace must be a lowercase DNS label"),
+    (["--storage-uri", "gs://b/m"], "--storage-uri is for --kserve"),
 ])
 def test_bad_options_are_one_line_errors(models, tmp_path, extra, message):
     result = CliRunner().invoke(app, ["deploy", "kubernetes", "--models-dir", str(models), "--out",
                                       str(tmp_path / "out"), *extra])
     assert result.exit_code == 1 and message in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_manifests_are_not_written_into_the_models_dir(models, tmp_path):
+    for out in (models, models / "k8s"):
+        result = CliRunner().invoke(app, ["deploy", "kubernetes", "--models-dir", str(models), "--out",
+                                          str(out), "--force"])
+        assert result.exit_code == 1 and "inside --models-dir" in result.output, result.output
+    assert not (models / "k8s").exists() and not list(models.glob("*.yaml"))
 
 
 def test_existing_files_are_kept_without_force(models, tmp_path):

@@ -68,6 +68,14 @@ def test_a_well_formed_job_file_still_passes(tmp_path):
     assert "2 item(s) valid" in done.stdout
 
 
+def test_dry_run_refuses_a_file_as_the_output_folder(tmp_path):
+    job = tmp_path / "job.jsonl"
+    job.write_text(json.dumps(ITEM) + "\n")
+    done = _genserve("batch", "run", job, "-o", job, "--dry-run", cwd=tmp_path)
+    assert done.returncode == 1 and "is a file; --out names the output folder" in done.stderr, done.stderr
+    assert job.read_text() == json.dumps(ITEM) + "\n"
+
+
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory) -> Path:
     if shutil.which("openssl") is None:
@@ -105,3 +113,16 @@ def test_what_a_client_may_trust(certs):
         Client("localhost:1", root_certificates=str(certs / "server.pem"))
     with pytest.raises(ValueError, match="holds no '-----BEGIN CERTIFICATE-----' block"):
         Client("localhost:1", root_certificates=pem["server.key"])
+
+
+def test_stub_example_without_a_server_is_one_line(tmp_path):
+    import socket
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENSERVE_")}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "tf_serving_stub_client.py"), f"127.0.0.1:{port}"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: UNAVAILABLE"), done.stderr

@@ -61,6 +61,8 @@ def run(
     if target is not None and models_dir is not None:
         raise fail("give --target or --models-dir, not both")
     check_not_input(out / "results.jsonl", job, option="--out")  # the records must not land in the job
+    if out.exists() and not out.is_dir():  # checked before --dry-run too: a dry run promises the real one works
+        raise fail(f"--out {out} is a file; --out names the output folder (one file per item and results.jsonl)")
     try:
         items = validate_job(job)
     except JobError as e:

@@ -55,6 +55,13 @@ def kubernetes(
     check_directory(out, "--out")
     if not re.fullmatch(r"[a-z]([-a-z0-9]{0,40}[a-z0-9])?", name):
         raise fail(f"--name must be a lowercase DNS label (letters, digits, '-'), got {name!r}")
+    if namespace is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", namespace):
+        raise fail(f"--namespace must be a lowercase DNS label (letters, digits, '-'), got {namespace!r}")
+    if storage_uri is not None and not kserve:
+        raise fail("--storage-uri is for --kserve manifests (tf-serving reads gs:// or s3:// with --model-base-uri)")
+    if out.resolve() == models_dir.resolve() or models_dir.resolve() in out.resolve().parents:
+        raise fail(f"--out {out} is inside --models-dir {models_dir}; write the manifests elsewhere "
+                   "(the server would scan them as models)")
     try:
         located = locate_models(models_dir)
     except (FileNotFoundError, ConfigError, OSError) as e:
