@@ -66,7 +66,7 @@ def train_text(
 
 def _train_text(ctx, workdir, preset, encoding, keep_case, resume, quiet, force, learning_rate, progress) -> None:
     from genserve.data import DataError
-    from genserve.training.text import train
+    from genserve.data.text import load_corpus
     from genserve.training.text_config import resolve_config
 
     check_directory(workdir, option="--workdir")
@@ -83,8 +83,15 @@ def _train_text(ctx, workdir, preset, encoding, keep_case, resume, quiet, force,
         cfg = resolve_config(workdir, preset, resume, **given)
     except ValueError as e:
         raise fail(str(e).replace("_", "-")) from None
+    try:  # the corpus is read before TensorFlow is imported: a wrong file is refused in a fraction of a second
+        text = load_corpus(cfg.corpus, lower=cfg.lower, max_chars=cfg.max_chars)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+    from genserve.training.text import train
+
     try:
-        result = train(cfg, workdir, resume=resume, verbose=0 if quiet else 1, log=typer.echo, progress=progress)
+        result = train(cfg, workdir, resume=resume, verbose=0 if quiet else 1, log=typer.echo, progress=progress,
+                       text=text)
     except (DataError, ValueError, FileNotFoundError) as e:
         raise fail(str(e)) from None
     typer.echo(f"best val loss {result['best_val_loss']:.4f} nats/char "
