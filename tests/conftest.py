@@ -50,6 +50,14 @@ def toy_server(toy_models_dir: Path) -> str:
         yield target
 
 
+def ctrl_c_as_at_a_terminal() -> None:
+    """preexec_fn for a child that a test interrupts with SIGINT: pytest-xdist's workers ignore SIGINT and
+    an ignored signal is inherited through exec, so Python would not turn it into KeyboardInterrupt
+    (a shell's Ctrl-C reaches a command with the default disposition; this restores it)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_until(predicate, timeout: float = 10.0, what: str = "the condition", interval: float = 0.02):
     """Poll `predicate()` until it returns a truthy value (returned); AssertionError after `timeout` s."""
     deadline = time.monotonic() + timeout
