@@ -139,3 +139,16 @@ def test_train_text_refuses_a_wrong_corpus_before_tensorflow(tmp_path):
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert done.returncode == 1 and len(lines) == 1 and said in lines[0], done.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("args, said", [
+    (["train", "text", "--resume"], "nothing to resume in"),
+    (["train", "vae", "--resume"], "nothing to resume in"),
+    (["train", "gan", "--resume"], "nothing to resume in"),
+    (["train", "gan", "--label-noise", "2"], "--label-noise must be in [0, 0.5)"),
+])
+def test_training_refusals_come_before_tensorflow(args, said, tmp_path):
+    from test_extras import _run
+    done = _run({"tensorflow", "keras"}, *args, "--workdir", str(tmp_path / "w"))
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 1 and len(lines) == 1 and said in lines[0], done.stderr

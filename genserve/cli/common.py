@@ -154,6 +154,9 @@ def check_fresh_workdir(workdir: Path, family: str, *, resume: bool, named: bool
     """A fresh `genserve train FAMILY` run replaces the model trained in its workdir: the same rule as
     an output file, so only when the user named --workdir or passed --force (--resume continues it).
     Raises typer.Exit after one `error:` line otherwise."""
+    if resume and not (Path(workdir) / "state.json").is_file():  # checked here, before TensorFlow loads
+        raise fail(f"nothing to resume in {workdir} (no state.json: no epoch finished there); "
+                   f"start it without --resume")
     if resume or named or force or not (Path(workdir) / "state.json").is_file():
         return
     raise fail(f"{workdir} holds a trained {family} model; continue it with --resume, or start over "

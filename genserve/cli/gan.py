@@ -50,7 +50,8 @@ def train_gan(
     check_directory(workdir, "--workdir")
     check_fresh_workdir(workdir, "gan", resume=resume, named=named(ctx, "workdir"), force=force)
     check_number(learning_rate, "--learning-rate", 0.0, strictly_above=True)
-    check_number(label_noise, "--label-noise", 0.0)
+    if not 0.0 <= check_number(label_noise, "--label-noise", 0.0) < 0.5:  # GANConfig's rule, before TF loads
+        raise fail(f"--label-noise must be in [0, 0.5), got {label_noise:g}")
     from genserve.progress import TrainingProgress
 
     progress = TrainingProgress(enabled=not quiet)
