@@ -72,7 +72,7 @@ def test_dry_run_refuses_a_file_as_the_output_folder(tmp_path):
     job = tmp_path / "job.jsonl"
     job.write_text(json.dumps(ITEM) + "\n")
     done = _genserve("batch", "run", job, "-o", job, "--dry-run", cwd=tmp_path)
-    assert done.returncode == 1 and "is a file; --out names the output folder" in done.stderr, done.stderr
+    assert done.returncode == 1 and "exists and is not a folder" in done.stderr, done.stderr
     assert job.read_text() == json.dumps(ITEM) + "\n"
 
 

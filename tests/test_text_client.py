@@ -206,7 +206,7 @@ def test_cli_train_and_export_errors(tmp_path):
     result = _run(["export", "text", "--workdir", str(tmp_path / "nothing"), "--models-dir", str(tmp_path)])
     assert result.exit_code == 1 and "train first" in result.stderr
     result = _run(["train", "text", "--resume", "--workdir", str(tmp_path / "nothing")])
-    assert result.exit_code == 1 and "train first" in result.stderr
+    assert result.exit_code == 1 and "nothing to resume" in result.stderr
 
 
 def test_cli_plot_temperatures(tmp_path):

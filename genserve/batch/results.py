@@ -25,8 +25,9 @@ from genserve.files import is_temp_sibling
 RESULTS_FILE = "results.jsonl"
 
 
-def check_out_dir(out: Path) -> Path:
-    """Create DIR (parents too) and make sure it is a writable folder.
+def check_out_dir(out: Path, create: bool = True) -> Path:
+    """Create DIR (parents too) and make sure it is a writable folder (create=False: only refuse a DIR
+    that exists and is no folder, as `batch run --dry-run` does, which writes nothing).
 
     Raises:
         ValueError: DIR is a file or not writable.
@@ -34,6 +35,8 @@ def check_out_dir(out: Path) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
+    if not create:
+        return out
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

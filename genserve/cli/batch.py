@@ -57,12 +57,15 @@ def run(
     """Run a batch job: validate it all, group compatible items into shared requests, write results."""
     from genserve.batch.job import JobError, validate_job
     from genserve.batch.plan import describe, make_plan
+    from genserve.batch.results import check_out_dir
 
     if target is not None and models_dir is not None:
         raise fail("give --target or --models-dir, not both")
     check_not_input(out / "results.jsonl", job, option="--out")  # the records must not land in the job
-    if out.exists() and not out.is_dir():  # checked before --dry-run too: a dry run promises the real one works
-        raise fail(f"--out {out} is a file; --out names the output folder (one file per item and results.jsonl)")
+    try:  # before --dry-run too: a dry run promises that the real run can write there
+        check_out_dir(out, create=False)
+    except ValueError as e:
+        raise fail(str(e)) from None
     try:
         items = validate_job(job)
     except JobError as e:
