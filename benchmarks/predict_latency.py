@@ -113,7 +113,7 @@ def measure(calls: int = 300, length: int = 400, skip_text: bool = False, server
     target = server.target
     gen = None
     try:
-        server.wait_ready("toy")
+        server.wait_ready("toy", *(() if skip_text else ("text",)))  # the ports open before models load
         echo_target = f"127.0.0.1:{echo.stdout.readline().strip()}"
         payload = os.urandom(1100)
         with grpc.insecure_channel(echo_target) as echo_channel, Client(target, timeout=10) as client, \
