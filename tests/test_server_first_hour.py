@@ -2,8 +2,9 @@
 
 - the ports are bound before the models load: a taken port fails at once with one line naming the
   port and its flag, before TensorFlow is even imported; while the models load, both ports answer what
-  TF Serving answers for a model not yet available (health NOT_SERVING, NOT_FOUND / 404
-  "Servable not found for request: Latest(toy)", GetModelStatus LOADING);
+  clients of TF Serving see then (its ports are closed until the first load): health NOT_SERVING,
+  UNAVAILABLE / 503 "Servable not found for request: Latest(toy); the server is still loading its
+  models" (clients retry it), GetModelStatus LOADING;
 - (one log line per undecodable or unsupported request on either port: tests/test_server_hardening.py,
   on its `genserve serve` subprocess;)
 - `--help` at 80 columns shows every option name of every command in full;
@@ -141,10 +142,13 @@ def test_both_ports_answer_while_the_models_load(toy_models_dir):
             assert _rest(f"{rest}/health/ready") == (503, {"status": "NOT_SERVING"})
             with pytest.raises(grpc.RpcError) as err:
                 prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=TIMEOUT)
-            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            # UNAVAILABLE (retried by clients), not NOT_FOUND: TF Serving's clients see UNAVAILABLE here too,
+            # its ports being closed until this first load ends
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
             assert err.value.details().startswith("Servable not found for request: Latest(toy)")
+            assert "still loading its models" in err.value.details()
             status, body = _rest(f"{rest}/models/toy:predict", b'{"instances": [[1.0]]}')
-            assert status == 404 and body["error"].startswith("Servable not found for request: Latest(toy)")
+            assert status == 503 and body["error"].startswith("Servable not found for request: Latest(toy)")
             models = model_service_pb2_grpc.ModelServiceStub(channel)
             spec = get_model_status_pb2.GetModelStatusRequest()
             spec.model_spec.name = "toy"

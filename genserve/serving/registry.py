@@ -155,6 +155,7 @@ class ModelRegistry:
         self.on_refresh = on_refresh  # called after every refresh (start, poll, reload), lock held
         self._models: dict[str, _Model] = {}
         self._lock = threading.Lock()  # one refresh at a time
+        self.refreshed = threading.Event()  # set once the first refresh (start-up's load) has finished
         self._config_entries: list[ModelEntry] | None = None  # set by reload_config (overrides disk)
         self._file_text: str | None = None  # models.config as last read (None: absent)
         self._file_entries: list[ModelEntry] | None = None
@@ -247,6 +248,7 @@ class ModelRegistry:
             self._models = models  # atomic swap of the registry
             for model in models.values():
                 self._refresh_model(model)
+            self.refreshed.set()
             if self.on_refresh is not None:
                 self.on_refresh()
 

@@ -90,9 +90,9 @@ class ModelServer:
 
         The ports come first, so a port already taken fails at once, before any model loads (loading can
         take seconds per model). While the models load, health says NOT_SERVING (GET /v1/health/ready:
-        503) and a request for a model answers what TF Serving answers for one not yet available:
-        NOT_FOUND "Servable not found for request: Latest(NAME)" (REST: 404); GetModelStatus shows the
-        version being loaded as LOADING.
+        503), a request for a model answers UNAVAILABLE (REST: 503; TF Serving's clients see UNAVAILABLE
+        then too, its ports being closed until this load ends; ModelService.resolve) and GetModelStatus
+        shows the version being loaded as LOADING.
 
         Raises:
             FileNotFoundError: the models directory does not exist.

@@ -16,10 +16,9 @@ queues answer the same when full). A waiting request never holds a thread anothe
 call waits on a thread of its own, made on demand (grpc_api.py says why not grpc.aio), and a REST call
 is a Future awaited on the REST event loop while the model's own threads run it. With the earlier
 design (blocking handlers on one shared pool of 32 gRPC threads), flooding two models within their
-own limits (20 + 20 requests) made a third model's 1-row Predict wait 3.47 s median (the flood's whole
-deadline) and none of the flood was refused; now it answers in 5 ms median, 30 ms max, and the 21st
-request is refused at once (tests/test_service.py; docs/serving.md has the numbers). Batched versions
-hand their decoded inputs to the batcher and wait on its Future.
+own limits (20 + 20 requests) made a third model's 1-row Predict wait 3.47 s median; now 5 ms median,
+30 ms max, and the 21st request is refused at once (tests/test_service.py; docs/serving.md). Batched
+versions hand their decoded inputs to the batcher and wait on its Future.
 
 Shutdown: `close()` makes every later call answer UNAVAILABLE ("the server is shutting down") on both
 front ends at once; the server then drains both front ends in parallel (server.py).
@@ -122,14 +121,18 @@ class ModelService:
         return spec
 
     def resolve(self, model_spec):
-        """The one loaded version a request's ModelSpec names (latest, number or label).
-
-        Raises:
-            ServingError: UNAVAILABLE while shutting down, NOT_FOUND, INVALID_ARGUMENT (label).
-        """
+        """The one loaded version a request's ModelSpec names (latest, number or label). Raises
+        ServingError: UNAVAILABLE while shutting down or before start-up's first load has finished (TF
+        Serving's ports are closed then, so its clients see UNAVAILABLE too, and retry), NOT_FOUND,
+        INVALID_ARGUMENT (label)."""
         self._check_open()
         version, label = spec_choice(model_spec)
-        return self.registry.resolve(model_spec.name, version, label)
+        try:
+            return self.registry.resolve(model_spec.name, version, label)
+        except ServingError as e:
+            if e.code != "NOT_FOUND" or self.registry.refreshed.is_set():
+                raise
+            raise ServingError("UNAVAILABLE", f"{e}; the server is still loading its models") from None
 
     # -- Predict ---------------------------------------------------------------------------------
     def _begin(self, request, time_remaining, loaded):
