@@ -19,6 +19,26 @@ from pathlib import Path
 GENSERVE = Path(sys.executable).with_name("genserve")
 
 
+def openssl(*args: str, cwd: Path) -> None:
+    """Run the `openssl` command in `cwd` (tests and the first-hour audit make throw-away certificates)."""
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
+
+
+def make_ca(folder: Path, name: str) -> None:
+    """A self-signed EC P-256 CA valid 2 days: folder/NAME.pem and NAME.key."""
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", cwd=folder)
+
+
+def make_signed(folder: Path, name: str, ca: str, extensions: str) -> None:
+    """NAME.pem/.key signed by the CA `ca` of the same folder, with `extensions` (e.g. a subjectAltName)."""
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+            f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=folder)
+    (folder / f"{name}.ext").write_text(extensions + "\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=folder)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
     with socket.socket() as s:

@@ -40,12 +40,10 @@ the same machine and load.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -125,18 +123,12 @@ def run_setup(argv: list[str], log: Path) -> None:
 
 def make_certs(folder: Path) -> None:
     """ca.pem/.key, other.pem (an unrelated CA), server.pem/.key (localhost, 127.0.0.1, signed by ca)."""
+    from benchmarks.harness import make_ca, make_signed  # the tests' throw-away CA
+
     folder.mkdir(parents=True, exist_ok=True)
-
-    def openssl(*args):
-        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True, timeout=60)
-
-    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     for ca in ("ca", "other"):
-        openssl("req", "-x509", *key, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN={ca}")
-    openssl("req", *key, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=server")
-    (folder / "server.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", "server.pem", "-days", "2", "-extfile", "server.ext")
+        make_ca(folder, ca)
+    make_signed(folder, "server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1")
 
 
 def setup(root: Path, jobs: int) -> None:
@@ -223,12 +215,6 @@ class Server:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- running and classifying ------------------------------------------------------------------------------
@@ -397,6 +383,7 @@ def main(argv=None) -> int:
     if shutil.which("openssl") is None:
         sys.exit("the audit needs the openssl command (for the TLS cases)")
     sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]
+    from benchmarks.harness import free_port  # after the repository is on sys.path
     from first_hour_cases import build_cases  # scripts/first_hour_cases.py
 
     tmp = None

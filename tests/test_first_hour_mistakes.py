@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from test_tls import _ca, _signed  # the throw-away CA of the TLS tests (openssl)
+from benchmarks.harness import free_port, make_ca, make_signed, openssl  # throw-away CA (openssl), a free port
 
 REPO = Path(__file__).resolve().parents[1]
 ITEM = {"id": "a", "kind": "text", "seed_text": "to be", "length": 20}
@@ -81,11 +81,11 @@ def certs(tmp_path_factory) -> Path:
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command")
     folder = tmp_path_factory.mktemp("certs")
-    _ca(folder, "ca")
-    _signed(folder, "server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", "self.key", "-out", "self.pem", "-days", "2", "-subj", "/CN=self",
-                    "-addext", "basicConstraints=critical,CA:FALSE"], cwd=folder, check=True, capture_output=True)
+    make_ca(folder, "ca")
+    make_signed(folder, "server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+            "self.key", "-out", "self.pem", "-days", "2", "-subj", "/CN=self",
+            "-addext", "basicConstraints=critical,CA:FALSE", cwd=folder)
     return folder
 
 
@@ -116,10 +116,7 @@ def test_what_a_client_may_trust(certs):
 
 
 def test_stub_example_without_a_server_is_one_line(tmp_path):
-    import socket
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENSERVE_")}
     env["PYTHONPATH"] = str(REPO)
     done = subprocess.run([sys.executable, str(REPO / "examples" / "tf_serving_stub_client.py"), f"127.0.0.1:{port}"],

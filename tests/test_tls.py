@@ -10,7 +10,6 @@ tensorflow_serving.apis stubs over grpc.secure_channel, and the `genserve` CLI.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import grpc
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from benchmarks.harness import make_ca, make_signed
 from genserve.clients import Client, GenserveError, RetryPolicy
 from genserve.serving.server import ModelServer
 from genserve.serving.tls import (TlsConfigError, make_ssl_config, read_ssl_config, ssl_config_class,
@@ -28,31 +28,14 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs t
 NO_RETRY = RetryPolicy.disabled()
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def _ca(folder: Path, name: str) -> None:
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", cwd=folder)
-
-
-def _signed(folder: Path, name: str, ca: str, extensions: str) -> None:
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-             f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=folder)
-    (folder / f"{name}.ext").write_text(extensions + "\n")
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=folder)
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory) -> Path:
     """ca.pem/.key, server.pem/.key (localhost, 127.0.0.1), client.pem/.key (signed by ca), other.pem."""
     folder = tmp_path_factory.mktemp("certs")
-    _ca(folder, "ca")
-    _ca(folder, "other")
-    _signed(folder, "server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1")
-    _signed(folder, "client", "ca", "extendedKeyUsage=clientAuth")
+    make_ca(folder, "ca")
+    make_ca(folder, "other")
+    make_signed(folder, "server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+    make_signed(folder, "client", "ca", "extendedKeyUsage=clientAuth")
     return folder
 
 
