@@ -86,6 +86,14 @@ def _arg_spec(key: str, info) -> ArgSpec:
 # flow (no while/cond: its work is bounded by its input size, which admission limits bound), and it is
 # measurably faster that way — the first INLINE_TRIALS runs alternate both modes and the faster median
 # wins (a big convnet may be faster with inter-op parallelism).
+# Signatures with loops (`generate`, `ascend`, `next_char`) run on an inter-op pool of their model's
+# own (LOOP_POOL). TensorFlow's executor runs a loop's next ops on the thread that ran the previous
+# ones, so each running loop holds one inter-op thread until it ends; with the one shared pool (TF's
+# default: as many threads as cores, TF Serving's too) two 20,000-character generations on 2 cores left
+# every other model's requests queued behind them: a toy Predict waited out its 5 s deadline in 10 of
+# 12 tries, and answered in 6-106 ms with a pool per model. Pool 0 stays the one shared pool.
+LOOP_POOL = 1
+SHARED_POOL_NAME = "genserve-inter-op"
 CONTROL_FLOW_OPS = frozenset({"While", "StatelessWhile", "If", "StatelessIf", "Case", "StatelessCase",
                               "Switch", "Merge", "Enter", "Exit", "NextIteration", "LoopCond"})
 INLINE_TRIALS = 16
@@ -102,6 +110,7 @@ class GraphSignature:
     _callables: dict = field(repr=False, default_factory=dict)  # output keys -> callable
     _lock: threading.Lock = field(repr=False, default_factory=threading.Lock)
     inline_ok: bool = False  # no control flow: may run in the caller's thread
+    pool: int = 0  # RunOptions.inter_op_thread_pool when not inline (LOOP_POOL: the model's own)
     inline: bool | None = None  # decided after INLINE_TRIALS runs (None: still measuring)
     _trials: dict = field(repr=False, default_factory=lambda: {True: [], False: []})
 
@@ -144,9 +153,9 @@ class GraphSignature:
         if inline is None:  # measuring: alternate the two modes
             inline = self.inline_ok and len(self._trials[True]) <= len(self._trials[False])
         options = None
-        if timeout_ms > 0 or inline:
-            options = tf.compat.v1.RunOptions(timeout_in_ms=max(0, int(timeout_ms)),
-                                              inter_op_thread_pool=-1 if inline else 0)
+        pool = -1 if inline else self.pool
+        if timeout_ms > 0 or pool:
+            options = tf.compat.v1.RunOptions(timeout_in_ms=max(0, int(timeout_ms)), inter_op_thread_pool=pool)
         start = time.perf_counter()
         try:
             values = fn([arrays[k] for k in self._input_order], options)
@@ -282,13 +291,31 @@ def session_config(intra_op_threads: int = 0, inter_op_threads: int = 0):
     return config
 
 
-def load_saved_model(path, tags=(SERVE_TAG,), config=None) -> GraphModel:
+def with_loop_pool(config, threads: int):
+    """A copy of the ConfigProto `config` whose Session has two inter-op pools: 0, shared by every
+    Session made this way (inter_op_parallelism_threads threads, 0 = one per core, as TF's default
+    pool), and LOOP_POOL, `threads` threads of the Session's own, for its signatures with loops. A
+    config that already lists pools, or threads < 1, is returned as is."""
+    if threads < 1 or len(config.session_inter_op_thread_pool):
+        return config
+    copy = type(config)()
+    copy.CopyFrom(config)
+    shared = copy.session_inter_op_thread_pool.add()
+    shared.num_threads = config.inter_op_parallelism_threads
+    shared.global_name = SHARED_POOL_NAME
+    copy.session_inter_op_thread_pool.add().num_threads = threads
+    return copy
+
+
+def load_saved_model(path, tags=(SERVE_TAG,), config=None, loop_threads: int = 0) -> GraphModel:
     """Load `path` into a new graph Session by the MetaGraphDef tagged `tags` (TF Serving's path).
 
     Args:
         path: a SavedModel directory (`<models_dir>/<name>/<version>`).
         tags: the MetaGraphDef tags to load; TF Serving loads `serve`.
         config: a tf.compat.v1.ConfigProto for the Session (default `session_config()`).
+        loop_threads: > 0: signatures with loops run on a pool of this many threads of the model's
+            own (`with_loop_pool`; the most runs the model admits at once); 0: on the shared pool.
     Returns:
         A GraphModel with one GraphSignature per SignatureDef.
     Raises:
@@ -297,7 +324,8 @@ def load_saved_model(path, tags=(SERVE_TAG,), config=None) -> GraphModel:
     import tensorflow as tf
 
     graph = tf.Graph()
-    session = tf.compat.v1.Session(graph=graph, config=config or session_config())
+    config = with_loop_pool(config or session_config(), loop_threads)
+    session = tf.compat.v1.Session(graph=graph, config=config)
     from tensorflow.python.util import deprecation  # the TF1 loader warns it is deprecated; it is TF Serving's path
 
     try:
@@ -315,8 +343,10 @@ def load_saved_model(path, tags=(SERVE_TAG,), config=None) -> GraphModel:
             sig_name, {k: _arg_spec(k, v) for k, v in sig_def.inputs.items()},
             {k: _arg_spec(k, v) for k, v in sig_def.outputs.items()}, session)
     library = {f.signature.name: f for f in graph.as_graph_def().library.function}
+    own_pool = len(config.session_inter_op_thread_pool) > LOOP_POOL
     for sig in signatures.values():
         sig.inline_ok = not _has_control_flow(graph, sig, library)
+        sig.pool = LOOP_POOL if own_pool and not sig.inline_ok else 0
     with graph.as_default():  # built before finalize(): one VarIsInitializedOp per variable read
         var_checks = [(op.get_attr("shared_name").decode() or op.name,
                        tf.raw_ops.VarIsInitializedOp(resource=op.outputs[0]))

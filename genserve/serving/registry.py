@@ -110,7 +110,7 @@ def signature_def_any(meta_graph):
     return packed
 
 
-def load_version(name: str, version: int, path: Path, session_config=None) -> LoadedVersion:
+def load_version(name: str, version: int, path: Path, session_config=None, loop_threads: int = 0) -> LoadedVersion:
     """Load one version on TF Serving's path and replay its warmup requests.
 
     Raises:
@@ -120,7 +120,7 @@ def load_version(name: str, version: int, path: Path, session_config=None) -> Lo
     from genserve.serving.loader import load_saved_model
 
     start = time.perf_counter()
-    model = load_saved_model(path, config=session_config)
+    model = load_saved_model(path, config=session_config, loop_threads=loop_threads)
     try:
         model.require_restored()
         warm_start = time.perf_counter()
@@ -141,16 +141,19 @@ class ModelRegistry:
         base_path_prefix: the Docker prefix of base_path in models.config, mapped to `models_dir`.
         allow_external_base_paths: serve base paths outside `models_dir`.
         session_config: a ConfigProto for every version's Session (default loader.session_config()).
+        loop_threads: each version's own inter-op threads for its signatures with loops (loader.py,
+            LOOP_POOL; 0: they share the one pool).
         on_load: `on_load(loaded)` after a version loads (metrics); `on_unload(loaded)` likewise.
     """
 
     def __init__(self, models_dir, base_path_prefix: str = DOCKER_PREFIX,
-                 allow_external_base_paths: bool = False, session_config=None,
+                 allow_external_base_paths: bool = False, session_config=None, loop_threads: int = 0,
                  on_load=None, on_unload=None, on_refresh=None):
         self.models_dir = Path(models_dir)
         self.base_path_prefix = base_path_prefix
         self.allow_external_base_paths = allow_external_base_paths
         self.session_config = session_config
+        self.loop_threads = loop_threads
         self.on_load, self.on_unload = on_load, on_unload
         self.on_refresh = on_refresh  # called after every refresh (start, poll, reload), lock held
         self._models: dict[str, _Model] = {}
@@ -304,7 +307,7 @@ class ModelRegistry:
         model.loading = version
         try:
             check_tree_contained(path, self._root)  # e.g. variables/ a symlink to elsewhere
-            loaded = load_version(model.entry.name, version, path, self.session_config)
+            loaded = load_version(model.entry.name, version, path, self.session_config, self.loop_threads)
             try:
                 if self.on_load is not None:  # e.g. a bad batching_params.pbtxt fails the load
                     self.on_load(loaded)

@@ -65,7 +65,8 @@ class ModelServer:
         # Readiness, updated after every registry refresh; the gRPC service only with the flag.
         self.health = Health()
         self.registry = ModelRegistry(models_dir, options.base_path_prefix, options.allow_external_base_paths,
-                                      options.session_config, on_load=self._on_load, on_unload=self._on_unload,
+                                      options.session_config, loop_threads=loop_threads(options),
+                                      on_load=self._on_load, on_unload=self._on_unload,
                                       on_refresh=self._update_health)
         self.observers: list = []  # observe(entrypoint, method, model, code, seconds) callbacks
         self.service = ModelService(self.registry, options, self.observers)
@@ -243,6 +244,15 @@ class ModelServer:
         batcher = loaded.extras.get("batcher")
         if batcher is not None:  # queued requests still run; later ones run unbatched
             batcher.stop(timeout)
+
+
+def loop_threads(options: ServerOptions) -> int:
+    """Inter-op threads of each version's own pool for signatures with loops (loader.LOOP_POOL): as
+    many as the runs it admits at once (--max-concurrent unbatched, its batch threads batched), so
+    no admitted run waits for a thread another run holds."""
+    from genserve.serving.batching import DEFAULT_NUM_BATCH_THREADS
+
+    return max(options.max_concurrent, options.batch_threads or DEFAULT_NUM_BATCH_THREADS)
 
 
 def _bracketed(host: str) -> str:
