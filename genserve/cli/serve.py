@@ -14,7 +14,9 @@ import typer
 
 from genserve.cli.common import check_directory, check_number, fail
 from genserve.cli.options import ExportVersionOpt
-from genserve.serving.options import CLI_ENABLE_BATCHING, CLI_PORT, DEFAULTS, MAX_MESSAGE_MB, MIB
+from genserve.serving.options import (
+    CLI_ENABLE_BATCHING, CLI_PORT, CLI_REST_WORKERS, DEFAULTS, MAX_MESSAGE_MB, MAX_REST_WORKERS, MIB,
+)
 
 D = DEFAULTS  # every default below is the server's own (serving/options.py)
 
@@ -130,6 +132,11 @@ def serve(
              "while every configured model has an AVAILABLE version and no drain has started (stricter "
              "than TF Serving; GET /v1/health/ready on the REST port says the same).")]
     = D.enable_grpc_healthcheck_service,
+    rest_workers: Annotated[int, typer.Option(
+        help="Worker processes that serve the REST port (HTTP, TLS, response JSON) beside the model "
+             "process, which still routes, admits and runs every request; 0 = REST in the model "
+             "process. Each costs ~40 MB and no TensorFlow (docs/serving.md).", min=0,
+        max=MAX_REST_WORKERS)] = CLI_REST_WORKERS,
     rest_api_enable_cors_support: Annotated[bool, typer.Option(
         "--rest-api-enable-cors-support",
         help="Add TF Serving's CORS headers to every /v1/ REST answer (its "
@@ -184,7 +191,7 @@ def serve(
         config_poll_seconds=model_config_file_poll_seconds, rest_port=rest_port or None,
         prometheus_path=prometheus_path, ssl_config=ssl_config, drain_seconds=drain_seconds,
         enable_grpc_healthcheck_service=enable_grpc_healthcheck_service,
-        enable_cors_support=rest_api_enable_cors_support))
+        enable_cors_support=rest_api_enable_cors_support, rest_workers=rest_workers if rest_port else 0))
     try:
         bound = server.start()
     except (OSError, ConfigError, FileNotFoundError) as e:

@@ -25,6 +25,7 @@ READY_PATH = "/v1/health/ready"  # REST readiness (rest_api.py, health.py): gens
 CLI_PORT = 8500  # tensorflow_model_server's --port
 CLI_ENABLE_BATCHING = True  # Dockerfile.serving runs with --enable_batching
 MAX_REST_WORKERS = 64
+CLI_REST_WORKERS = 0  # REST in the model process unless --rest-workers says otherwise (see docs/serving.md)
 
 
 @dataclass(frozen=True)
