@@ -17,7 +17,9 @@ with z of (1, 2), back to back, each on its own keep-alive connection, the bodie
   (request serialized by the KServe process, which has the generated classes), raw bytes both ways.
 The phases are interleaved: for each protocol and client count, every server runs its phase in turn,
 `--rounds` times, so a burst of load from other processes hits them alike; latencies of a row are
-pooled over its rounds. RSS is read after the load (KServe: the sum over its worker processes), and
+pooled over its rounds. `--rest-workers N` adds both genserve servers again with `--rest-workers N`
+(REST rows only). RSS is read after the load (the sum over a server's processes: KServe's workers,
+genserve's REST workers), and
 also given above a bare `import tensorflow` in the same Python (what the server itself adds).
 Then the floor ratios of `predict_latency.py` (text `step` over gRPC / (echo + in-process step), and
 client-side generation vs the book's window requests), measured by its `measure()`.
@@ -397,8 +399,8 @@ def report(results: dict, rss: dict, checks: dict, floor: dict | None, clients: 
     for (proto, n, name), r in results.items():
         print(f"| {proto} | {n} | {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['throughput']:,.0f} | "
               f"{r['errors']} |")
-    print("\n| server | RSS after load, MB (KServe with workers: the parent, which serves gRPC, and each REST "
-          "worker hold their own copy of the model) |\n|---|---|")
+    print("\n| server | RSS after load, MB, all its processes (KServe with workers: the parent, which serves gRPC, "
+          "and each REST worker hold their own copy of the model; genserve's REST workers hold none) |\n|---|---|")
     for name, mb in rss.items():
         print(f"| {name} | {mb:,.0f} |")
     kserve = [name for name in rss if name.startswith("KServe")]

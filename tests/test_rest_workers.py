@@ -247,3 +247,16 @@ def test_no_worker_outlives_a_sigkilled_server(models_dir, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_rest_workers_need_a_rest_port(toy_models_dir):
+    from typer.testing import CliRunner
+
+    from genserve.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--models-dir", str(toy_models_dir), "--rest-workers", "2"])
+    assert result.exit_code == 1 and "--rest-workers" in result.output and "--rest-port" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="rest_port"):
+        ModelServer(toy_models_dir, rest_workers=2)
+    assert "--rest-workers" in CliRunner().invoke(app, ["serve", "--help"]).output

@@ -159,6 +159,8 @@ def serve(
     if prometheus_path is not None and not rest_port:
         raise fail("--monitoring-config-file enables Prometheus metrics, which are served on the REST "
                    "port: set --rest-port (e.g. 8501)")
+    if rest_workers and not rest_port:
+        raise fail("--rest-workers serves the REST port from worker processes: set --rest-port (e.g. 8501)")
     ssl_config = _read_config(ssl_config_file, "--ssl-config-file", "genserve.serving.tls", "read_ssl_config")
     from genserve.repository import ConfigError, discover, list_versions
 
@@ -191,7 +193,7 @@ def serve(
         config_poll_seconds=model_config_file_poll_seconds, rest_port=rest_port or None,
         prometheus_path=prometheus_path, ssl_config=ssl_config, drain_seconds=drain_seconds,
         enable_grpc_healthcheck_service=enable_grpc_healthcheck_service,
-        enable_cors_support=rest_api_enable_cors_support, rest_workers=rest_workers if rest_port else 0))
+        enable_cors_support=rest_api_enable_cors_support, rest_workers=rest_workers))
     try:
         bound = server.start()
     except (OSError, ConfigError, FileNotFoundError) as e:

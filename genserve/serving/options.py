@@ -149,6 +149,8 @@ class ServerOptions:
             raise ValueError(f"the REST port must differ from the gRPC port ({self.port})")
         if not 0 <= self.rest_workers <= MAX_REST_WORKERS:
             raise ValueError(f"rest_workers must be between 0 and {MAX_REST_WORKERS}")
+        if self.rest_workers and self.rest_port is None:
+            raise ValueError("REST workers serve the REST port: set rest_port")
         if self.prometheus_path is not None and self.rest_port is None:
             raise ValueError("Prometheus metrics are served on the REST port: set rest_port")
 
