@@ -29,6 +29,7 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("aiohttp")
 
 from benchmarks.harness import export_untrained_vae, free_port  # noqa: E402
+from benchmarks.rest_cpu import children  # noqa: E402
 from genserve.serving.metrics import DEFAULT_PATH  # noqa: E402
 from genserve.serving.server import ModelServer  # noqa: E402
 from tests.conftest import wait_until  # noqa: E402
@@ -169,18 +170,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited (its parent has not reaped it yet)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                pass
-    return found
-
-
 def _serve(models: Path, tmp_path: Path, *extra: str):
     """`genserve serve --rest-workers 2` in a subprocess; (process, REST target, log) once it serves."""
     rest_port = free_port()
@@ -204,7 +193,7 @@ def test_sigterm_drains_requests_in_flight_and_every_worker_exits(blocking_model
     workers are gone after the drain."""
     proc, rest, log = _serve(blocking_models_dir, tmp_path, "--max-request-seconds", "3", "--drain-seconds", "10")
     try:
-        workers = _children(proc.pid)
+        workers = children(proc.pid)
         assert len(workers) == 2, workers
         answers = []
         body = _json({"inputs": [[1.0]]})
@@ -235,7 +224,7 @@ def test_no_worker_outlives_a_sigkilled_server(models_dir, tmp_path):
     proc, rest, _ = _serve(models_dir, tmp_path)
     try:
         wait_until(lambda: http(rest, "/v1/health/ready")[0] == 200, 60, "the server ready")
-        workers = _children(proc.pid)
+        workers = children(proc.pid)
         assert len(workers) == 2, workers
         proc.kill()
         proc.wait()

@@ -60,6 +60,7 @@ class WorkerBackend:
     def __init__(self, ready_endpoint: bool):
         self.ready_endpoint = ready_endpoint
         self._writer: asyncio.StreamWriter | None = None
+        self._connected: asyncio.Event | None = None  # requests that come before the channel is up wait
         self._waiting: dict[int, asyncio.Future] = {}
         self._next = 0
         self.drain = threading.Event()
@@ -68,6 +69,8 @@ class WorkerBackend:
     async def connect(self, channel: socket.socket) -> None:
         reader, self._writer = await asyncio.open_unix_connection(sock=channel)
         asyncio.get_running_loop().create_task(self._read(reader))
+        if self._connected is not None:
+            self._connected.set()
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -86,6 +89,10 @@ class WorkerBackend:
         os._exit(0)  # the server process is gone: so is this worker (its listening socket with it)
 
     async def _call(self, kind: int, payload: bytes) -> tuple[int, bytes]:
+        if self._writer is None:
+            if self._connected is None:
+                self._connected = asyncio.Event()
+            await self._connected.wait()
         self._next = (self._next + 1) & 0xFFFFFFFF
         rid = self._next
         future = asyncio.get_running_loop().create_future()
@@ -117,7 +124,8 @@ class WorkerBackend:
         return page, content_type.decode()
 
     def observe(self, code: str, seconds: float) -> None:
-        self._writer.write(frame(0, OBSERVE, f"{code}\0{seconds!r}".encode()))
+        if self._writer is not None:
+            self._writer.write(frame(0, OBSERVE, f"{code}\0{seconds!r}".encode()))
 
     def say_ready(self) -> None:
         self._writer.write(frame(0, READY))
@@ -152,7 +160,7 @@ def _die_with_parent(parent: int) -> None:
     import ctypes
 
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:

@@ -34,6 +34,7 @@ import time
 from concurrent import futures
 from pathlib import Path
 
+from genserve.serving.errors import error_json, truncate
 from genserve.serving.json_tensor import COLUMNAR
 from genserve.serving.rest_worker import (
     ANSWER, ANSWER_STATUS, CONFIG, DRAIN, HEADER, METRICS, OBSERVE, PREDICTION, READY, REQUEST, frame,
@@ -198,7 +199,11 @@ class RestWorkers:
 
     def _answer(self, worker: _Worker, rid: int, payload: bytes) -> None:
         method, path, remote, body = parse_request(payload)
-        status, output = self.backend.handle_blocking(method, path, body, remote, raw=True)
+        try:
+            status, output = self.backend.handle_blocking(method, path, body, remote, raw=True)
+        except Exception as e:  # a bug: the worker's client must still get an answer
+            log.exception("REST worker request %s %s failed", method, path[:200])
+            status, output = 500, error_json(truncate(f"internal error: {type(e).__name__}: {e}"))
         if isinstance(output, tuple):
             fmt, data = output
             worker.send(frame(rid, PREDICTION, (b"c" if fmt == COLUMNAR else b"r") + data))
