@@ -249,3 +249,16 @@ def test_rest_workers_need_a_rest_port(toy_models_dir):
     with pytest.raises(ValueError, match="rest_port"):
         ModelServer(toy_models_dir, rest_workers=2)
     assert "--rest-workers" in CliRunner().invoke(app, ["serve", "--help"]).output
+
+
+def test_a_worker_that_dies_is_replaced(toy_models_dir):
+    with ModelServer(toy_models_dir, poll_seconds=0, rest_port=0, rest_workers=2) as srv:
+        first, second = srv._rest.pids
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: first not in srv._rest.pids and len(srv._rest.pids) == 2, 30, "a new worker")
+        replacement = next(pid for pid in srv._rest.pids if pid != second)
+        wait_until(lambda: srv._rest.workers[srv._rest.pids.index(replacement)].ready.is_set(), 60, "it serves")
+        body = _json({"signature_name": "affine", "inputs": [[1.0]]})
+        for _ in range(4):  # whichever worker accepts the connection answers
+            assert http(srv.rest_target, "/v1/models/toy/versions/1:predict", body)[:1] == (200,)
+    assert not _alive(replacement) and not _alive(second)

@@ -18,7 +18,8 @@ outside it; the workers move the HTTP and response-JSON part onto other cores (b
 Lifecycle: stop(grace) sends every worker a DRAIN frame: it stops accepting, gives its requests in
 flight `grace` seconds (the server process answers them meanwhile; the service is already closed, so
 new requests on open connections get 503, as in process) and exits; one still alive after grace + 5 s
-is killed. A worker whose channel closes exits at once, so none outlives a SIGKILLed server process.
+is killed. A worker whose channel closes exits at once, so none outlives a SIGKILLed server process;
+a worker that dies after it served is replaced by a new one.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class RestWorkers:
         self._sockets: list[socket.socket] = []
         self.workers: list[_Worker] = []
         self._stopping = False
+        self._lock = threading.Lock()  # `workers` is replaced under it (a worker that died, stop())
 
     @property
     def pids(self) -> list[int]:
@@ -187,9 +189,16 @@ class RestWorkers:
                     worker.ready.set()
         except (OSError, ValueError):
             pass
-        if not self._stopping:
-            log.error("REST worker process %d ended (exit code %s); %d of %d left", worker.proc.pid,
-                      worker.proc.poll(), sum(w.proc.poll() is None for w in self.workers) - 1, self.count)
+        if self._stopping:
+            return
+        code = worker.proc.wait()
+        if not worker.ready.is_set():  # it never served: starting another would fail the same way
+            log.error("REST worker process %d ended at start (exit code %s)", worker.proc.pid, code)
+            return
+        log.error("REST worker process %d ended (exit code %s); starting another", worker.proc.pid, code)
+        with self._lock:
+            if not self._stopping:
+                self.workers[self.workers.index(worker)] = self._spawn()
 
     def _submit(self, fn, *args) -> None:
         try:
@@ -218,7 +227,8 @@ class RestWorkers:
     def stop(self, grace: float | None = 1.0) -> None:
         """Drain and end every worker (see the module docstring); returns within about grace + 5 s."""
         grace = grace or 0.0
-        self._stopping = True
+        with self._lock:
+            self._stopping = True
         for worker in self.workers:
             worker.send(frame(0, DRAIN, repr(float(grace)).encode()))
         deadline = time.monotonic() + grace + 5
