@@ -135,7 +135,7 @@ def serve(
     rest_workers: Annotated[int, typer.Option(
         help="Worker processes that serve the REST port (HTTP, TLS, response JSON) beside the model "
              "process, which still routes, admits and runs every request; 0 = REST in the model "
-             "process. Each costs ~40 MB and no TensorFlow (docs/serving.md).", min=0,
+             "process. Each costs ~45-50 MB (no TensorFlow); needs --rest-port (docs/serving.md).", min=0,
         max=MAX_REST_WORKERS)] = CLI_REST_WORKERS,
     rest_api_enable_cors_support: Annotated[bool, typer.Option(
         "--rest-api-enable-cors-support",
