@@ -262,3 +262,17 @@ def test_a_worker_that_dies_is_replaced(toy_models_dir):
         for _ in range(4):  # whichever worker accepts the connection answers
             assert http(srv.rest_target, "/v1/models/toy/versions/1:predict", body)[:1] == (200,)
     assert not _alive(replacement) and not _alive(second)
+
+
+def test_version_policy_changes_reach_the_workers_at_once(toy_models_copy):
+    """Versions are resolved in the server process: a models.config change is what the workers serve
+    from the next request on."""
+    from genserve.repository import set_version_policy
+
+    body = _json({"signature_name": "affine", "inputs": [[1.0]]})
+    with ModelServer(toy_models_copy, poll_seconds=0, rest_port=0, rest_workers=2) as srv:
+        assert json.loads(http(srv.rest_target, PREDICT, body)[2])["outputs"]["y"] == [[4.0]]  # version 2: b = 2
+        set_version_policy(toy_models_copy, "toy", ("specific", (1,)))
+        srv.registry.refresh()
+        assert json.loads(http(srv.rest_target, PREDICT, body)[2])["outputs"]["y"] == [[3.0]]  # version 1: b = 1
+        assert http(srv.rest_target, "/v1/models/toy/versions/2:predict", body)[0] == 404
