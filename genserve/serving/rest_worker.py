@@ -11,7 +11,7 @@ writes here with json_tensor.outputs_json (the function the server process would
 So the JSON writing, HTTP parsing and TLS of REST run in N more processes, beside the model process's
 GIL; routing, version resolution, admission, the run and the metrics stay in the server process.
 
-Frames both ways: `!IBI` (request id, kind, payload length), then the payload. The worker imports no
+Frames both ways: `!IBQ` (request id, kind, payload length), then the payload. The worker imports no
 TensorFlow (genserve.wire's own protobuf classes decode the response). It ignores SIGINT and SIGTERM:
 the server process drains it (a DRAIN frame) and it exits at once when its channel closes, i.e. when
 the server process is gone, even SIGKILLed (and, where it was started from the main thread,
@@ -30,7 +30,7 @@ import struct
 import sys
 import threading
 
-HEADER = struct.Struct("!IBI")  # request id, kind, payload length
+HEADER = struct.Struct("!IBQ")  # request id, kind, payload length
 # worker -> server process
 REQUEST, METRICS, OBSERVE, READY = 1, 2, 3, 4
 # server process -> worker
