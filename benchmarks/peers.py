@@ -17,7 +17,9 @@ with z of (1, 2), back to back, each on its own keep-alive connection, the bodie
   (request serialized by the KServe process, which has the generated classes), raw bytes both ways.
 The phases are interleaved: for each protocol and client count, every server runs its phase in turn,
 `--rounds` times, so a burst of load from other processes hits them alike; latencies of a row are
-pooled over its rounds. RSS is read after the load (KServe: the sum over its worker processes), and
+pooled over its rounds. `--rest-workers N` adds both genserve servers again with `--rest-workers N`
+(REST rows only). RSS is read after the load (the sum over a server's processes: KServe's workers,
+genserve's REST workers), and
 also given above a bare `import tensorflow` in the same Python (what the server itself adds).
 Then the floor ratios of `predict_latency.py` (text `step` over gRPC / (echo + in-process step), and
 client-side generation vs the book's window requests), measured by its `measure()`.
@@ -272,6 +274,8 @@ def main() -> None:
     parser.add_argument("--clients", default="1,16,64")
     parser.add_argument("--kserve-workers", type=int, default=os.cpu_count() or 2,
                         help="REST workers of the second KServe server (default: the cores)")
+    parser.add_argument("--rest-workers", type=int, default=0,
+                        help="also run both genserve servers with `--rest-workers N` (REST rows only)")
     parser.add_argument("--skip-floor", action="store_true", help="leave out predict_latency's ratios")
     parser.add_argument("--kserve-serve", help=argparse.SUPPRESS)
     parser.add_argument("--http-port", type=int, help=argparse.SUPPRESS)
@@ -319,6 +323,12 @@ def run_all(args, clients: list[int], tmp: Path):
     servers = {"genserve, batching off": ServerProcess(tmp / "models", "--disable-batching", *limit, rest=True,
                                                        poll_seconds=0),
                "genserve, batching on": ServerProcess(tmp / "models", *limit, rest=True, poll_seconds=0)}
+    if args.rest_workers:
+        workers = ("--rest-workers", str(args.rest_workers))
+        for batching in ("off", "on"):
+            servers[_workers_name(batching, args.rest_workers)] = ServerProcess(
+                tmp / "models", *(("--disable-batching",) if batching == "off" else ()), *limit, *workers,
+                rest=True, poll_seconds=0)
     if not args.genserve_only:
         servers["KServe, 1 worker"] = KServeProcess(args.kserve_python, version_dir, 1, tmp, tmp / "kserve-1.log")
         if args.kserve_workers > 1:
@@ -340,7 +350,7 @@ def run_all(args, clients: list[int], tmp: Path):
             if isinstance(s, KServeProcess):
                 if s.workers == 1:  # KServe's gRPC server runs in its main process only
                     grpc_calls[name] = grpc_factory(f"127.0.0.1:{s.grpc_port}", V2_INFER, s.request_file.read_bytes())
-            else:
+            elif "REST workers" not in name:  # they change nothing for gRPC
                 grpc_calls[name] = grpc_factory(s.target, PREDICT, predict_body)
         phases = {("REST", name): rest_factory(port, rest_body) for name, port in rest_ports.items()}
         phases.update({("gRPC", name): factory for name, factory in grpc_calls.items()})
@@ -354,7 +364,7 @@ def run_all(args, clients: list[int], tmp: Path):
                             results.setdefault((proto, n, name), []).append(r)
                             print(f"  {proto:<4} {n:>3} clients  {name:<22} {r['throughput']:8.0f} req/s  "
                                   f"p50 {r['p50_ms']:7.2f} ms  errors {r['errors']}", flush=True)
-        rss = {name: s.rss_mb() for name, s in servers.items()}
+        rss = {name: tree_rss_mb(s.proc.pid) for name, s in servers.items()}  # with its worker processes
         rss["import tensorflow, genserve's venv"] = import_rss_mb(sys.executable)
         if not args.genserve_only:
             rss["import tensorflow, KServe's venv"] = import_rss_mb(args.kserve_python)
@@ -362,6 +372,10 @@ def run_all(args, clients: list[int], tmp: Path):
         for server in servers.values():
             server.stop()
     return {key: pool(runs, args.seconds) for key, runs in results.items()}, rss, checks
+
+
+def _workers_name(batching: str, workers: int) -> str:
+    return f"genserve, batching {batching}, {workers} REST workers"
 
 
 def pool(runs: list[dict], seconds: float) -> dict:
@@ -385,8 +399,8 @@ def report(results: dict, rss: dict, checks: dict, floor: dict | None, clients: 
     for (proto, n, name), r in results.items():
         print(f"| {proto} | {n} | {name} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['throughput']:,.0f} | "
               f"{r['errors']} |")
-    print("\n| server | RSS after load, MB (KServe with workers: the parent, which serves gRPC, and each REST "
-          "worker hold their own copy of the model) |\n|---|---|")
+    print("\n| server | RSS after load, MB, all its processes (KServe with workers: the parent, which serves gRPC, "
+          "and each REST worker hold their own copy of the model; genserve's REST workers hold none) |\n|---|---|")
     for name, mb in rss.items():
         print(f"| {name} | {mb:,.0f} |")
     kserve = [name for name in rss if name.startswith("KServe")]
@@ -408,11 +422,24 @@ def report(results: dict, rss: dict, checks: dict, floor: dict | None, clients: 
                 (f"REST, {top} clients, req/s — batching on vs {many}", "REST", top, "on", many, "throughput", ""),
                 (f"gRPC, 1 client, p50 — batching off vs {one}", "gRPC", 1, "off", one, "p50_ms", "lower is better"),
                 (f"gRPC, {top} clients, req/s — batching on vs {one}", "gRPC", top, "on", one, "throughput", "")]
+        if args.rest_workers:
+            w = args.rest_workers
+            rows[5:5] = [(f"REST, 1 client, p50 — batching off, {w} REST workers vs {one}", "REST", 1, f"off, {w}",
+                          one, "p50_ms", "lower is better"),
+                         (f"REST, {top} clients, req/s — batching off, {w} REST workers vs {many}", "REST", top,
+                          f"off, {w}", many, "throughput", ""),
+                         (f"REST, {top} clients, req/s — batching on, {w} REST workers vs {many}", "REST", top,
+                          f"on, {w}", many, "throughput", "")]
         for label, proto, n, batching, theirs, key, note in rows:
-            value = ratio(proto, n, f"genserve, batching {batching}", theirs, key)
+            ours = f"genserve, batching {batching}" + (" REST workers" if "," in batching else "")
+            value = ratio(proto, n, ours, theirs, key)
             print(f"| {label} | {value:.2f}{' (' + note + ')' if note else ''} |")
         print(f"| RSS after load vs {one} (one process, one copy of the model each) | "
               f"{rss['genserve, batching on'] / rss[one]:.2f} |")
+        if args.rest_workers:
+            name = _workers_name("on", args.rest_workers)
+            print(f"| RSS after load, {args.rest_workers} REST workers (all processes) vs {many} (all processes) | "
+                  f"{rss[name] / rss[many]:.2f} ({rss[name]:,.0f} vs {rss[many]:,.0f} MB) |")
         ours, theirs = (rss[name] - floors[name] for name in ("genserve, batching on", one))
         print(f"| RSS above `import tensorflow` vs {one} ({ours:,.0f} vs {theirs:,.0f} MB) | {ours / theirs:.2f} |")
     if floor is not None:

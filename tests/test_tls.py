@@ -211,9 +211,11 @@ def test_ssl_config_file_errors(certs, tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_rest_port_serves_https_with_the_same_certificate(certs, toy_models_dir):
+@pytest.mark.parametrize("rest_workers", [0, 2])
+def test_rest_port_serves_https_with_the_same_certificate(certs, toy_models_dir, rest_workers):
     """The REST port takes the gRPC certificate: HTTPS with the right CA works, plain HTTP and an
-    unknown CA do not; with client_verify, a client certificate is required there too."""
+    unknown CA do not; with client_verify, a client certificate is required there too (also when REST
+    worker processes serve the port)."""
     import json
     import ssl
     import urllib.error
@@ -221,7 +223,8 @@ def test_rest_port_serves_https_with_the_same_certificate(certs, toy_models_dir)
 
     config = make_ssl_config(_pem(certs, "server.key"), _pem(certs, "server.pem"),
                              custom_ca=_pem(certs, "ca.pem"), client_verify=True)
-    with ModelServer(toy_models_dir, poll_seconds=0, ssl_config=config, rest_port=0) as server:
+    with ModelServer(toy_models_dir, poll_seconds=0, ssl_config=config, rest_port=0,
+                     rest_workers=rest_workers) as server:
         url = f"https://localhost:{server.rest_port}/v1/models/toy/versions/1:predict"
         body = json.dumps({"signature_name": "affine", "instances": [[1.0]]}).encode()
         context = ssl.create_default_context(cafile=str(certs / "ca.pem"))

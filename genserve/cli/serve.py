@@ -14,7 +14,9 @@ import typer
 
 from genserve.cli.common import check_directory, check_number, fail
 from genserve.cli.options import ExportVersionOpt
-from genserve.serving.options import CLI_ENABLE_BATCHING, CLI_PORT, DEFAULTS, MAX_MESSAGE_MB, MIB
+from genserve.serving.options import (
+    CLI_ENABLE_BATCHING, CLI_PORT, CLI_REST_WORKERS, DEFAULTS, MAX_MESSAGE_MB, MAX_REST_WORKERS, MIB,
+)
 
 D = DEFAULTS  # every default below is the server's own (serving/options.py)
 
@@ -130,6 +132,11 @@ def serve(
              "while every configured model has an AVAILABLE version and no drain has started (stricter "
              "than TF Serving; GET /v1/health/ready on the REST port says the same).")]
     = D.enable_grpc_healthcheck_service,
+    rest_workers: Annotated[int, typer.Option(
+        help="Worker processes that serve the REST port (HTTP, TLS, response JSON) beside the model "
+             "process, which still routes, admits and runs every request; 0 = REST in the model "
+             "process. Each costs ~45-50 MB (no TensorFlow); needs --rest-port (docs/serving.md).", min=0,
+        max=MAX_REST_WORKERS)] = CLI_REST_WORKERS,
     rest_api_enable_cors_support: Annotated[bool, typer.Option(
         "--rest-api-enable-cors-support",
         help="Add TF Serving's CORS headers to every /v1/ REST answer (its "
@@ -152,6 +159,8 @@ def serve(
     if prometheus_path is not None and not rest_port:
         raise fail("--monitoring-config-file enables Prometheus metrics, which are served on the REST "
                    "port: set --rest-port (e.g. 8501)")
+    if rest_workers and not rest_port:
+        raise fail("--rest-workers serves the REST port from worker processes: set --rest-port (e.g. 8501)")
     ssl_config = _read_config(ssl_config_file, "--ssl-config-file", "genserve.serving.tls", "read_ssl_config")
     from genserve.repository import ConfigError, discover, list_versions
 
@@ -182,7 +191,7 @@ def serve(
         config_poll_seconds=model_config_file_poll_seconds, rest_port=rest_port or None,
         prometheus_path=prometheus_path, ssl_config=ssl_config, drain_seconds=drain_seconds,
         enable_grpc_healthcheck_service=enable_grpc_healthcheck_service,
-        enable_cors_support=rest_api_enable_cors_support))
+        enable_cors_support=rest_api_enable_cors_support, rest_workers=rest_workers))
     try:
         bound = server.start()
     except (OSError, ConfigError, FileNotFoundError) as e:

@@ -306,15 +306,37 @@ def request_arrays(doc: dict, input_dtypes: dict) -> tuple[dict, str]:
 
 
 # -- numpy -> JSON ----------------------------------------------------------------------------------
+def check_outputs(outputs: dict, fmt: str) -> None:
+    """The errors outputs_json raises before it writes anything, in its order.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT for no outputs, (row format) an output without a batch
+            dimension or with another batch size than the rest, or a dtype JSON cannot carry.
+    """
+    if not outputs:
+        raise _invalid("Cannot convert empty tensor map to JSON")
+    names = sorted(outputs)
+    if fmt != COLUMNAR:
+        batch = None
+        for name in names:
+            array = outputs[name]
+            if array.ndim == 0:
+                raise _invalid(f"Tensor name: {name} has no shape information ")
+            if batch is not None and array.shape[0] != batch:
+                raise _invalid(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
+                               f"expecting: {batch}")
+            batch = array.shape[0]
+    for name in names:
+        json_values.check_dtype(outputs[name].dtype)
+
+
 def outputs_json(outputs: dict, fmt: str) -> str:
     """MakeJsonFromTensors: the response body for `outputs` (name -> ndarray) in `fmt`.
 
     Raises:
-        ServingError: INVALID_ARGUMENT for no outputs, or (row format) an output without a batch
-            dimension or with another batch size than the rest.
+        ServingError: see check_outputs.
     """
-    if not outputs:
-        raise _invalid("Cannot convert empty tensor map to JSON")
+    check_outputs(outputs, fmt)
     names = sorted(outputs)
     as_b64 = {n: n.endswith(BYTES_SUFFIX) and outputs[n].dtype.kind in "OSU" for n in names}
     if fmt == COLUMNAR:
@@ -322,15 +344,7 @@ def outputs_json(outputs: dict, fmt: str) -> str:
             return '{"outputs": ' + json_values.tensor_json(outputs[names[0]], as_b64[names[0]]) + "}"
         body = ", ".join(f"{json.dumps(n)}: {json_values.tensor_json(outputs[n], as_b64[n])}" for n in names)
         return '{"outputs": {' + body + "}}"
-    batch = None
-    for name in names:
-        array = outputs[name]
-        if array.ndim == 0:
-            raise _invalid(f"Tensor name: {name} has no shape information ")
-        if batch is not None and array.shape[0] != batch:
-            raise _invalid(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
-                           f"expecting: {batch}")
-        batch = array.shape[0]
+    batch = outputs[names[0]].shape[0]
     if len(names) == 1:
         return '{"predictions": ' + json_values.tensor_json(outputs[names[0]], as_b64[names[0]], ", ") + "}"
     # One row object per batch item: the template of each output's row goes into a row template.
@@ -340,4 +354,3 @@ def outputs_json(outputs: dict, fmt: str) -> str:
     per_row = [np.array(json_values.values(outputs[n], as_b64[n]), dtype=object).reshape(batch, -1) for n in names]
     cells = np.concatenate(per_row, axis=1).reshape(-1).tolist() if batch else []
     return '{"predictions": [' + ", ".join([row] * batch) % tuple(cells) + "]}"
-

@@ -100,6 +100,12 @@ def _string_text(value, as_b64: bool) -> str:
     return '{"b64": %s}' % json.dumps(base64.b64encode(raw).decode("ascii"))
 
 
+def check_dtype(dtype: np.dtype) -> None:
+    """Raise what `values` raises for a dtype it cannot write."""
+    if dtype not in (np.float32, np.float64, np.bool_) and dtype.kind not in "iuOSU":
+        raise ServingError("INVALID_ARGUMENT", f"Failed to write JSON value for tensor type: {dtype.name}")
+
+
 def values(array: np.ndarray, as_b64: bool) -> list:
     """The flattened values as what `%s` writes as their JSON text."""
     flat = array.reshape(-1)

@@ -24,6 +24,8 @@ MIB = 1024 * 1024
 READY_PATH = "/v1/health/ready"  # REST readiness (rest_api.py, health.py): genserve's own, not TF Serving's
 CLI_PORT = 8500  # tensorflow_model_server's --port
 CLI_ENABLE_BATCHING = True  # Dockerfile.serving runs with --enable_batching
+MAX_REST_WORKERS = 64
+CLI_REST_WORKERS = 0  # REST in the model process unless --rest-workers says otherwise (see docs/serving.md)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,9 @@ class ServerOptions:
             AVAILABLE version and no drain started (health.py). GET /v1/health/ready on the REST port
             answers the same either way.
         enable_cors_support: add TF Serving's CORS headers to every /v1/ answer of the REST port
-            (--rest_api_enable_cors_support; rest_api.CORS_HEADERS).
+            (--rest_api_enable_cors_support; rest_http.CORS_HEADERS).
+        rest_workers: serve the REST port from this many worker processes that do its HTTP and JSON
+            writing beside the model process (rest_workers.py); 0: in this process.
     """
 
     host: str = "127.0.0.1"
@@ -134,6 +138,7 @@ class ServerOptions:
     ssl_config: object = None
     enable_grpc_healthcheck_service: bool = False
     enable_cors_support: bool = False
+    rest_workers: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_message_bytes <= MAX_MESSAGE_BYTES:
@@ -142,6 +147,10 @@ class ServerOptions:
             raise ValueError("max_concurrent must be >= 1 and max_queue >= 0")
         if self.rest_port is not None and self.rest_port != 0 and self.rest_port == self.port:
             raise ValueError(f"the REST port must differ from the gRPC port ({self.port})")
+        if not 0 <= self.rest_workers <= MAX_REST_WORKERS:
+            raise ValueError(f"rest_workers must be between 0 and {MAX_REST_WORKERS}")
+        if self.rest_workers and self.rest_port is None:
+            raise ValueError("REST workers serve the REST port: set rest_port")
         if self.prometheus_path is not None and self.rest_port is None:
             raise ValueError("Prometheus metrics are served on the REST port: set rest_port")
 

@@ -1,6 +1,6 @@
-"""The REST front end: TF Serving's RESTful API (and the Prometheus page) beside the gRPC server.
+"""The REST API's request logic: TF Serving's RESTful paths and JSON onto service.ModelService.
 
-    genserve serve --models-dir models --port 8500 --rest-port 8501
+    genserve serve --models-dir models --port 8500 --rest-port 8501 [--rest-workers 2]
     curl -s localhost:8501/v1/models/toy
     curl -s -d '{"instances": [[1.0], [2.0]]}' localhost:8501/v1/models/toy:predict
 
@@ -17,14 +17,16 @@ http_rest_api_util.cc, http_server.cc):
 
 Like TF Serving, every path under /v1/ (case-insensitive) goes to one handler: a method or path it does
 not know answers 400 `{"error": "Malformed request: PUT /v1/..."}`, errors answer `{"error": ...}` with
-the HTTP status of their canonical code (errors.HTTP_STATUS), and paths outside /v1/ answer 404.
-aiohttp on its own event loop in a thread only translates: JSON is decoded and encoded on the service's
-worker threads, the model's work done in service.ModelService (the version resolved once per request).
-Request bodies are bounded by --max-message-mb (413 beyond, also for a declared Content-Length or a
-gzip/deflate body inflating past it, inflated chunk by chunk off the event loop); a body that does not
-inflate or is not UTF-8 JSON answers 400, one not all there within 30 s (body_timeout_seconds) 408. Bad
-HTTP and unsupported requests (:classify) log one line. No deadline: --max-request-seconds bounds a run,
-as TF Serving's --rest_api_timeout_in_ms does. After SIGTERM every request answers 503.
+the HTTP status of their canonical code (errors.HTTP_STATUS), and paths outside /v1/ answer 404
+(rest_http.py: the HTTP side, bodies, limits). No deadline: --max-request-seconds bounds a run, as TF
+Serving's --rest_api_timeout_in_ms does. After SIGTERM every request answers 503.
+
+Two ways in, one logic (`RestApi`, the version resolved once per request):
+- in the server process (`LocalBackend.handle`): aiohttp's event loop awaits the model's own threads
+  (service.predict); JSON is decoded on the service's worker threads and encoded on the run's thread;
+- from REST worker processes (rest_workers.py, `--rest-workers N`): `LocalBackend.handle_blocking` on a
+  thread per request, as gRPC calls run; a prediction goes back as PredictResponse bytes and its JSON
+  is written by the worker (json_tensor.outputs_json, the same function: the same bytes).
 """
 
 from __future__ import annotations
@@ -32,26 +34,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import threading
 import time
-from concurrent import futures
 from urllib.parse import unquote
 
 from genserve.serving import json_tensor
-from genserve.serving.errors import OneLineLog, ServingError, error_json, truncate
+from genserve.serving.errors import ServingError, error_json, truncate
 from genserve.serving.options import READY_PATH
 
 log = logging.getLogger("genserve.serving")
 
-V1_PATH = re.compile(r"(?i)/v1/.*")  # kHTTPRestApiHandlerPathRegex
 PREDICTION_PATH = re.compile(  # kPredictionApiGegex
     r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
 STATUS_PATH = re.compile(  # kModelStatusApiRegex
     r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
 MAX_INT64 = 2**63 - 1
-# On every /v1/ answer with --rest-api-enable-cors-support (TF Serving's http_rest_api_util.cc AddCORSHeaders).
-CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET",
-                "Access-Control-Allow-Headers": "Content-Type"}
 
 
 def _path_parts(match) -> tuple[str, int | None, str | None]:
@@ -66,7 +62,8 @@ def _path_parts(match) -> tuple[str, int | None, str | None]:
 
 
 class RestApi:
-    """The request logic, independent of the HTTP library: `await process(method, path, body)`.
+    """The request logic, independent of the HTTP library: `await process(method, path, body)` (or
+    `process_blocking` on a thread of its own).
 
     Only translates: JSON <-> protobuf, paths -> ModelSpecs; the work is service.ModelService's.
     """
@@ -80,47 +77,80 @@ class RestApi:
         Returns:
             (HTTP status, JSON body, model name, API, canonical code) - the last three label metrics.
         """
-        name, api = "", ""
+        labels = ["", ""]  # model name, API: known once the path is parsed
         try:
-            output = None
-            if method == "POST":
-                match = PREDICTION_PATH.fullmatch(path)
-                if match:
-                    name, version, label = _path_parts(match)
-                    api = match.group(4).lower()
-                    output = await self._post(api, self._service.spec(name, version, label), body)
-            elif method == "GET":
-                match = STATUS_PATH.fullmatch(path)
-                if match:
-                    name, version, label = _path_parts(match)
-                    if not name:
-                        raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
-                    spec = self._service.spec(name, version, label)
-                    output = await self._blocking(self._metadata if match.group(4) else self._status, spec)
-            if output is None:
-                raise ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {truncate(path, 200)}")
-            return 200, output, name, api, "OK"
-        except ServingError as e:
-            return e.http_status, error_json(e.message), name, api, e.code
-        except Exception as e:  # a bug: answer 500, log one line, keep serving
-            log.error("REST %s %s failed: %s: %s", method, truncate(path, 200), type(e).__name__,
-                      truncate(str(e), 300))
-            log.debug("REST traceback", exc_info=True)
-            message = truncate(f"internal error: {type(e).__name__}: {e}")
-            return 500, error_json(message), name, api, "INTERNAL"
+            return (200, await self._dispatch(method, path, body, labels), *labels, "OK")
+        except Exception as e:
+            return self._failure(method, path, labels, e)
+
+    def process_blocking(self, method: str, path: str, body: bytes, raw: bool = False) -> tuple:
+        """`process` on the calling thread (which may wait for the model's turn: give it a thread of its
+        own). With `raw`, a prediction's output is (format, serialized PredictResponse) instead of its
+        JSON, for a REST worker process to write (json_tensor.outputs_json: the same bytes)."""
+        labels = ["", ""]
+        try:
+            return (200, self._dispatch_blocking(method, path, body, labels, raw), *labels, "OK")
+        except Exception as e:
+            return self._failure(method, path, labels, e)
+
+    @staticmethod
+    def _failure(method: str, path: str, labels: list, e: Exception) -> tuple[int, str, str, str, str]:
+        if isinstance(e, ServingError):
+            return e.http_status, error_json(e.message), *labels, e.code
+        # a bug: answer 500, log one line, keep serving
+        log.error("REST %s %s failed: %s: %s", method, truncate(path, 200), type(e).__name__,
+                  truncate(str(e), 300))
+        log.debug("REST traceback", exc_info=e)
+        message = truncate(f"internal error: {type(e).__name__}: {e}")
+        return 500, error_json(message), *labels, "INTERNAL"
+
+    def _route(self, method: str, path: str, labels: list):
+        """("predict" | "status" | "metadata", ModelSpec) of a request; `labels` filled on the way.
+
+        Raises:
+            ServingError: INVALID_ARGUMENT (malformed path or version), UNIMPLEMENTED (:classify...).
+        """
+        if method == "POST":
+            match = PREDICTION_PATH.fullmatch(path)
+            if match:
+                name, version, label = _path_parts(match)
+                labels[0], labels[1] = name, match.group(4).lower()
+                spec = self._service.spec(name, version, label)
+                if labels[1] != "predict":
+                    raise ServingError("UNIMPLEMENTED", f"the :{labels[1]} API is not implemented by genserve "
+                                                        "(it needs tf.Example signatures); use :predict")
+                return "predict", spec
+        elif method == "GET":
+            match = STATUS_PATH.fullmatch(path)
+            if match:
+                name, version, label = _path_parts(match)
+                labels[0] = name
+                if not name:
+                    raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
+                return ("metadata" if match.group(4) else "status"), self._service.spec(name, version, label)
+        raise ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {truncate(path, 200)}")
+
+    async def _dispatch(self, method: str, path: str, body: bytes, labels: list) -> str:
+        kind, spec = self._route(method, path, labels)
+        if kind == "predict":
+            loaded = self._service.resolve(spec)  # once: the dtypes and the run come from this version
+            request, fmt = await self._blocking(self._request, loaded, spec, body)
+            return await self._service.predict(request, None, loaded=loaded,  # JSON made on the run's thread
+                                               finish=lambda response: self._outputs(response, fmt))
+        return await self._blocking(self._metadata if kind == "metadata" else self._status, spec)
+
+    def _dispatch_blocking(self, method: str, path: str, body: bytes, labels: list, raw: bool):
+        kind, spec = self._route(method, path, labels)
+        if kind == "predict":
+            loaded = self._service.resolve(spec)
+            request, fmt = self._request(loaded, spec, body)
+            response = self._service.predict_blocking(request, None, loaded=loaded)
+            return self._raw_outputs(response, fmt) if raw else self._outputs(response, fmt)
+        return (self._metadata if kind == "metadata" else self._status)(spec)
 
     async def _blocking(self, fn, *args):
         """CPU work (JSON) on the service's worker threads, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._service.work, fn, *args)
-
-    async def _post(self, api: str, spec, body: bytes) -> str:
-        if api != "predict":
-            raise ServingError("UNIMPLEMENTED", f"the :{api} API is not implemented by genserve (it needs "
-                                                "tf.Example signatures); use :predict")
-        loaded = self._service.resolve(spec)  # once: the dtypes and the run come from this version
-        request, fmt = await self._blocking(self._request, loaded, spec, body)
-        return await self._service.predict(request, None, loaded=loaded,  # JSON made on the run's thread
-                                           finish=lambda response: self._outputs(response, fmt))
 
     @staticmethod
     def _request(loaded, spec, body: bytes):
@@ -144,6 +174,15 @@ class RestApi:
         outputs = {key: from_tensor_proto(proto) for key, proto in response.outputs.items()}
         return json_tensor.outputs_json(outputs, fmt)
 
+    @staticmethod
+    def _raw_outputs(response, fmt: str) -> tuple[str, bytes]:
+        """(fmt, the response's bytes), once the outputs are known to make JSON (the errors the
+        worker's outputs_json would raise are raised here, so the metrics count them)."""
+        from genserve.wire.codec import from_tensor_proto
+
+        json_tensor.check_outputs({key: from_tensor_proto(proto) for key, proto in response.outputs.items()}, fmt)
+        return fmt, response.SerializeToString()
+
     def _status(self, spec) -> str:
         from google.protobuf import json_format
 
@@ -166,235 +205,62 @@ class RestApi:
                 ',\n"metadata": {"signature_def": ' + json_format.MessageToJson(sig_map, **options) + "}\n}\n")
 
 
-class BodyTooLarge(Exception):
-    """A request body (as sent, or once inflated) beyond the server's limit: 413."""
 
 
-def inflate(raw: bytes, encoding: str, limit: int) -> bytes:
-    """The body of a request with `Content-Encoding: gzip` or `deflate`, inflated at most `limit` bytes
-    at a time, so a small bomb never grows past the limit (called on a worker thread; zlib releases
-    the GIL while it inflates).
-
-    Raises:
-        BodyTooLarge: the inflated body exceeds `limit`.
-        ServingError: INVALID_ARGUMENT for data that does not inflate.
-    """
-    import zlib
-
-    # wbits: 16+15 reads a gzip member, 15 a zlib stream; -15 a raw deflate stream (what some
-    # clients send as "deflate").
-    wbits = 31 if encoding in ("gzip", "x-gzip") else (15 if raw[:1] == b"\x78" else -15)
-    inflater = zlib.decompressobj(wbits)
-    out, size, data = [], 0, raw
-    try:
-        while data:
-            chunk = inflater.decompress(data, limit + 1 - size)
-            size += len(chunk)
-            out.append(chunk)
-            if size > limit:
-                raise BodyTooLarge()
-            data = inflater.unconsumed_tail
-        out.append(inflater.flush())
-    except zlib.error as e:
-        raise ServingError("INVALID_ARGUMENT", f"Failed to decompress the request body "
-                                               f"(Content-Encoding: {encoding}): {e}") from None
-    if not inflater.eof:
-        raise ServingError("INVALID_ARGUMENT", f"Failed to decompress the request body "
-                                               f"(Content-Encoding: {encoding}): truncated data")
-    if size + len(out[-1]) > limit:
-        raise BodyTooLarge()
-    return b"".join(out)
-
-
-class RestServer:
-    """aiohttp on its own event loop and thread, serving RestApi and (optionally) the metrics page.
+class LocalBackend:
+    """rest_http.RestServer's backend in the server process, and what the REST worker processes'
+    requests run on there (`handle_blocking`; rest_workers.py).
 
     Args:
-        service: the service.ModelService (its worker threads run the JSON work).
-        host, port: where to listen; port 0 picks a free one (see `.port` after start()).
-        max_body_bytes: the largest request body accepted, as sent and once inflated (413 beyond).
-        metrics: a metrics.ServingMetrics to expose at `metrics_path` (None: no metrics page).
-        body_timeout: seconds a request body may take to arrive (408 beyond, and the connection closes).
+        service: the service.ModelService (its worker threads run the JSON work here).
+        health: a health.Health answering GET /v1/health/ready (None: no such endpoint).
+        metrics: a metrics.ServingMetrics for the Prometheus page (None: none).
     """
 
-    def __init__(self, service, host: str, port: int, max_body_bytes: int, metrics=None,
-                 metrics_path: str | None = None, ssl_context=None, body_timeout: float = 30.0,
-                 health=None, cors: bool = False):
-        self._api = RestApi(service)
-        self.health, self.cors = health, cors  # readiness (a health.Health, None: no endpoint); CORS headers
+    def __init__(self, service, health=None, metrics=None):
+        self.api = RestApi(service)
         self._service = service
-        self.host, self.port = host, port
-        self.max_body_bytes = max_body_bytes
-        self.body_timeout = body_timeout  # seconds for a whole request body to arrive (408 beyond)
-        self.ssl_context = ssl_context  # HTTPS when set (tls.server_ssl_context)
-        self.metrics = metrics
-        self.metrics_path = metrics_path if metrics is not None else None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner = None
-        self._inflight = 0  # requests being handled (touched on the loop thread only)
+        self.health, self.metrics_source = health, metrics
+        self.ready_endpoint = health is not None
 
-    # -- lifecycle --------------------------------------------------------------------------------
-    def start(self) -> int:
-        """Bind and serve in a background thread. Returns the bound port.
+    def _ready(self, method: str, path: str) -> tuple[int, str] | None:
+        if path != READY_PATH or method != "GET" or self.health is None:
+            return None
+        ready = self.health.ready
+        return 200 if ready else 503, f'{{"status": "{"SERVING" if ready else "NOT_SERVING"}"}}'
 
-        Raises:
-            OSError: the address cannot be bound.
-        """
-        ready: futures.Future = futures.Future()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="genserve-rest-loop",
-                                        daemon=True)
-        self._thread.start()
-        try:
-            self.port = ready.result(timeout=60)
-        except OSError as e:
-            self._thread.join(timeout=10)
-            raise OSError(f"cannot listen on {self.host}:{self.port} for REST ({e.strerror or e})") from None
-        return self.port
-
-    def _run(self, ready: futures.Future) -> None:
-        loop = self._loop
-        asyncio.set_event_loop(loop)
-        try:
-            port = loop.run_until_complete(self._setup())
-        except BaseException as e:
-            ready.set_exception(e)
-            loop.run_until_complete(self._cleanup())
-            loop.close()
-            return
-        ready.set_result(port)
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(self._cleanup())
-            pending = asyncio.all_tasks(loop)  # handlers of connections dropped mid-request
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.close()
-
-    async def _setup(self) -> int:
-        from aiohttp import web
-
-        app = web.Application(client_max_size=self.max_body_bytes)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        # shutdown_timeout: what is left in flight after stop()'s own grace wait is cancelled at once.
-        # auto_decompress off: bodies are inflated by `inflate`, bounded, on a worker thread.
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1,
-                                     auto_decompress=False, logger=OneLineLog(log))  # bad HTTP: one line
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_port=False, ssl_context=self.ssl_context)
-        await site.start()
-        return self._runner.addresses[0][1]
-
-    async def _cleanup(self, grace: float = 0.0) -> None:
-        if self._runner is None:
-            return
-        for site in list(self._runner.sites):
-            await site.stop()  # no new connections
-        deadline = time.monotonic() + grace
-        while self._inflight and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        await self._runner.cleanup()  # closes keep-alive connections, cancels what is left
-        self._runner = None
-
-    def stop(self, grace: float | None = 1.0) -> None:
-        """Stop accepting, give requests in flight `grace` seconds, then close."""
-        grace = 0.0 if grace is None else grace
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            try:
-                asyncio.run_coroutine_threadsafe(self._cleanup(grace), loop).result(timeout=grace + 10)
-            except (futures.TimeoutError, RuntimeError) as e:
-                log.warning("REST shutdown: %s", e)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-        self._thread = None
-
-    # -- requests ---------------------------------------------------------------------------------
-    async def _handle(self, request):
-        from aiohttp import web
-
-        path = request.rel_url.raw_path
-        if self.metrics_path is not None and request.path == self.metrics_path:
-            from genserve.serving.metrics import CONTENT_TYPE
-
-            page = await asyncio.get_running_loop().run_in_executor(self._service.work, self.metrics.exposition)
-            return web.Response(body=page, headers={"Content-Type": CONTENT_TYPE})
-        if not V1_PATH.fullmatch(path):
-            return web.Response(status=404, text=f"404: Not Found: {truncate(path, 200)}")
-        self._inflight += 1
-        try:
-            response = await self._handle_v1(request, path)
-        finally:
-            self._inflight -= 1
-        if self.cors:
-            response.headers.update(CORS_HEADERS)
-        return response
-
-    async def _handle_v1(self, request, path: str):
-        from aiohttp import web
-
-        start = time.perf_counter()
-        if request.method == "OPTIONS":  # CORS preflight, as TF Serving answers it
-            if re.search(r"https?://", request.headers.get("Origin", "")):
-                return web.Response(status=200, content_type="application/json")
-            error = ServingError("FAILED_PRECONDITION", "Origin header is missing in CORS preflight")
-            return self._json(error.http_status, error_json(error.message))
-        if path == READY_PATH and request.method == "GET" and self.health is not None:
-            ready = self.health.ready
-            return self._json(200 if ready else 503, f'{{"status": "{"SERVING" if ready else "NOT_SERVING"}"}}')
-        try:
-            body = await self._body(request)
-        except BodyTooLarge:
-            message = (f"request body is larger than this server's limit of {self.max_body_bytes:,} bytes "
-                       "(--max-message-mb)")
-            self._service.observe("REST", "", "", "RESOURCE_EXHAUSTED", time.perf_counter() - start)
-            return self._json(413, error_json(message), close=True)
-        except asyncio.TimeoutError:
-            message = f"the request body did not arrive within {self.body_timeout:g} s"
-            self._service.observe("REST", "", "", "DEADLINE_EXCEEDED", time.perf_counter() - start)
-            return self._json(408, error_json(message), close=True)
-        except ServingError as e:
-            self._service.observe("REST", "", "", e.code, time.perf_counter() - start)
-            return self._json(e.http_status, error_json(e.message))
-        status, text, model, api, code = await self._api.process(request.method, path, body)
+    def _done(self, answer: tuple, method: str, path: str, remote, start: float):
+        status, output, model, api, code = answer
         self._service.observe("REST", api, model, code, time.perf_counter() - start)
         if code == "UNIMPLEMENTED":  # e.g. :classify; one line, as gRPC's Classify
-            log.warning("REST: unsupported request %s %s from %s", request.method, path[:200], request.remote)
-        return self._json(status, text)
+            log.warning("REST: unsupported request %s %s from %s", method, path[:200], remote)
+        return status, output
 
-    async def _body(self, request) -> bytes:
-        """The request body, inflated. A declared length beyond the limit is refused before reading.
+    async def handle(self, method: str, path: str, body: bytes, remote) -> tuple[int, str]:
+        """(HTTP status, JSON text) of one request under /v1/, counted in the metrics."""
+        start = time.perf_counter()
+        return self._ready(method, path) or self._done(await self.api.process(method, path, body),
+                                                       method, path, remote, start)
 
-        Raises:
-            BodyTooLarge, asyncio.TimeoutError (not all of it within body_timeout), ServingError
-            (INVALID_ARGUMENT: an unknown Content-Encoding or data that does not inflate).
-        """
-        from aiohttp import web
+    def handle_blocking(self, method: str, path: str, body: bytes, remote, raw: bool = False) -> tuple:
+        """`handle` on the calling thread; with `raw`, a prediction's output as RestApi.process_blocking's."""
+        start = time.perf_counter()
+        return self._ready(method, path) or self._done(self.api.process_blocking(method, path, body, raw),
+                                                       method, path, remote, start)
 
-        if request.content_length is not None and request.content_length > self.max_body_bytes:
-            raise BodyTooLarge()
-        try:
-            raw = await asyncio.wait_for(request.read(), self.body_timeout)
-        except web.HTTPRequestEntityTooLarge:
-            raise BodyTooLarge() from None
-        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding in ("", "identity"):
-            return raw
-        if encoding not in ("gzip", "x-gzip", "deflate"):
-            raise ServingError("INVALID_ARGUMENT", f"unsupported Content-Encoding: {truncate(encoding, 40)} "
-                                                   "(gzip, deflate or none)")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._service.work, inflate, raw, encoding, self.max_body_bytes)
+    def metrics_page(self) -> tuple[bytes, str]:
+        from genserve.serving.metrics import CONTENT_TYPE
 
-    @staticmethod
-    def _json(status: int, text: str, close: bool = False):
-        from aiohttp import web
+        return self.metrics_source.exposition(), CONTENT_TYPE
 
-        response = web.Response(status=status, text=text, content_type="application/json")
-        if close:  # the rest of the body is not read: this connection cannot carry another request
-            response.force_close()
-        return response
+    async def metrics(self) -> tuple[bytes, str]:
+        return await asyncio.get_running_loop().run_in_executor(self._service.work, self.metrics_page)
 
+    def observe(self, code: str, seconds: float) -> None:
+        """A request refused before it was parsed (body too large, too slow, not inflatable)."""
+        self._service.observe("REST", "", "", code, seconds)
+
+    async def inflate(self, raw: bytes, encoding: str, limit: int) -> bytes:
+        from genserve.serving.rest_http import inflate
+
+        return await asyncio.get_running_loop().run_in_executor(self._service.work, inflate, raw, encoding, limit)

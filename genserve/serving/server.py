@@ -9,7 +9,8 @@ A stand-in for `tensorflow_model_server`, never a more lenient one. The rooms:
 - `registry.py` which versions are served (models.config, version policy, polling, reload; no gRPC);
 - `batching.py` TF Serving's batching session for versions with batching_params.pbtxt (enable_batching);
 - `service.py`  predict / metadata / status / reload without a transport; per-model admission;
-- `grpc_api.py` and `rest_api.py`  the two front ends, translators onto the service;
+- `grpc_api.py` and `rest_api.py`  the two front ends, translators onto the service (REST's HTTP side
+                in `rest_http.py`, optionally in worker processes: `rest_workers.py`, `rest_worker.py`);
 - `options.py`  every default;
 - `health.py`   readiness: grpc.health.v1 (--enable-grpc-healthcheck-service) and GET /v1/health/ready;
 - this module   assembles them: ports (bound before the models load), the poller, a bounded drain
@@ -116,6 +117,8 @@ class ModelServer:
             if self.rest_port is not None:
                 self._start_rest()
             self.registry.refresh(strict=True)
+            if hasattr(self._rest, "wait_ready"):  # REST worker processes, started beside the load
+                self._rest.wait_ready()
         except BaseException:
             for front in (self._rest, self._grpc):
                 if front is not None:
@@ -130,17 +133,33 @@ class ModelServer:
         return self.port
 
     def _start_rest(self) -> None:
-        from genserve.serving.rest_api import RestServer
+        from genserve.serving.rest_api import LocalBackend
 
-        context = None
-        if self.options.ssl_config is not None:  # the same certificate as gRPC
-            from genserve.serving.tls import server_ssl_context
+        options = self.options
+        backend = LocalBackend(self.service, self.health, self.metrics)
+        if options.rest_workers:
+            from genserve.serving.rest_workers import RestWorkers
 
-            context = server_ssl_context(self.options.ssl_config)
-        rest = RestServer(self.service, self.host, self.rest_port, self.options.max_message_bytes, self.metrics,
-                          self.options.prometheus_path, ssl_context=context,
-                          body_timeout=self.options.body_timeout_seconds, health=self.health,
-                          cors=self.options.enable_cors_support)
+            ssl_text = None
+            if options.ssl_config is not None:
+                from genserve.serving.tls import ssl_config_text
+
+                ssl_text = ssl_config_text(options.ssl_config)
+            rest = RestWorkers(backend, self.host, self.rest_port, options.rest_workers, dict(
+                max_body_bytes=options.max_message_bytes, body_timeout=options.body_timeout_seconds,
+                cors=options.enable_cors_support, metrics_path=options.prometheus_path,
+                ready_endpoint=True, ssl_config=ssl_text), max_threads=options.max_concurrent_rpcs)
+        else:
+            from genserve.serving.rest_http import RestServer
+
+            context = None
+            if options.ssl_config is not None:  # the same certificate as gRPC
+                from genserve.serving.tls import server_ssl_context
+
+                context = server_ssl_context(options.ssl_config)
+            rest = RestServer(backend, self.host, self.rest_port, options.max_message_bytes,
+                              options.prometheus_path, ssl_context=context,
+                              body_timeout=options.body_timeout_seconds, cors=options.enable_cors_support)
         self.rest_port = rest.start()
         self._rest = rest
 
