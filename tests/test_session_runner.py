@@ -50,3 +50,30 @@ def test_malloc_arena_cap_leaves_an_explicit_setting(monkeypatch):
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
     assert limit_malloc_arenas() is False
+
+
+def test_serving_process_imports_tensorflow_without_keras(toy_models_dir):
+    """The loader imports TensorFlow without the Keras that `import tensorflow` loads eagerly (with
+    pandas, matplotlib, PIL... when installed: ~110 MB of RSS a server never uses); a model still loads
+    and runs, and Keras still imports afterwards (tf.keras included) for code that wants it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "from genserve.serving.loader import load_saved_model\n"
+        f"model = load_saved_model({str(toy_models_dir / 'toy' / '2')!r})\n"
+        "import numpy as np\n"
+        f"print(model.signature({C.TOY.default.name!r}).run({{'x': np.ones((2, 1), np.float32)}})['y'].shape)\n"
+        "print(sorted(m for m in ('keras', 'pandas', 'matplotlib', 'PIL') if m in sys.modules))\n"
+        "import tensorflow as tf\n"
+        "print(type(tf.keras.layers.Dense(1)).__name__)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:3] == ["(2, 1)", "[]", "Dense"], out.stdout
