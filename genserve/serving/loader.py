@@ -93,7 +93,6 @@ INLINE_TRIALS = 16
 @dataclass
 class GraphSignature:
     """One signature, runnable by tensor names: `run({key: ndarray}) -> {key: ndarray}`."""
-
     name: str
     inputs: dict  # key -> ArgSpec
     outputs: dict  # key -> ArgSpec
@@ -103,6 +102,7 @@ class GraphSignature:
     inline_ok: bool = False  # no control flow: may run in the caller's thread
     inline: bool | None = None  # decided after INLINE_TRIALS runs (None: still measuring)
     _trials: dict = field(repr=False, default_factory=lambda: {True: [], False: []})
+    memo: dict = field(repr=False, compare=False, default_factory=dict)  # derived once (execute.py)
 
     def expected(self) -> str:
         return ", ".join(f"'{k}': {s.describe()}" for k, s in sorted(self.inputs.items()))
