@@ -1,7 +1,7 @@
 """gRPC throughput against its floor: genserve servers (any code versions) beside a bare echo server with
 genserve's threading model, VAE `decode` with z of (1, 2) from N client threads, interleaved rounds.
 
-    .venv/bin/python benchmarks/grpc_floor.py echo=ECHO on=. off=.+--disable-batching --clients 64
+    .venv/bin/python benchmarks/grpc_floor.py        # = echo=ECHO on=. off=.+--disable-batching --clients 64
     .venv/bin/python benchmarks/grpc_floor.py old=/tmp/genserve-4f54cda new=.   # two code versions
 
 Each positional argument is LABEL=SOURCE: `ECHO` starts the echo server (grpc.server over a
@@ -98,7 +98,9 @@ def start(label: str, source: str, models: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("servers", nargs="+", help="LABEL=ECHO or LABEL=SOURCE_TREE[+ARG,ARG]")
+    parser.add_argument("servers", nargs="*", help="LABEL=ECHO or LABEL=SOURCE_TREE[+ARG,ARG] (default: the "
+                        "echo server, this tree with batching and without)",
+                        default=["echo=ECHO", f"on={ROOT}", f"off={ROOT}+--disable-batching"])
     parser.add_argument("--clients", type=int, nargs="+", default=[64])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
