@@ -6,7 +6,8 @@ One run, side by side, every server in its own process (as a real deployment has
 1. the floor: a bare gRPC unary echo of a 1.1 KB message (Python grpcio on both ends, no protobuf);
 2. genserve's text `step` (batch 1, book size: LSTM 128) round trip through `genserve serve`, and the
    same signature run in this process on TF Serving's path (graph Session, make_callable);
-   goal (issue 8): step round trip <= 1.25 x (echo floor + in-process step);
+   goal (issue 8): step round trip <= 1.25 x (echo floor + in-process step); and the bound for any
+   Python gRPC server: the same echo server running the step on its handler thread before answering;
 3. a 1-element float32 toy Predict: genserve's thin client vs Google's tensorflow_serving stub;
 4. client-side text generation over the same server, 400 characters at the book's four temperatures:
    the book's way (one `next_char` request on a 60-character window per character per temperature,
@@ -32,11 +33,23 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.harness import ServerProcess, rounds  # noqa: E402
+# argv: [SavedModel of the text model, repository root]: each call also runs that model's `step` (batch 1)
+# on the handler thread before echoing: the best any Python gRPC server can do for a step round trip.
 ECHO_SERVER = r"""
 import sys, time
 from concurrent import futures
 import grpc
+work = lambda: None
+if len(sys.argv) > 2:
+    sys.path.insert(0, sys.argv[2])
+    import numpy as np
+    from genserve.serving.loader import load_saved_model
+    model = load_saved_model(sys.argv[1])
+    units = int(model.signatures["info"].run({"ids": np.zeros(1, np.int32)})["units"][0])
+    feed = {"ids": np.zeros(1, np.int32), "h": np.zeros((1, units), np.float32), "c": np.zeros((1, units), np.float32)}
+    work = lambda: model.signatures["step"].run(feed)
 def echo(request, context):
+    work()
     return request
 handler = grpc.method_handlers_generic_handler("bench.Echo", {
     "Echo": grpc.unary_unary_rpc_method_handler(echo)})
@@ -92,6 +105,7 @@ def measure(calls: int = 300, length: int = 400, skip_text: bool = False, server
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     from genserve.clients import Client
+    from genserve.clients.messages import predict_request
     from genserve.export.toy import export_toy
 
     tmp = Path(tempfile.mkdtemp(prefix="genserve-bench-latency-"))
@@ -108,6 +122,9 @@ def measure(calls: int = 300, length: int = 400, skip_text: bool = False, server
         text_path = export_text(tmp / "text", models)
 
     echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
+    step_echo = None if skip_text else subprocess.Popen(
+        [sys.executable, "-c", ECHO_SERVER, str(text_path), str(ROOT)], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     # The toy export carries batching params: no 2 ms batch wait here.
     server = ServerProcess(models, "--disable-batching", *server_args.split(), poll_seconds=0).start()
     target = server.target
@@ -142,16 +159,23 @@ def measure(calls: int = 300, length: int = 400, skip_text: bool = False, server
                 fns["step_in_process"] = lambda: step.run({"ids": ids, "h": h, "c": h})
                 fns["step_grpc"] = lambda: client.predict("text", {"ids": ids, "h": h, "c": h},
                                                           signature="step")
+                step_echo_channel = grpc.insecure_channel(f"127.0.0.1:{step_echo.stdout.readline().strip()}")
+                step_echo_call = step_echo_channel.unary_unary("/bench.Echo/Echo")
+                step_body = predict_request("text", {"ids": ids, "h": h, "c": h}, "step").SerializeToString()
+                fns["step_echo"] = lambda: step_echo_call(step_body, timeout=10)
             ms = rounds(fns, calls)
             if not skip_text:
                 gen = _generation(client, length)
     finally:
         server.stop()
-        echo.terminate()
-        echo.wait(30)
+        for process in (echo, step_echo):
+            if process is not None:
+                process.terminate()
+                process.wait(30)
     out = {"ms": ms, "gen": gen}
     if gen is not None:
         out["step_ratio"] = ms["step_grpc"] / (ms["echo"] + ms["step_in_process"])
+        out["step_echo_ratio"] = ms["step_echo"] / (ms["echo"] + ms["step_in_process"])
         out["gen_ratio"] = gen["book"] / gen["ours"]
     return out
 
@@ -173,6 +197,8 @@ def main() -> None:
         print(f"  text step in process (graph Session)          {ms['step_in_process']:7.3f} ms")
         print(f"  text step over gRPC (genserve serve)          {ms['step_grpc']:7.3f} ms")
         print(f"  ratio step / (echo + in-process step)         {result['step_ratio']:7.2f}   (goal <= 1.25)")
+        print(f"  echo server running the step per call         {ms['step_echo']:7.3f} ms")
+        print(f"  ratio of that bare server (the bound)         {result['step_echo_ratio']:7.2f}")
     if not args.skip_text:
         print(f"client-side generation, {args.length} chars x 4 temperatures, median of 3:")
         print(f"  the book's way, {gen['book_requests']:,} window requests      {gen['book']:7.3f} s")

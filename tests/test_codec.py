@@ -203,6 +203,18 @@ def test_decoded_arrays_are_writable_copies():
     assert from_tensor_proto(proto)[0, 0] == 0.0
 
 
+@pytest.mark.parametrize("array", [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([b"a", b"bc"], object),
+                                   np.zeros((0, 4), np.int32)], ids=["content", "strings", "empty"])
+def test_shape_read_by_the_caller_decodes_the_same(array):
+    """The server passes the dims it already read and checked (execute.decode_inputs)."""
+    proto = to_tensor_proto(array)
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    np.testing.assert_array_equal(from_tensor_proto(proto, shape), from_tensor_proto(proto))
+    assert from_tensor_proto(proto, shape).shape == array.shape
+    with pytest.raises(ValueError, match="bytes"):  # the value count is still checked against it
+        from_tensor_proto(to_tensor_proto(np.zeros(5, np.float32)), (6,))
+
+
 # --- errors ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", [
     np.zeros(2, dtype=np.longdouble) if np.dtype(np.longdouble).itemsize > 8 else np.zeros(2, "M8[s]"),

@@ -50,3 +50,54 @@ def test_malloc_arena_cap_leaves_an_explicit_setting(monkeypatch):
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
     assert limit_malloc_arenas() is False
+
+
+def test_serving_process_imports_tensorflow_without_keras(toy_models_dir):
+    """The loader imports TensorFlow without the Keras that `import tensorflow` loads eagerly (with
+    pandas, matplotlib, PIL... when installed: ~110 MB of RSS a server never uses); a model still loads
+    and runs, and Keras still imports afterwards (tf.keras included) for code that wants it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "from genserve.serving.loader import load_saved_model\n"
+        f"model = load_saved_model({str(toy_models_dir / 'toy' / '2')!r})\n"
+        "import numpy as np\n"
+        f"print(model.signature({C.TOY.default.name!r}).run({{'x': np.ones((2, 1), np.float32)}})['y'].shape)\n"
+        "print(sorted(m for m in ('keras', 'pandas', 'matplotlib', 'PIL') if m in sys.modules))\n"
+        "import tensorflow as tf\n"
+        "print(type(tf.keras.layers.Dense(1)).__name__)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:3] == ["(2, 1)", "[]", "Dense"], out.stdout
+
+
+def test_output_budget_is_per_limits_on_the_same_signature(toy_signature):
+    """execute.prepare bounds a request's rows by the output budget (--max-output-mb); computed once per
+    (signature, limits), so two servers' limits over one signature still each get their own answer."""
+    from tensorflow_serving.apis import predict_pb2
+
+    from genserve.serving import execute
+    from genserve.serving.errors import ServingError
+    from genserve.serving.options import Limits
+    from genserve.wire.codec import fill_tensor_proto
+
+    model, sig = toy_signature
+    request = predict_pb2.PredictRequest()
+    request.model_spec.signature_name = sig.name
+    fill_tensor_proto(request.inputs["x"], np.ones((3, 1), np.float32))
+    per_row = (1 << 30) // Limits(max_output_bytes=1 << 30).max_rows(sig)  # output bytes per row
+    tight = Limits(max_output_bytes=per_row * 2 + per_row // 2)  # a budget of 2 rows
+    for _ in range(2):  # the second time from the memo
+        _, arrays, _ = execute.prepare(model, "toy", 2, request)
+        np.testing.assert_array_equal(arrays["x"], np.ones((3, 1), np.float32))
+        with pytest.raises(ServingError, match="accepts at most 2 rows") as e:
+            execute.prepare(model, "toy", 2, request, tight)
+        assert e.value.code == "RESOURCE_EXHAUSTED"

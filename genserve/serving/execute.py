@@ -28,6 +28,7 @@ from genserve.serving.options import Limits
 
 
 DEFAULT_LIMITS = Limits()
+_UNSET = object()
 
 
 def _proto_shape(proto) -> tuple | None:
@@ -63,7 +64,9 @@ def decode_inputs(sig, inputs, limits: Limits = DEFAULT_LIMITS) -> dict:
         spec_inputs[key].check_shape(proto.dtype, shape)
         shapes[key] = shape
     limits.check_elements(shapes)
-    max_rows = limits.max_rows(sig)
+    max_rows = sig.memo.get(limits, _UNSET)  # a pure function of the two: computed once
+    if max_rows is _UNSET:
+        max_rows = sig.memo[limits] = limits.max_rows(sig)
     if max_rows is not None:
         rows = max((s[0] for s in shapes.values() if s), default=0)
         if rows > max_rows:
@@ -74,7 +77,7 @@ def decode_inputs(sig, inputs, limits: Limits = DEFAULT_LIMITS) -> dict:
     arrays = {}
     for key, proto in inputs.items():
         try:
-            arrays[key] = from_tensor_proto(proto)
+            arrays[key] = from_tensor_proto(proto, shapes[key])
         except (ValueError, TypeError) as e:
             raise ServingError("INVALID_ARGUMENT",
                                f"input '{key}': cannot decode the TensorProto: {e}") from None

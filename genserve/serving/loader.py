@@ -7,11 +7,10 @@ tensorflow_serving/servables/tensorflow/saved_model_bundle_factory.cc) imports t
 `serve` into a fresh graph, creates a Session, runs the restore op (`saver_def.restore_op_name`) over
 `variables/`, then the init op, and afterwards executes each request by feeding the SignatureDef's
 input tensor names and fetching its output tensor names. It never rebuilds the Python object graph.
-`tf.compat.v1.saved_model.loader.load` is the same loader; on top of it this module runs each signature
-as TF Serving's `Session::Run(run_options, inputs, output_tensor_names, {}, &outputs)` does: one C call
-(TF_SessionRun) with the feed and fetch tensors resolved once per (signature, outputs) and the
-request's RunOptions (`_SessionRunner`), so genserve's server, the export writer's check and the batch
-engine's in-process mode all execute exports exactly as TF Serving would.
+`tf.compat.v1.saved_model.loader.load` is the same loader; on it this module runs each signature as TF
+Serving's `Session::Run(run_options, inputs, output_tensor_names, {}, &outputs)` does: one TF_SessionRun
+with feeds and fetches resolved once per (signature, outputs) and the request's RunOptions
+(`_SessionRunner`), so the server, the export check and the batch engine run exports as TF Serving would.
 
 Nothing here imports gRPC: errors are `ServingError`s with canonical status names.
 """
@@ -102,7 +101,6 @@ INLINE_TRIALS = 16
 @dataclass
 class GraphSignature:
     """One signature, runnable by tensor names: `run({key: ndarray}) -> {key: ndarray}`."""
-
     name: str
     inputs: dict  # key -> ArgSpec
     outputs: dict  # key -> ArgSpec
@@ -113,6 +111,7 @@ class GraphSignature:
     pool: int = 0  # RunOptions.inter_op_thread_pool when not inline (LOOP_POOL: the model's own)
     inline: bool | None = None  # decided after INLINE_TRIALS runs (None: still measuring)
     _trials: dict = field(repr=False, default_factory=lambda: {True: [], False: []})
+    memo: dict = field(repr=False, compare=False, default_factory=dict)  # derived once (execute.py)
 
     def expected(self) -> str:
         return ", ".join(f"'{k}': {s.describe()}" for k, s in sorted(self.inputs.items()))
@@ -280,9 +279,24 @@ def error_summary(message: str) -> str:
     return lines[0].strip() if lines else "unknown error"
 
 
+def import_tensorflow():
+    """`import tensorflow` without the Keras 3 it loads eagerly (TF 2.21's `__init__` imports
+    `keras.src.optimizers` in a `try/except ImportError`, pulling pandas, pyarrow, matplotlib, PIL when
+    installed), which graph Sessions never use: ~110 MB less RSS. `import keras`, `tf.keras` work later."""
+    hide = "tensorflow" not in sys.modules and "keras" not in sys.modules
+    if hide:  # `import keras...` then raises ImportError, which TF ignores
+        sys.modules["keras"] = None
+    try:
+        import tensorflow as tf
+    finally:
+        if hide and sys.modules.get("keras", 0) is None:
+            del sys.modules["keras"]
+    return tf
+
+
 def session_config(intra_op_threads: int = 0, inter_op_threads: int = 0):
     """The ConfigProto TF Serving's flags build (--tensorflow_intra_op_parallelism, ...; 0 = TF picks)."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=intra_op_threads,
                                       inter_op_parallelism_threads=inter_op_threads,
@@ -321,7 +335,7 @@ def load_saved_model(path, tags=(SERVE_TAG,), config=None, loop_threads: int = 0
     Raises:
         RuntimeError: the SavedModel has no such MetaGraph, or its restore/init failed (TF's message).
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     graph = tf.Graph()
     config = with_loop_pool(config or session_config(), loop_threads)
@@ -394,9 +408,8 @@ def _has_control_flow(graph, sig, library: dict) -> bool:
 
 
 def _variables_used(graph, signatures: dict) -> list:
-    """The VarHandleOps the signatures' outputs depend on. A TF2 SavedModel's graph also holds
-    handle ops nothing reads (Keras' own ExportArchive exports have them too); only the used ones must
-    be restored."""
+    """The VarHandleOps the signatures' outputs depend on (a TF2 SavedModel's graph also holds handle
+    ops nothing reads, as Keras' ExportArchive exports do); only the used ones must be restored."""
     names = [a.tensor_name for sig in signatures.values() for a in sig.outputs.values()]
     return sorted((op for op in _upstream_ops(graph, names) if op.type == "VarHandleOp"),
                   key=lambda op: op.name)

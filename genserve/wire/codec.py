@@ -161,11 +161,13 @@ def _fill(values: np.ndarray, count: int, what: str) -> np.ndarray:
     raise ValueError(f"TensorProto has {values.size} values in {what} but its shape holds {count}")
 
 
-def from_tensor_proto(proto: Any) -> np.ndarray:
+def from_tensor_proto(proto: Any, shape: tuple | None = None) -> np.ndarray:
     """Decode a TensorProto (genserve's or TF's) into a new, writable numpy array.
 
     Args:
         proto: a TensorProto message; only its fields are read, so either class works.
+        shape: the proto's dims when the caller has already read and checked them (known rank, no
+            negative size), so they are not read twice (the server's request path).
 
     Returns:
         An array of the proto's shape; numbers in native byte order, strings as an object array of
@@ -175,12 +177,13 @@ def from_tensor_proto(proto: Any) -> np.ndarray:
         ValueError: unknown rank, a negative dimension, an unsupported dtype, or a value count that
             does not fit the shape.
     """
-    shape_proto = proto.tensor_shape
-    if shape_proto.unknown_rank:
-        raise ValueError("TensorProto has unknown rank; a tensor value needs a concrete shape")
-    shape = tuple(int(d.size) for d in shape_proto.dim)
-    if any(n < 0 for n in shape):
-        raise ValueError(f"TensorProto has a negative dimension in shape {list(shape)}")
+    if shape is None:
+        shape_proto = proto.tensor_shape
+        if shape_proto.unknown_rank:
+            raise ValueError("TensorProto has unknown rank; a tensor value needs a concrete shape")
+        shape = tuple(int(d.size) for d in shape_proto.dim)
+        if any(n < 0 for n in shape):
+            raise ValueError(f"TensorProto has a negative dimension in shape {list(shape)}")
     count = math.prod(shape)
     code = int(proto.dtype)
 
