@@ -190,7 +190,7 @@ def start_local_server(models_dir, threads: tuple[int, int] = (0, 0)):
                            f"pip install 'genserve[tf]' ({e})") from None
     kwargs = {}
     if any(threads):
-        from genserve.serving.loader import session_config
+        from genserve.serving.tf_session import session_config
 
         kwargs["session_config"] = session_config(*threads)
     server = ModelServer(models_dir, host="127.0.0.1", port=0, poll_seconds=0, **kwargs)

@@ -178,7 +178,7 @@ def serve(
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from genserve.serving.loader import session_config
+    from genserve.serving.tf_session import session_config
     from genserve.serving.options import Limits
     from genserve.serving.server import ModelServer
 

@@ -101,7 +101,7 @@ class ServerOptions:
             --enable_batching --enable_per_model_batching_parameters); off by default as in
             tensorflow_model_server, on in `genserve serve` (CLI_ENABLE_BATCHING).
         batch_threads: batch threads per batched version when its file sets no num_batch_threads.
-        session_config: a ConfigProto for every Session (None: loader.session_config()).
+        session_config: a ConfigProto for every Session (None: tf_session.session_config()).
         prometheus_path: serve Prometheus metrics at this path of the REST port (None: none).
         ssl_config: serve over TLS: an SSLConfig message or the path of its text file (TF Serving's
             --ssl_config_file; see tls.py); the REST port then serves HTTPS with the same certificate.

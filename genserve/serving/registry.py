@@ -140,9 +140,8 @@ class ModelRegistry:
         models_dir: the models directory (TF Serving layout).
         base_path_prefix: the Docker prefix of base_path in models.config, mapped to `models_dir`.
         allow_external_base_paths: serve base paths outside `models_dir`.
-        session_config: a ConfigProto for every version's Session (default loader.session_config()).
-        loop_threads: each version's own inter-op threads for its signatures with loops (loader.py,
-            LOOP_POOL; 0: they share the one pool).
+        session_config: a ConfigProto for every version's Session (default tf_session.session_config()).
+        loop_threads: inter-op threads of each version's own pool for its loops (tf_session.LOOP_POOL).
         on_load: `on_load(loaded)` after a version loads (metrics); `on_unload(loaded)` likewise.
     """
 

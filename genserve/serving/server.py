@@ -266,7 +266,7 @@ class ModelServer:
 
 
 def loop_threads(options: ServerOptions) -> int:
-    """Inter-op threads of each version's own pool for signatures with loops (loader.LOOP_POOL): as
+    """Inter-op threads of each version's own pool for signatures with loops (tf_session.LOOP_POOL): as
     many as the runs it admits at once (--max-concurrent unbatched, its batch threads batched), so
     no admitted run waits for a thread another run holds."""
     from genserve.serving.batching import DEFAULT_NUM_BATCH_THREADS
