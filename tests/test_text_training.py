@@ -138,30 +138,52 @@ def test_cosine_schedule_with_warmup():
 @pytest.mark.parametrize("name", sorted(TEXT_PRESETS))
 def test_each_preset_trains_and_resumes_from_the_cli(tmp_path, name):
     """`train text --preset NAME` at the preset's real sizes, one epoch of a tiny corpus (a few steps),
-    then `--resume --epochs 2` continues with the saved recipe (config.json), not the defaults."""
+    then `--resume --epochs 2` continues with the saved recipe (config.json), not the defaults. A
+    preset's extra training corpus is a tiny one too, continuing the tiny corpus (as shakespeare-full
+    continues shakespeare)."""
     from typer.testing import CliRunner
 
     from genserve.cli import app
     from genserve.training.text import load_checkpoint
 
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(TINY_TEXT[:1800], encoding="utf-8")  # preset "best": ~2 steps of 32 windows
+    corpus, extra = tmp_path / "corpus.txt", tmp_path / "extra.txt"
+    corpus.write_text(TINY_TEXT[:1800], encoding="utf-8")  # preset "best": ~2 steps of 64 windows
+    extra.write_text(TINY_TEXT[:2400], encoding="utf-8")
     work = tmp_path / "work"
     common = ["train", "text", "--workdir", str(work), "--quiet"]
-    result = CliRunner().invoke(app, [*common, "--preset", name, "--corpus", str(corpus), "--epochs", "1",
-                                      *(["--step", "30"] if name == "book" else [])])
+    changes = {"step": 30} if name == "book" else {}
+    if TEXT_PRESETS[name].get("extra_train"):
+        changes["extra_train"] = str(extra)
+    options = [x for k, v in changes.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    result = CliRunner().invoke(app, [*common, "--preset", name, "--corpus", str(corpus), "--epochs", "1", *options])
     assert result.exit_code == 0, result.output
     assert TextConfig.from_json((work / "config.json").read_text()) == preset(
-        name, corpus=str(corpus), epochs=1, **({"step": 30} if name == "book" else {}))
+        name, corpus=str(corpus), epochs=1, **changes)
     result = CliRunner().invoke(app, [*common, "--resume", "--epochs", "2"])
     assert result.exit_code == 0, result.output
     assert "epoch 2/2" in result.stdout
     model, cfg, _ = load_checkpoint(work, "last.keras")
-    assert cfg == dataclasses.replace(preset(name, corpus=str(corpus), epochs=1, **({"step": 30} if name == "book"
-                                                                                   else {})), epochs=2)
+    assert cfg == preset(name, corpus=str(corpus), epochs=2, **changes)
     lstm = model.get_layer("lstm")
     assert (lstm.units, lstm.recurrent_dropout) == (cfg.units, cfg.recurrent_dropout)
     assert type(model.optimizer).__name__.lower() == cfg.optimizer
+
+
+def test_best_preset_extra_corpus_can_be_switched_off(tmp_path):
+    """`--preset best --extra-train none`: only --corpus (the preset's shakespeare-full would not
+    continue a corpus of one's own)."""
+    from typer.testing import CliRunner
+
+    from genserve.cli import app
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TINY_TEXT[:1800], encoding="utf-8")
+    work = tmp_path / "work"
+    result = CliRunner().invoke(app, ["train", "text", "--workdir", str(work), "--quiet", "--preset", "best",
+                                      "--corpus", str(corpus), "--epochs", "1", "--extra-train", "none",
+                                      "--units", "8"])
+    assert result.exit_code == 0, result.output
+    assert TextConfig.from_json((work / "config.json").read_text()).extra_train is None
 
 
 def test_unknown_preset_is_a_one_line_error(tmp_path):

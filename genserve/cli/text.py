@@ -36,7 +36,7 @@ def train_text(
     corpus: Annotated[str, typer.Option(help="shakespeare (offline, ~1.1 MB), shakespeare-full, nietzsche (online) or a UTF-8 file path.")] = "shakespeare",
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (the book: 60).")] = 60,
     max_chars: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N characters of the corpus.")] = None,
-    extra_train: Annotated[Optional[str], typer.Option(help="Also train on this corpus (name or file) beyond --corpus, e.g. shakespeare-full; the held-out split stays --corpus's last 10 %.")] = None,
+    extra_train: Annotated[Optional[str], typer.Option(help="Also train on this corpus (name or file) beyond --corpus, e.g. shakespeare-full (preset best's); the held-out split stays --corpus's last 10 %. none: only --corpus.")] = None,
     maxlen: Annotated[int, typer.Option(min=1, help="Window length (the book: 60).")] = 60,
     step: Annotated[int, typer.Option(min=1, help="Stride between training windows (the book: 3).")] = 3,
     val_step: Annotated[Optional[int], typer.Option(min=1, help="Stride between validation windows (default: --step; the book's measure: 3).")] = None,
@@ -80,6 +80,8 @@ def _train_text(ctx, workdir, preset, encoding, keep_case, resume, quiet, force,
                  and k not in ("workdir", "preset", "resume", "quiet", "keep_case", "force")}
         if keep_case:
             given["lower"] = False
+        if str(given.get("extra_train", "")).lower() == "none":
+            given["extra_train"] = None  # a preset's extra corpus switched off
         # --resume: the workdir's config.json; else the preset; then the options given explicitly
         cfg = resolve_config(workdir, preset, resume, **given)
     except ValueError as e:
