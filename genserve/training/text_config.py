@@ -118,7 +118,7 @@ TEXT_PRESETS: dict[str, dict] = {
     "book": {},
     "best": dict(extra_train="shakespeare-full", layers=2, units=256, dropout=0.1, targets="all", step=60,
                  val_step=3, batch_size=64, optimizer="adam", learning_rate=0.003, schedule="cosine",
-                 min_lr_fraction=0.1, epochs=5, patience=2),
+                 min_lr_fraction=0.1, epochs=3, patience=2),
 }
 
 
