@@ -138,30 +138,52 @@ def test_cosine_schedule_with_warmup():
 @pytest.mark.parametrize("name", sorted(TEXT_PRESETS))
 def test_each_preset_trains_and_resumes_from_the_cli(tmp_path, name):
     """`train text --preset NAME` at the preset's real sizes, one epoch of a tiny corpus (a few steps),
-    then `--resume --epochs 2` continues with the saved recipe (config.json), not the defaults."""
+    then `--resume --epochs 2` continues with the saved recipe (config.json), not the defaults. A
+    preset's extra training corpus is a tiny one too, continuing the tiny corpus (as shakespeare-full
+    continues shakespeare)."""
     from typer.testing import CliRunner
 
     from genserve.cli import app
     from genserve.training.text import load_checkpoint
 
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(TINY_TEXT[:1800], encoding="utf-8")  # preset "best": ~2 steps of 32 windows
+    corpus, extra = tmp_path / "corpus.txt", tmp_path / "extra.txt"
+    corpus.write_text(TINY_TEXT[:1800], encoding="utf-8")  # preset "best": ~2 steps of 64 windows
+    extra.write_text(TINY_TEXT[:2400], encoding="utf-8")
     work = tmp_path / "work"
     common = ["train", "text", "--workdir", str(work), "--quiet"]
-    result = CliRunner().invoke(app, [*common, "--preset", name, "--corpus", str(corpus), "--epochs", "1",
-                                      *(["--step", "30"] if name == "book" else [])])
+    changes = {"step": 30} if name == "book" else {}
+    if TEXT_PRESETS[name].get("extra_train"):
+        changes["extra_train"] = str(extra)
+    options = [x for k, v in changes.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    result = CliRunner().invoke(app, [*common, "--preset", name, "--corpus", str(corpus), "--epochs", "1", *options])
     assert result.exit_code == 0, result.output
     assert TextConfig.from_json((work / "config.json").read_text()) == preset(
-        name, corpus=str(corpus), epochs=1, **({"step": 30} if name == "book" else {}))
+        name, corpus=str(corpus), epochs=1, **changes)
     result = CliRunner().invoke(app, [*common, "--resume", "--epochs", "2"])
     assert result.exit_code == 0, result.output
     assert "epoch 2/2" in result.stdout
     model, cfg, _ = load_checkpoint(work, "last.keras")
-    assert cfg == dataclasses.replace(preset(name, corpus=str(corpus), epochs=1, **({"step": 30} if name == "book"
-                                                                                   else {})), epochs=2)
+    assert cfg == preset(name, corpus=str(corpus), epochs=2, **changes)
     lstm = model.get_layer("lstm")
     assert (lstm.units, lstm.recurrent_dropout) == (cfg.units, cfg.recurrent_dropout)
     assert type(model.optimizer).__name__.lower() == cfg.optimizer
+
+
+def test_best_preset_extra_corpus_can_be_switched_off(tmp_path):
+    """`--preset best --extra-train none`: only --corpus (the preset's shakespeare-full would not
+    continue a corpus of one's own)."""
+    from typer.testing import CliRunner
+
+    from genserve.cli import app
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TINY_TEXT[:1800], encoding="utf-8")
+    work = tmp_path / "work"
+    result = CliRunner().invoke(app, ["train", "text", "--workdir", str(work), "--quiet", "--preset", "best",
+                                      "--corpus", str(corpus), "--epochs", "1", "--extra-train", "none",
+                                      "--units", "8"])
+    assert result.exit_code == 0, result.output
+    assert TextConfig.from_json((work / "config.json").read_text()).extra_train is None
 
 
 def test_unknown_preset_is_a_one_line_error(tmp_path):
@@ -171,3 +193,78 @@ def test_unknown_preset_is_a_one_line_error(tmp_path):
 
     result = CliRunner().invoke(app, ["train", "text", "--preset", "nope", "--workdir", str(tmp_path / "w")])
     assert result.exit_code == 1 and result.stderr.startswith("error: unknown text preset 'nope'; known: book, best")
+
+
+def _marked_corpus():
+    """A corpus whose held-out tail (its last 10 %) alone holds the characters 'X' and 'Y', and an
+    extra corpus that continues it (as shakespeare-full continues shakespeare)."""
+    body = TINY_TEXT[:900]
+    cut = int(round(1000 * 0.9))
+    text = body[:cut] + ("XY" * 50)[: 1000 - cut]  # 1,000 characters, the last 100 held out
+    extra = text + TINY_TEXT[::-1][:700]
+    return text, extra
+
+
+def test_extra_training_text_never_holds_a_held_out_character():
+    """With an extra corpus, the training stream is the corpus's first 90 % and the extra corpus beyond
+    the corpus, as separate streams: no training window (input or target) ever holds a held-out character,
+    while validation still is exactly the corpus's last 10 %."""
+    from genserve.training.text import extra_training_text, make_dataset
+
+    text, extra = _marked_corpus()
+    rest = extra_training_text(text, extra, 0.1)
+    assert rest == extra[len(text):] and "X" not in rest
+    vocab = Vocabulary.from_text(text + rest)
+    train_ids, val_ids = split_ids(vocab.encode(text), TINY)
+    assert vocab.decode(val_ids) == text[900:]
+    held = {vocab.index()["X"], vocab.index()["Y"]}
+    seen = 0
+    for targets in ("last", "all"):
+        for x, y in make_dataset([train_ids, vocab.encode(rest)], dataclasses.replace(TINY, step=1), shuffle=True,
+                                 targets=targets):
+            ids = np.concatenate([x.numpy().ravel(), y.numpy().ravel()])
+            assert not held & set(ids.tolist())
+            seen += len(x)
+    # every window of both streams: (900 - 10) + (700 - 10) starts, once per targets mode
+    assert seen == 2 * ((900 - 10) + (700 - 10))
+
+
+def test_extra_training_text_refuses_overlap_and_nothing_new():
+    from genserve.training.text import extra_training_text
+
+    text, extra = _marked_corpus()
+    with pytest.raises(ValueError, match="adds no text beyond"):
+        extra_training_text(text, text, 0.1)
+    other = "a different book. " * 40
+    assert extra_training_text(text, other, 0.1) == other  # holds none of the held-out text: used whole
+    leaky = other + text[850:]  # not a continuation, and it holds the held-out tail
+    with pytest.raises(ValueError, match="contains the held-out text"):
+        extra_training_text(text, leaky, 0.1)
+
+
+def test_extra_train_from_the_cli_trains_on_both_and_resumes(tmp_path):
+    """`--extra-train FILE`: the vocabulary covers both corpora (the extra one's new characters too),
+    validation is the corpus's own tail, --resume reloads both; bad values are one-line errors."""
+    from typer.testing import CliRunner
+
+    from genserve.cli import app
+    from genserve.training.text import load_checkpoint
+
+    text, extra = _marked_corpus()
+    corpus, more = tmp_path / "corpus.txt", tmp_path / "more.txt"
+    corpus.write_text(text, encoding="utf-8")
+    more.write_text(extra + "0123456789\n" * 3, encoding="utf-8")
+    work = tmp_path / "work"
+    common = ["train", "text", "--workdir", str(work), "--quiet", "--maxlen", "10", "--units", "8",
+              "--step", "5", "--batch-size", "64"]
+    result = CliRunner().invoke(app, [*common, "--corpus", str(corpus), "--extra-train", str(more), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    _, cfg, vocab = load_checkpoint(work, "last.keras")
+    assert cfg.extra_train == str(more) and set("0123456789xy") <= set(vocab.chars)  # lower-cased
+    result = CliRunner().invoke(app, ["train", "text", "--workdir", str(work), "--quiet", "--resume", "--epochs", "2"])
+    assert result.exit_code == 0 and "epoch 2/2" in result.stdout, result.output
+    for bad, message in ((str(tmp_path / "nope.txt"), "error: --extra-train: corpus "),
+                         (str(corpus), "error: --extra-train " + str(corpus) + " adds no text beyond --corpus")):
+        result = CliRunner().invoke(app, [*common, "--corpus", str(corpus), "--extra-train", bad, "--force"])
+        assert result.exit_code == 1 and result.stderr.startswith(message), result.output
+        assert len(result.stderr.strip().splitlines()) == 1

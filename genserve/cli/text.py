@@ -36,6 +36,7 @@ def train_text(
     corpus: Annotated[str, typer.Option(help="shakespeare (offline, ~1.1 MB), shakespeare-full, nietzsche (online) or a UTF-8 file path.")] = "shakespeare",
     epochs: Annotated[int, typer.Option(min=1, help="Epochs (the book: 60).")] = 60,
     max_chars: Annotated[Optional[int], typer.Option(min=1, help="Use only the first N characters of the corpus.")] = None,
+    extra_train: Annotated[Optional[str], typer.Option(help="Also train on this corpus (name or file) beyond --corpus, e.g. shakespeare-full (preset best's); the held-out split stays --corpus's last 10 %. none: only --corpus.")] = None,
     maxlen: Annotated[int, typer.Option(min=1, help="Window length (the book: 60).")] = 60,
     step: Annotated[int, typer.Option(min=1, help="Stride between training windows (the book: 3).")] = 3,
     val_step: Annotated[Optional[int], typer.Option(min=1, help="Stride between validation windows (default: --step; the book's measure: 3).")] = None,
@@ -79,6 +80,8 @@ def _train_text(ctx, workdir, preset, encoding, keep_case, resume, quiet, force,
                  and k not in ("workdir", "preset", "resume", "quiet", "keep_case", "force")}
         if keep_case:
             given["lower"] = False
+        if str(given.get("extra_train", "")).lower() == "none":
+            given["extra_train"] = None  # a preset's extra corpus switched off
         # --resume: the workdir's config.json; else the preset; then the options given explicitly
         cfg = resolve_config(workdir, preset, resume, **given)
     except ValueError as e:
@@ -87,11 +90,15 @@ def _train_text(ctx, workdir, preset, encoding, keep_case, resume, quiet, force,
         text = load_corpus(cfg.corpus, lower=cfg.lower, max_chars=cfg.max_chars)
     except (DataError, ValueError, FileNotFoundError) as e:
         raise fail(str(e)) from None
+    try:
+        extra = None if cfg.extra_train is None else load_corpus(cfg.extra_train, lower=cfg.lower)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        raise fail(f"--extra-train: {e}") from None
     from genserve.training.text import train
 
     try:
         result = train(cfg, workdir, resume=resume, verbose=0 if quiet else 1, log=typer.echo, progress=progress,
-                       text=text)
+                       text=text, extra_text=extra)
     except (DataError, ValueError, FileNotFoundError) as e:
         raise fail(str(e)) from None
     typer.echo(f"best val loss {result['best_val_loss']:.4f} nats/char "

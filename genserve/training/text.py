@@ -30,65 +30,13 @@ import time
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
 from genserve.data.text import Vocabulary, load_corpus
 from genserve.files import atomic_path, atomic_write
 from genserve.training.common import progress_callbacks
+from genserve.training.text_data import extra_training_text, make_dataset, split_ids  # noqa: F401 - re-exported
 from genserve.training.text_config import (BEST_FILE, CONFIG_FILE, HISTORY_FILE,  # noqa: F401 - re-exported
                                           HISTORY_HEADER, LAST_FILE, OPTIMIZERS, SCHEDULES, STATE_FILE,
                                           TEXT_PRESETS, VOCAB_FILE, CheckpointError, TextConfig, preset)
-
-
-def split_ids(ids: np.ndarray, cfg: TextConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Contiguous split: the first (1 - val_fraction) for training, the tail for validation.
-
-    Raises:
-        ValueError: when either part is shorter than one window plus its target.
-    """
-    cut = int(round(len(ids) * (1.0 - cfg.val_fraction)))
-    train, val = ids[:cut], ids[cut:]
-    need = cfg.maxlen + 1
-    if len(train) < need or len(val) < need:
-        raise ValueError(
-            f"corpus too short: {len(ids)} characters give {len(train)} for training and {len(val)} "
-            f"for validation, each needs at least maxlen + 1 = {need}"
-        )
-    return train, val
-
-
-def make_dataset(ids: np.ndarray, cfg: TextConfig, shuffle: bool, step: int | None = None,
-                 targets: str = "last", batch_size: int | None = None):
-    """Windows (x, y) = (ids[s:s+maxlen], ids[s+maxlen]) for s = 0, step, 2*step, ... as a tf.data pipeline.
-
-    Only the int32 id array lives in memory; each batch is gathered on the fly.
-
-    Args:
-        ids: (L,) int32 character ids.
-        cfg: the config (maxlen, step, batch_size, seed).
-        shuffle: reshuffle the windows every epoch.
-        step: stride between windows (default cfg.step).
-        targets: "last": y is the character after the window; "all": y = ids[s+1:s+maxlen+1].
-        batch_size: default cfg.batch_size.
-
-    Returns:
-        A `tf.data.Dataset` of (x (B, maxlen) int32, y (B,) or (B, maxlen) int32).
-    """
-    import tensorflow as tf
-
-    starts = np.arange(0, len(ids) - cfg.maxlen, step or cfg.step, dtype=np.int64)  # (N,)
-    table = tf.constant(ids, dtype=tf.int32)  # (L,)
-    offsets = tf.range(cfg.maxlen + 1, dtype=tf.int64)  # (maxlen + 1,)
-    ds = tf.data.Dataset.from_tensor_slices(starts)
-    if shuffle:
-        ds = ds.shuffle(len(starts), seed=cfg.seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size or cfg.batch_size)
-
-    def gather(s):  # s: (B,)
-        window = tf.gather(table, s[:, None] + offsets[None, :])  # (B, maxlen + 1)
-        return window[:, :-1], (window[:, 1:] if targets == "all" else window[:, -1])
-
-    return ds.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def lstm_name(layer: int) -> str:
@@ -300,8 +248,18 @@ def _epoch_callback(workdir: Path, cfg: TextConfig, log, val_ds=None):
     return EpochEnd
 
 
+def _extra_text(cfg: TextConfig, text: str, extra_text: str | None) -> str:
+    """The extra training text of `cfg.extra_train` beyond `text` ("" without one); see extra_training_text."""
+    if cfg.extra_train is None:
+        return ""
+    if extra_text is None:
+        extra_text = load_corpus(cfg.extra_train, lower=cfg.lower)
+    return extra_training_text(text, extra_text, cfg.val_fraction, f"--corpus {cfg.corpus}",
+                               f"--extra-train {cfg.extra_train}")
+
+
 def train(cfg: TextConfig, workdir: str | Path, resume: bool = False, verbose: int | None = 1,
-          log=print, text: str | None = None, progress=None) -> dict:
+          log=print, text: str | None = None, progress=None, extra_text: str | None = None) -> dict:
     """Train (or resume) the char-LSTM into `workdir`.
 
     Args:
@@ -313,6 +271,7 @@ def train(cfg: TextConfig, workdir: str | Path, resume: bool = False, verbose: i
         log: where the per-epoch summary lines go.
         progress: a genserve.progress.TrainingProgress to report to (default: a new one).
         text: the corpus itself (tests); default loads `cfg.corpus`.
+        extra_text: the `cfg.extra_train` corpus itself; default loads it (when set).
 
     Returns:
         {"epochs": completed epochs, "best_val_loss": nats/char, "best_val_bits": bits/char,
@@ -346,12 +305,14 @@ def train(cfg: TextConfig, workdir: str | Path, resume: bool = False, verbose: i
             _write_text(history, "\n".join(kept) + "\n")
         if text is None:
             text = load_corpus(cfg.corpus, lower=cfg.lower, max_chars=cfg.max_chars)
+        extra = _extra_text(cfg, text, extra_text)
     else:
         if text is None:
             text = load_corpus(cfg.corpus, lower=cfg.lower, max_chars=cfg.max_chars)
         elif cfg.max_chars is not None:
             text = text[: cfg.max_chars]
-        vocab = Vocabulary.from_text(text)
+        extra = _extra_text(cfg, text, extra_text)
+        vocab = Vocabulary.from_text(text + extra)  # covers both: the export serves any of them
         keras.utils.set_random_seed(cfg.seed)
         model = build_model(cfg, len(vocab))
         initial_epoch, best, since_best = 0, math.inf, 0
@@ -361,6 +322,8 @@ def train(cfg: TextConfig, workdir: str | Path, resume: bool = False, verbose: i
         _write_text(workdir / VOCAB_FILE, vocab.to_json())
     ids = vocab.encode(text)  # (L,) int32
     train_ids, val_ids = split_ids(ids, cfg)
+    if extra:  # a separate stream: no window joins the held-out tail (or the corpus's end) to it
+        train_ids = [train_ids, vocab.encode(extra)]
     train_ds = make_dataset(train_ids, cfg, shuffle=True, targets=cfg.targets)
     val_ds = make_dataset(val_ids, cfg, shuffle=False, step=cfg.val_step,
                           batch_size=max(cfg.batch_size, 256) if cfg.targets == "all" else None)
