@@ -71,10 +71,10 @@ $(PEERS_VENV)/.installed:
 	touch $@
 
 peers: $(STAMP) $(PEERS_VENV)/.installed
-	$(PY) benchmarks/peers.py --kserve-python $(PEERS_VENV)/bin/python
+	$(PY) benchmarks/peers.py --kserve-python $(PEERS_VENV)/bin/python --rest-workers 2
 
 peers-quick: $(STAMP) $(PEERS_VENV)/.installed
-	$(PY) benchmarks/peers.py --kserve-python $(PEERS_VENV)/bin/python --quick
+	$(PY) benchmarks/peers.py --kserve-python $(PEERS_VENV)/bin/python --quick --rest-workers 2
 
 docker-build:
 	docker build -f Dockerfile.serving --build-arg TF_SERVING_VERSION=$(TF_SERVING_VERSION) \
