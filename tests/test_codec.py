@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genserve.wire.codec import SUPPORTED_DTYPES, dtype_name, from_tensor_proto, to_tensor_proto
+from genserve.wire.codec import SUPPORTED_DTYPES, dtype_name, from_tensor_proto, tensor_layout, to_tensor_proto
 from genserve.wire.protos import tensor_pb2
 
 tf = pytest.importorskip("tensorflow")
@@ -214,6 +214,15 @@ def test_shape_read_by_the_caller_decodes_the_same(array):
     with pytest.raises(ValueError, match="bytes"):  # the value count is still checked against it
         from_tensor_proto(to_tensor_proto(np.zeros(5, np.float32)), (6,))
 
+
+
+@pytest.mark.parametrize("array", [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([b"a", b"bc"], object),
+                                   np.zeros((0, 4), np.int32), np.array(True), np.arange(3, dtype=np.uint64)],
+                         ids=["float", "strings", "empty", "scalar", "uint64"])
+def test_tensor_layout_is_what_decoding_gives_without_the_values(array):
+    """The REST workers' model process checks a response's outputs from their layout alone."""
+    decoded = from_tensor_proto(to_tensor_proto(array))
+    assert tensor_layout(to_tensor_proto(array)) == (decoded.shape, decoded.dtype)
 
 # --- errors ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", [

@@ -306,28 +306,29 @@ def request_arrays(doc: dict, input_dtypes: dict) -> tuple[dict, str]:
 
 
 # -- numpy -> JSON ----------------------------------------------------------------------------------
-def check_outputs(outputs: dict, fmt: str) -> None:
-    """The errors outputs_json raises before it writes anything, in its order.
+def check_outputs(layouts: dict, fmt: str) -> None:
+    """The errors outputs_json raises before it writes anything, in its order, from each output's
+    (shape, numpy dtype) alone (name -> layout), so a caller holding only the TensorProtos decodes none.
 
     Raises:
         ServingError: INVALID_ARGUMENT for no outputs, (row format) an output without a batch
             dimension or with another batch size than the rest, or a dtype JSON cannot carry.
     """
-    if not outputs:
+    if not layouts:
         raise _invalid("Cannot convert empty tensor map to JSON")
-    names = sorted(outputs)
+    names = sorted(layouts)
     if fmt != COLUMNAR:
         batch = None
         for name in names:
-            array = outputs[name]
-            if array.ndim == 0:
+            shape = layouts[name][0]
+            if len(shape) == 0:
                 raise _invalid(f"Tensor name: {name} has no shape information ")
-            if batch is not None and array.shape[0] != batch:
-                raise _invalid(f"Tensor name: {name} has inconsistent batch size: {array.shape[0]} "
+            if batch is not None and shape[0] != batch:
+                raise _invalid(f"Tensor name: {name} has inconsistent batch size: {shape[0]} "
                                f"expecting: {batch}")
-            batch = array.shape[0]
+            batch = shape[0]
     for name in names:
-        json_values.check_dtype(outputs[name].dtype)
+        json_values.check_dtype(layouts[name][1])
 
 
 def outputs_json(outputs: dict, fmt: str) -> str:
@@ -336,7 +337,7 @@ def outputs_json(outputs: dict, fmt: str) -> str:
     Raises:
         ServingError: see check_outputs.
     """
-    check_outputs(outputs, fmt)
+    check_outputs({name: (array.shape, array.dtype) for name, array in outputs.items()}, fmt)
     names = sorted(outputs)
     as_b64 = {n: n.endswith(BYTES_SUFFIX) and outputs[n].dtype.kind in "OSU" for n in names}
     if fmt == COLUMNAR:

@@ -108,6 +108,7 @@ def check_dtype(dtype: np.dtype) -> None:
 
 def values(array: np.ndarray, as_b64: bool) -> list:
     """The flattened values as what `%s` writes as their JSON text."""
+    check_dtype(array.dtype)
     flat = array.reshape(-1)
     if array.dtype == np.float32:
         return float_texts(flat, 9)
@@ -117,9 +118,7 @@ def values(array: np.ndarray, as_b64: bool) -> list:
         return ["true" if v else "false" for v in flat.tolist()]
     if array.dtype.kind in "iu":
         return flat.tolist()  # Python ints: `%s` writes them as str() does
-    if array.dtype.kind in "OSU":
-        return [_string_text(v, as_b64) for v in flat.tolist()]
-    raise ServingError("INVALID_ARGUMENT", f"Failed to write JSON value for tensor type: {array.dtype.name}")
+    return [_string_text(v, as_b64) for v in flat.tolist()]  # kind O, S or U (check_dtype)
 
 
 def tensor_json(array: np.ndarray, as_b64: bool = False, top_sep: str = ",") -> str:

@@ -94,6 +94,7 @@ INLINE_TRIALS = 16
 @dataclass
 class GraphSignature:
     """One signature, runnable by tensor names: `run({key: ndarray}) -> {key: ndarray}`."""
+
     name: str
     inputs: dict  # key -> ArgSpec
     outputs: dict  # key -> ArgSpec

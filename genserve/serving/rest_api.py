@@ -178,9 +178,9 @@ class RestApi:
     def _raw_outputs(response, fmt: str) -> tuple[str, bytes]:
         """(fmt, the response's bytes), once the outputs are known to make JSON (the errors the
         worker's outputs_json would raise are raised here, so the metrics count them)."""
-        from genserve.wire.codec import from_tensor_proto
+        from genserve.wire.codec import tensor_layout
 
-        json_tensor.check_outputs({key: from_tensor_proto(proto) for key, proto in response.outputs.items()}, fmt)
+        json_tensor.check_outputs({key: tensor_layout(proto) for key, proto in response.outputs.items()}, fmt)
         return fmt, response.SerializeToString()
 
     def _status(self, spec) -> str:

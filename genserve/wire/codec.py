@@ -161,6 +161,24 @@ def _fill(values: np.ndarray, count: int, what: str) -> np.ndarray:
     raise ValueError(f"TensorProto has {values.size} values in {what} but its shape holds {count}")
 
 
+def tensor_layout(proto: Any) -> tuple[tuple, np.dtype]:
+    """(shape, numpy dtype) of the array `from_tensor_proto` would return, read from the proto's
+    header without decoding its values.
+
+    Raises:
+        ValueError: what `from_tensor_proto` raises for an unknown rank, a negative dimension or an
+            unsupported dtype.
+    """
+    code = int(proto.dtype)
+    if proto.tensor_shape.unknown_rank or (code != DT_STRING and code not in NUMERIC_DTYPES):
+        array = from_tensor_proto(proto)  # raises its error
+        return array.shape, array.dtype
+    shape = tuple(int(d.size) for d in proto.tensor_shape.dim)
+    if any(n < 0 for n in shape):
+        raise ValueError(f"TensorProto has a negative dimension in shape {list(shape)}")
+    return shape, np.dtype(object) if code == DT_STRING else NUMERIC_DTYPES[code][0].newbyteorder("=")
+
+
 def from_tensor_proto(proto: Any, shape: tuple | None = None) -> np.ndarray:
     """Decode a TensorProto (genserve's or TF's) into a new, writable numpy array.
 
