@@ -96,7 +96,8 @@ import json, resource, sys, time
 import keras
 import numpy as np
 from genserve.data.text import Vocabulary, load_corpus
-from genserve.training.text import TextConfig, build_model, make_dataset
+from genserve.training.text import TextConfig, build_model
+from genserve.training.text_data import make_dataset
 max_chars, steps, encoding = int(sys.argv[1]), int(sys.argv[2]) or None, sys.argv[3]
 cfg = TextConfig(max_chars=max_chars, epochs=1, encoding=encoding)
 text = load_corpus("shakespeare", max_chars=max_chars)

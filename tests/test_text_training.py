@@ -11,7 +11,8 @@ import pytest
 
 from genserve.data import DataError
 from genserve.data.text import Vocabulary, load_corpus, markdown_play_to_text
-from genserve.training.text import TEXT_PRESETS, TextConfig, preset, split_ids
+from genserve.training.text import TEXT_PRESETS, TextConfig, preset
+from genserve.training.text_data import split_ids
 
 TINY_TEXT = "the quick brown fox jumps over the lazy dog; pack my box with five dozen liquor jugs.\n" * 30
 TINY = dataclasses.replace(TextConfig(), maxlen=10, step=3, units=16, batch_size=32, epochs=1)
@@ -62,7 +63,7 @@ def test_split_is_contiguous_and_checks_length():
 
 
 def test_dataset_windows_are_the_next_character():
-    from genserve.training.text import make_dataset
+    from genserve.training.text_data import make_dataset
 
     ids = np.arange(100, dtype=np.int32)
     x, y = next(iter(make_dataset(ids, TINY, shuffle=False)))
@@ -209,7 +210,7 @@ def test_extra_training_text_never_holds_a_held_out_character():
     """With an extra corpus, the training stream is the corpus's first 90 % and the extra corpus beyond
     the corpus, as separate streams: no training window (input or target) ever holds a held-out character,
     while validation still is exactly the corpus's last 10 %."""
-    from genserve.training.text import extra_training_text, make_dataset
+    from genserve.training.text_data import extra_training_text, make_dataset
 
     text, extra = _marked_corpus()
     rest = extra_training_text(text, extra, 0.1)
@@ -230,7 +231,7 @@ def test_extra_training_text_never_holds_a_held_out_character():
 
 
 def test_extra_training_text_refuses_overlap_and_nothing_new():
-    from genserve.training.text import extra_training_text
+    from genserve.training.text_data import extra_training_text
 
     text, extra = _marked_corpus()
     with pytest.raises(ValueError, match="adds no text beyond"):

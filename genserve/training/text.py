@@ -33,7 +33,7 @@ from pathlib import Path
 from genserve.data.text import Vocabulary, load_corpus
 from genserve.files import atomic_path, atomic_write
 from genserve.training.common import progress_callbacks
-from genserve.training.text_data import extra_training_text, make_dataset, split_ids  # noqa: F401 - re-exported
+from genserve.training.text_data import extra_training_text, make_dataset, split_ids
 from genserve.training.text_config import (BEST_FILE, CONFIG_FILE, HISTORY_FILE,  # noqa: F401 - re-exported
                                           HISTORY_HEADER, LAST_FILE, OPTIMIZERS, SCHEDULES, STATE_FILE,
                                           TEXT_PRESETS, VOCAB_FILE, CheckpointError, TextConfig, preset)
