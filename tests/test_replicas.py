@@ -280,7 +280,7 @@ def test_a_replica_down_from_the_start_costs_no_call(replicas):
 
 def test_sigkill_of_a_replica_during_a_batch_run_loses_no_item_and_duplicates_none(replicas, tmp_path):
     replicas, _ = replicas
-    items = 2000
+    items = 2000  # 1,000 requests of 2 rows: long enough that a busy box's poll sees 200 records first
     job = tmp_path / "job.jsonl"
     job.write_text("".join(json.dumps({"id": f"p{i}", "kind": "decode", "points": [[i / items, -0.5]]}) + "\n"
                            for i in range(items)))
@@ -288,7 +288,7 @@ def test_sigkill_of_a_replica_during_a_batch_run_loses_no_item_and_duplicates_no
     results = out / "results.jsonl"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     batch = subprocess.Popen([sys.executable, "-m", "genserve", "batch", "run", str(job), "--out", str(out),
-                              "--target", _target(replicas), "--max-rows", "8", "--concurrency", "4",
+                              "--target", _target(replicas), "--max-rows", "2", "--concurrency", "4",
                               "--timeout", "60", "--quiet"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     try:
