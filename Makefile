@@ -23,9 +23,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Two pytest-xdist workers: the suite waits on servers and subprocesses as much as it computes (measured
-# on 2 cores: 10 min 06 s serial, 5 min 36 s with -n 2). A single file: `$(PY) -m pytest tests/test_x.py`.
+# on 2 cores: 10 min 06 s serial, 5 min 36 s with -n 2). Tests marked `serial` (Ray's start-up, which
+# waits a fixed 30 s for its own processes) run alone afterwards. A single file: `$(PY) -m pytest tests/test_x.py`.
 test: $(STAMP) browser test-data
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 -m "not slow and not serial"
+	$(PY) -m pytest -q -m "serial and not slow"
 
 # Registry files the tests read, fetched once into the cache (~/.cache/genserve) so no test downloads:
 # the KServe SDK wheel whose types validate the KServe manifests.

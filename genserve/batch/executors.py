@@ -152,7 +152,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     Ray's init installs its own SIGTERM handler in the driver; the caller's handlers are put back.
 
     Raises:
-        RayUnavailable: Ray is missing or the cluster at `address` does not answer (one line).
+        RayUnavailable: Ray is missing, cannot start (its start-up has a fixed 30 s wait for the raylet,
+            which a loaded machine can miss) or the cluster at `address` does not answer (one line).
     """
     ray = _ray()
     if ray.is_initialized():
@@ -161,9 +162,11 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         ray.init(**kwargs, **({"address": address} if address else {"num_cpus": num_cpus}))
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - Ray's node start-up timeout is a bare Exception; OSError, ...
+        hint = ("; on a busy machine start Ray first (`ray start --head`) and pass --address auto"
+                if not address and "timed out" in str(e).lower() else "")
         raise RayUnavailable(f"cannot start or reach Ray{f' at {address}' if address else ''}: "
-                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}{hint}") from None
     finally:
         for s, h in handlers.items():
             if h is not None:
