@@ -50,12 +50,20 @@ def toy_server(toy_models_dir: Path) -> str:
         yield target
 
 
-def ctrl_c_as_at_a_terminal() -> None:
-    """preexec_fn for a child that a test interrupts with SIGINT: pytest-xdist's workers ignore SIGINT and
-    an ignored signal is inherited through exec, so Python would not turn it into KeyboardInterrupt
-    (a shell's Ctrl-C reaches a command with the default disposition; this restores it)."""
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def genserve_as_at_a_terminal(*args) -> list[str]:
+    """argv of `python -m genserve ARGS` for a child that a test interrupts with SIGINT.
+
+    pytest-xdist's workers ignore SIGINT and an ignored signal is inherited through exec, so Python would
+    not turn it into KeyboardInterrupt; the child first puts back Python's own handler, as it has when a
+    shell's Ctrl-C reaches it. Done in the child, not in a preexec_fn: a preexec_fn makes subprocess fork
+    this multi-threaded process (gRPC servers) and run Python before exec, and gRPC's fork handlers once
+    broke that child before it ever ran genserve ("Other threads are currently calling into gRPC,
+    skipping fork() handlers", then "epoll_wait error: Bad file descriptor" in the child's output).
+    """
+    import sys
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "sys.argv[0] = 'genserve'; from genserve.cli import main; main()")
+    return [sys.executable, "-c", code, *map(str, args)]
 
 
 def wait_until(predicate, timeout: float = 10.0, what: str = "the condition", interval: float = 0.02):

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from conftest import ctrl_c_as_at_a_terminal
+from conftest import genserve_as_at_a_terminal
 
 pytest.importorskip("tensorflow")
 
@@ -24,9 +24,8 @@ def interrupt(args, ready, cwd, timeout: float = 180.0) -> tuple[str, int]:
     """Run `genserve ARGS` (stdout and stderr into one pipe), send SIGINT after the first line for which
     `ready(line)` holds, and return (everything it wrote, exit code)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    process = subprocess.Popen([sys.executable, "-m", "genserve", *map(str, args)], cwd=cwd, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,  # bytes: a \r stays visible
-                               preexec_fn=ctrl_c_as_at_a_terminal)
+    process = subprocess.Popen(genserve_as_at_a_terminal(*args), cwd=cwd, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # bytes: a \r stays visible
     watchdog = threading.Timer(timeout, process.kill)  # a hung child fails the test, never the suite
     watchdog.start()
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ctrl_c_as_at_a_terminal, wait_until
+from conftest import genserve_as_at_a_terminal, wait_until
 
 pytest.importorskip("tensorflow")
 
@@ -80,9 +80,8 @@ def test_verbose_keeps_tensorflows_lines(tmp_path):
 
 def stderr_after_ctrl_c(args, ready) -> tuple[int, str]:
     """Start `genserve ARGS`, wait for ready(process), send SIGINT (Ctrl-C): (exit code, stderr)."""
-    process = subprocess.Popen([sys.executable, "-m", "genserve", *map(str, args)], env=child_env(), cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=ctrl_c_as_at_a_terminal)
+    process = subprocess.Popen(genserve_as_at_a_terminal(*args), env=child_env(), cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready(process)
         process.send_signal(signal.SIGINT)

@@ -113,3 +113,17 @@ def test_no_hand_written_module_over_400_lines():
     long = {m: n for m, p in _modules().items()
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert not long, long
+
+
+def test_no_subprocess_runs_python_between_fork_and_exec():
+    """No `preexec_fn` in genserve, its tests or scripts: it makes subprocess fork the whole (gRPC,
+    multi-threaded) process and run Python before exec, where gRPC's fork handlers broke the child
+    (tests/conftest.py `genserve_as_at_a_terminal` says how a child gets its signals instead)."""
+    root = PACKAGE.parent
+    uses = []
+    for folder in ("genserve", "tests", "scripts", "benchmarks"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.keyword) and node.arg == "preexec_fn":
+                    uses.append(f"{path.relative_to(root)}:{node.value.lineno}")
+    assert not uses, uses
