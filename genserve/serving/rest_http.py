@@ -38,6 +38,17 @@ CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Method
                 "Access-Control-Allow-Headers": "Content-Type"}
 
 
+def new_loop() -> asyncio.AbstractEventLoop:
+    """The REST event loop: uvloop's where it is installed (libuv; every thread hand-off of a request,
+    e.g. to the model's run and back, costs ~0.07 ms less than with asyncio's own loop on a busy
+    2-core box: benchmarks/README.md, session 6), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class BodyTooLarge(Exception):
     """A request body (as sent, or once inflated) beyond the server's limit: 413."""
 
@@ -114,7 +125,7 @@ class RestServer:
             OSError: the address cannot be bound.
         """
         ready: futures.Future = futures.Future()
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_loop()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="genserve-rest-loop",
                                         daemon=True)
         self._thread.start()
