@@ -103,8 +103,10 @@ class RestServer:
     """
 
     def __init__(self, backend, host: str, port: int, max_body_bytes: int, metrics_path: str | None = None,
-                 ssl_context=None, body_timeout: float = 30.0, cors: bool = False, sockets=None):
+                 ssl_context=None, body_timeout: float = 30.0, cors: bool = False, sockets=None,
+                 uvloop: bool = True):
         self.backend = backend
+        self.uvloop = uvloop  # uvloop's event loop where installed (new_loop), else asyncio's
         self.cors = cors  # CORS headers on every /v1/ answer
         self.host, self.port = host, port
         self.max_body_bytes = max_body_bytes
@@ -125,7 +127,7 @@ class RestServer:
             OSError: the address cannot be bound.
         """
         ready: futures.Future = futures.Future()
-        self.loop = new_loop()
+        self.loop = new_loop() if self.uvloop else asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="genserve-rest-loop",
                                         daemon=True)
         self._thread.start()
