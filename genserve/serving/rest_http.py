@@ -39,9 +39,11 @@ CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Method
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
-    """The REST event loop: uvloop's where it is installed (libuv; every thread hand-off of a request,
-    e.g. to the model's run and back, costs ~0.07 ms less than with asyncio's own loop on a busy
-    2-core box: benchmarks/README.md, session 6), else asyncio's."""
+    """The server process's REST event loop: uvloop's where it is installed (libuv; a thread hand-off
+    of a request, to the model's run and back, cost ~0.07 ms less than with asyncio's own loop on a
+    busy 2-core box: benchmarks/README.md, session 6), else asyncio's. REST worker processes keep
+    asyncio's: with uvloop there, the listening socket they share kept accepting for a moment after a
+    SIGKILLed server's workers were gone (tests/test_rest_workers.py, 4 failures in 6 runs)."""
     try:
         import uvloop
     except ImportError:
@@ -100,6 +102,7 @@ class RestServer:
         body_timeout: seconds a request body may take to arrive (408 beyond, and the connection closes).
         sockets: listening sockets to serve instead of binding host:port (a REST worker's, shared with
             the other workers).
+        uvloop: run on new_loop()'s loop (uvloop's where installed); False: asyncio's.
     """
 
     def __init__(self, backend, host: str, port: int, max_body_bytes: int, metrics_path: str | None = None,
