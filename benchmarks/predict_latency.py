@@ -8,6 +8,7 @@ One run, side by side, every server in its own process (as a real deployment has
    same signature run in this process on TF Serving's path (graph Session, make_callable);
    goal (issue 8): step round trip <= 1.25 x (echo floor + in-process step); and the bound for any
    Python gRPC server: the same echo server running the step on its handler thread before answering;
+   and genserve's server called as the echo is (serialized request in, bytes out: no client codec);
 3. a 1-element float32 toy Predict: genserve's thin client vs Google's tensorflow_serving stub;
 4. client-side text generation over the same server, 400 characters at the book's four temperatures:
    the book's way (one `next_char` request on a 60-character window per character per temperature,
@@ -163,6 +164,10 @@ def measure(calls: int = 300, length: int = 400, skip_text: bool = False, server
                 step_echo_call = step_echo_channel.unary_unary("/bench.Echo/Echo")
                 step_body = predict_request("text", {"ids": ids, "h": h, "c": h}, "step").SerializeToString()
                 fns["step_echo"] = lambda: step_echo_call(step_body, timeout=10)
+                # genserve's server with the echo's client (raw bytes, no codec): splits the gap
+                # between step_grpc and step_echo into the client's share and the server's.
+                raw_predict = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
+                fns["step_raw"] = lambda: raw_predict(step_body, timeout=10)
             ms = rounds(fns, calls)
             if not skip_text:
                 gen = _generation(client, length)
@@ -199,6 +204,7 @@ def main() -> None:
         print(f"  ratio step / (echo + in-process step)         {result['step_ratio']:7.2f}   (goal <= 1.25)")
         print(f"  echo server running the step per call         {ms['step_echo']:7.3f} ms")
         print(f"  ratio of that bare server (the bound)         {result['step_echo_ratio']:7.2f}")
+        print(f"  genserve serve, raw bytes (no client codec)   {ms['step_raw']:7.3f} ms")
     if not args.skip_text:
         print(f"client-side generation, {args.length} chars x 4 temperatures, median of 3:")
         print(f"  the book's way, {gen['book_requests']:,} window requests      {gen['book']:7.3f} s")

@@ -396,3 +396,20 @@ def test_rest_body_edges(toy_models_dir):
         # each inflated only up to the limit, off the event loop: 0.08-0.12 s here, where inflating
         # every bomb whole on the event loop took 1.6-4.2 s
         assert results == [413] * 8 and took < 1.0, took
+
+
+def test_small_and_large_bodies_get_the_same_answers(server):
+    """A predict body up to INLINE_PARSE_BYTES is parsed on the event loop, a larger one on a worker
+    thread: the same answers and errors either way (trailing whitespace keeps the JSON the same)."""
+    from genserve.serving.rest_api import INLINE_PARSE_BYTES
+
+    pad = b" " * INLINE_PARSE_BYTES
+    for body in (b'{"signature_name": "affine", "instances": [[1.0], [2.5]]}',
+                 b'{"signature_name": "affine", "inputs": [["a"]]}', b"{not json", b"[1, 2]"):
+        small = http(server, "/v1/models/toy:predict", body, raw=True)
+        assert small == http(server, "/v1/models/toy:predict", body + pad, raw=True), small
+
+
+def test_the_rest_event_loop_is_uvloops_where_installed(server):
+    uvloop = pytest.importorskip("uvloop")
+    assert isinstance(server._rest.loop, uvloop.Loop)

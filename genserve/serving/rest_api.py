@@ -48,6 +48,9 @@ PREDICTION_PATH = re.compile(  # kPredictionApiGegex
 STATUS_PATH = re.compile(  # kModelStatusApiRegex
     r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
 MAX_INT64 = 2**63 - 1
+# A predict body up to this size is parsed on the event loop (tens of microseconds), not on a worker
+# thread: the two thread hand-offs cost more than the parse (benchmarks/README.md, session 6).
+INLINE_PARSE_BYTES = 4096
 
 
 def _path_parts(match) -> tuple[str, int | None, str | None]:
@@ -134,7 +137,10 @@ class RestApi:
         kind, spec = self._route(method, path, labels)
         if kind == "predict":
             loaded = self._service.resolve(spec)  # once: the dtypes and the run come from this version
-            request, fmt = await self._blocking(self._request, loaded, spec, body)
+            if len(body) <= INLINE_PARSE_BYTES:
+                request, fmt = self._request(loaded, spec, body)
+            else:
+                request, fmt = await self._blocking(self._request, loaded, spec, body)
             return await self._service.predict(request, None, loaded=loaded,  # JSON made on the run's thread
                                                finish=lambda response: self._outputs(response, fmt))
         return await self._blocking(self._metadata if kind == "metadata" else self._status, spec)

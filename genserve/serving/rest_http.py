@@ -38,6 +38,19 @@ CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Method
                 "Access-Control-Allow-Headers": "Content-Type"}
 
 
+def new_loop() -> asyncio.AbstractEventLoop:
+    """The server process's REST event loop: uvloop's where it is installed (libuv; a thread hand-off
+    of a request, to the model's run and back, cost ~0.07 ms less than with asyncio's own loop on a
+    busy 2-core box: benchmarks/README.md, session 6), else asyncio's. REST worker processes keep
+    asyncio's: with uvloop there, the listening socket they share kept accepting for a moment after a
+    SIGKILLed server's workers were gone (tests/test_rest_workers.py, 4 failures in 6 runs)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class BodyTooLarge(Exception):
     """A request body (as sent, or once inflated) beyond the server's limit: 413."""
 
@@ -89,11 +102,14 @@ class RestServer:
         body_timeout: seconds a request body may take to arrive (408 beyond, and the connection closes).
         sockets: listening sockets to serve instead of binding host:port (a REST worker's, shared with
             the other workers).
+        uvloop: run on new_loop()'s loop (uvloop's where installed); False: asyncio's.
     """
 
     def __init__(self, backend, host: str, port: int, max_body_bytes: int, metrics_path: str | None = None,
-                 ssl_context=None, body_timeout: float = 30.0, cors: bool = False, sockets=None):
+                 ssl_context=None, body_timeout: float = 30.0, cors: bool = False, sockets=None,
+                 uvloop: bool = True):
         self.backend = backend
+        self.uvloop = uvloop  # uvloop's event loop where installed (new_loop), else asyncio's
         self.cors = cors  # CORS headers on every /v1/ answer
         self.host, self.port = host, port
         self.max_body_bytes = max_body_bytes
@@ -114,7 +130,7 @@ class RestServer:
             OSError: the address cannot be bound.
         """
         ready: futures.Future = futures.Future()
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_loop() if self.uvloop else asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, args=(ready,), name="genserve-rest-loop",
                                         daemon=True)
         self._thread.start()

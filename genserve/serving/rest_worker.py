@@ -189,7 +189,7 @@ def main(argv: list[str]) -> None:
         context = server_ssl_context(parse_ssl_config(config["ssl_config"]))
     backend = WorkerBackend(config["ready_endpoint"])
     server = RestServer(backend, "", 0, config["max_body_bytes"], config.get("metrics_path"), ssl_context=context,
-                        body_timeout=config["body_timeout"], cors=config["cors"], sockets=listeners)
+                        body_timeout=config["body_timeout"], cors=config["cors"], sockets=listeners, uvloop=False)
     server.start()
     asyncio.run_coroutine_threadsafe(backend.connect(channel), server.loop).result(timeout=30)
     server.loop.call_soon_threadsafe(backend.say_ready)
