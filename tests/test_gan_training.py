@@ -201,7 +201,7 @@ def test_cli_preset_and_resume(tmp_path):
             "--batch-size", "32", "--epochs", "1", "--quiet"]
     monkey_env = {"GENSERVE_CACHE": str(tmp_path / "cache")}
     result = CliRunner().invoke(app, [*args, "--preset", "nope"], env=monkey_env)
-    assert result.exit_code == 1 and "unknown GAN preset 'nope'; known: demo, best" in result.stderr
+    assert result.exit_code == 1 and "unknown GAN preset 'nope'; known: demo, best, wide" in result.stderr
     result = CliRunner().invoke(app, [*args, "--preset", "demo", "--label-noise", "0.1"], env=monkey_env)
     assert result.exit_code == 0, result.output
     saved = gan.GANConfig.from_json((work / "config.json").read_text())
