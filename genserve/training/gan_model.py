@@ -9,6 +9,8 @@ batch (the shape of keras-io's "DCGAN overriding train_step" and of TensorFlow's
   (gamma / 2) E_real |grad_x D(x)|^2 (Mescheder et al. 2018, "Which Training Methods for GANs do
   actually Converge?", arXiv:1801.04406, eq. 9);
 - generator: the non-saturating loss, BCE of D(G(z)) against "real" (Goodfellow et al. 2014, sec. 3);
+- or (`loss="hinge"`) the hinge losses of Lim & Ye 2017 (arXiv:1705.02894), optionally with spectral
+  normalisation of the discriminator (Miyato et al. 2018, arXiv:1802.05957);
 - Adam with beta_1 = 0.5 (Radford et al. 2016, arXiv:1511.06434, sec. 4); the discriminator may have
   its own learning rate (the two time-scale update rule, Heusel et al. 2017, arXiv:1706.08500);
 - optionally an exponential moving average of the generator's weights, which is what is sampled,
