@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import genserve  # noqa: F401 - first: its GRPC_ENABLE_FORK_SUPPORT default must precede any `import grpc`
+
 TOY_BIAS = {1: 1.0, 2: 2.0}  # version -> bias of the toy model (y = 2x + bias) in toy_models_dir
 
 
