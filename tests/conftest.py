@@ -10,6 +10,7 @@ TensorFlow is imported inside the fixtures, so test files that do not use them n
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -62,7 +63,6 @@ def genserve_as_at_a_terminal(*args) -> list[str]:
     broke that child before it ever ran genserve ("Other threads are currently calling into gRPC,
     skipping fork() handlers", then "epoll_wait error: Bad file descriptor" in the child's output).
     """
-    import sys
     code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
             "sys.argv[0] = 'genserve'; from genserve.cli import main; main()")
     return [sys.executable, "-c", code, *map(str, args)]

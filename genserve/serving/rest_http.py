@@ -38,17 +38,20 @@ CORS_HEADERS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Method
                 "Access-Control-Allow-Headers": "Content-Type"}
 
 
-def new_loop() -> asyncio.AbstractEventLoop:
-    """The server process's REST event loop: uvloop's where it is installed (libuv; a thread hand-off
+def new_loop(prefer_uvloop: bool = True) -> asyncio.AbstractEventLoop:
+    """A REST event loop: uvloop's where it is installed and preferred (libuv; a thread hand-off
     of a request, to the model's run and back, cost ~0.07 ms less than with asyncio's own loop on a
     busy 2-core box: benchmarks/README.md, session 6), else asyncio's. REST worker processes keep
     asyncio's: with uvloop there, the listening socket they share kept accepting for a moment after a
     SIGKILLed server's workers were gone (tests/test_rest_workers.py, 4 failures in 6 runs)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+    if prefer_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 class BodyTooLarge(Exception):
@@ -130,7 +133,7 @@ class RestServer:
             OSError: the address cannot be bound.
         """
         ready: futures.Future = futures.Future()
-        self.loop = new_loop() if self.uvloop else asyncio.new_event_loop()
+        self.loop = new_loop(self.uvloop)
         self._thread = threading.Thread(target=self._run, args=(ready,), name="genserve-rest-loop",
                                         daemon=True)
         self._thread.start()
