@@ -18,6 +18,7 @@ tf = pytest.importorskip("tensorflow")
 from genserve.data import mnist  # noqa: E402
 from genserve.training import gan  # noqa: E402
 from genserve.training import mnist_classifier as mc  # noqa: E402
+from genserve.training.gan_model import ClassOfLatent  # noqa: E402
 
 TINY = dataclasses.replace(gan.GANConfig(), dataset="synthetic", epochs=1, batch_size=32, latent_dim=8,
                            gen_filters=(16, 8), disc_filters=(8, 16), grid=3)
@@ -128,10 +129,11 @@ def test_each_preset_trains_a_step_and_resumes(tmp_path, name):
     with the saved recipe (config.json), and the exported generator is the averaged one when it has one."""
     cfg = gan.preset(name, dataset="synthetic", epochs=1, batch_size=32, monitor_samples=0, grid=2)
     work = tmp_path / name
-    gan.train(cfg, work, data=DATA.x_train[:32, ..., None], verbose=0)
+    gan.train(cfg, work, data=DATA.x_train[:32, ..., None], labels=DATA.y_train[:32], verbose=0)
     resumed = gan.resolve_config(work, "demo", resume=True, epochs=2)  # the preset is not re-applied
     assert resumed == dataclasses.replace(cfg, epochs=2)
-    state = gan.train(resumed, work, resume=True, data=DATA.x_train[:32, ..., None], verbose=0)
+    state = gan.train(resumed, work, resume=True, data=DATA.x_train[:32, ..., None], labels=DATA.y_train[:32],
+                      verbose=0)
     assert state["epoch"] == 2 and all(np.isfinite(h["d_loss"]) for h in state["history"])
     _, model, _ = gan.load_checkpoint(work)
     _, exported = gan.load_generator(work)
@@ -201,7 +203,7 @@ def test_cli_preset_and_resume(tmp_path):
             "--batch-size", "32", "--epochs", "1", "--quiet"]
     monkey_env = {"GENSERVE_CACHE": str(tmp_path / "cache")}
     result = CliRunner().invoke(app, [*args, "--preset", "nope"], env=monkey_env)
-    assert result.exit_code == 1 and "unknown GAN preset 'nope'; known: demo, best, wide" in result.stderr
+    assert result.exit_code == 1 and "unknown GAN preset 'nope'; known: demo, best, wide, conditional" in result.stderr
     result = CliRunner().invoke(app, [*args, "--preset", "demo", "--label-noise", "0.1"], env=monkey_env)
     assert result.exit_code == 0, result.output
     saved = gan.GANConfig.from_json((work / "config.json").read_text())
@@ -263,3 +265,57 @@ def test_spectral_norm_keeps_each_discriminator_layer_at_unit_norm():
         d(images, training=True)
     assert len(sigmas(d)) == 3 and np.allclose(sigmas(d), 1.0, atol=0.02)
     assert not np.allclose(sigmas(gan.build_discriminator(TINY)), 1.0, atol=0.02)
+
+
+COND = dataclasses.replace(TINY, classes=4, dropout=0.0, label_noise=0.0)
+
+
+def test_conditional_generator_reads_its_class_from_z():
+    """classes > 0: the one-hot next to z is argmax z[:classes], so the served signature stays z -> image;
+    iid N(0, 1) coordinates make the class uniform."""
+    g = gan.build_generator(COND)
+    z = np.random.default_rng(0).standard_normal((4000, COND.latent_dim)).astype(np.float32)
+    one_hot = np.asarray(ClassOfLatent(COND.classes)(z))
+    np.testing.assert_array_equal(one_hot.argmax(1), z[:, :COND.classes].argmax(1))
+    assert one_hot.sum(1).tolist() == [1.0] * len(z)
+    counts = np.bincount(one_hot.argmax(1), minlength=COND.classes) / len(z)
+    assert np.all(np.abs(counts - 1 / COND.classes) < 0.03), counts
+    assert np.asarray(g(z[:3])).shape == (3, 28, 28, 1)
+    assert tuple(g.get_layer("g_dense").input.shape) == (None, COND.latent_dim + COND.classes)
+    # moving the largest of the first `classes` coordinates changes the class, and so the image
+    a, b = z[:1].copy(), z[:1].copy()
+    a[0, :COND.classes], b[0, :COND.classes] = [3, 0, 0, 0], [0, 3, 0, 0]
+    assert not np.allclose(np.asarray(g(a)), np.asarray(g(b)))
+
+
+def test_projection_discriminator_adds_the_class_embedding_dot_features():
+    """logit = psi(phi(x)) + <embed(y), phi(x)> (Miyato & Koyama 2018): the same image scored as two
+    classes differs by exactly <embed(y1) - embed(y2), phi(x)>."""
+    import keras
+
+    d = gan.build_discriminator(COND)
+    images = DATA.x_train[:3, ..., None].astype(np.float32) / 255.0
+    phi = np.asarray(keras.Model(d.inputs[0], d.get_layer("d_flatten").output)(images))  # (3, F)
+    embed = np.asarray(d.get_layer("d_class_embedding").embeddings)  # (classes, F)
+    y1, y2 = np.array([0, 1, 2], np.int32), np.array([3, 3, 0], np.int32)
+    l1, l2 = np.asarray(d([images, y1])), np.asarray(d([images, y2]))
+    np.testing.assert_allclose((l1 - l2)[:, 0], np.sum((embed[y1] - embed[y2]) * phi, 1), rtol=1e-4, atol=1e-5)
+
+
+def test_conditional_training_feeds_the_labels_and_checks_them(tmp_path):
+    """The real labels reach D (its class embedding learns); images without labels are refused; an old
+    config.json (no `classes`) loads as unconditional; bad class counts are refused."""
+    model = gan.new_model(COND)
+    before = np.asarray(model.discriminator.get_layer("d_class_embedding").embeddings).copy()
+    gan.train(COND, tmp_path / "c", data=DATA.x_train[:64, ..., None], labels=DATA.y_train[:64] % 4, verbose=0)
+    _, trained, _ = gan.load_checkpoint(tmp_path / "c")
+    after = np.asarray(trained.discriminator.get_layer("d_class_embedding").embeddings)
+    assert not np.allclose(before, after)
+    with pytest.raises(ValueError, match="labels"):
+        gan.train(COND, tmp_path / "d", data=DATA.x_train[:64, ..., None], verbose=0)
+    old = json.loads(TINY.to_json())
+    old.pop("classes")
+    assert gan.GANConfig.from_json(json.dumps(old)).classes == 0
+    for bad in (1, TINY.latent_dim + 1, -2):
+        with pytest.raises(ValueError, match="classes"):
+            dataclasses.replace(TINY, classes=bad)

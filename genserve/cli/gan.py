@@ -33,7 +33,7 @@ WorkdirOpt = Annotated[Path, typer.Option(help="Training workdir (config.json, s
 def train_gan(
     ctx: typer.Context,
     workdir: WorkdirOpt = Path("work/gan"),
-    preset: Annotated[Optional[str], typer.Option(help="A named recipe: demo (the defaults), best or wide (docs/gan.md); the options given explicitly override it.")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="A named recipe: demo (the defaults), best, wide or conditional (docs/gan.md); the options given explicitly override it.")] = None,
     dataset: MnistDatasetOpt = MnistDataset.mnist,
     epochs: Annotated[int, typer.Option(min=1, help="Total epochs.")] = 10,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,

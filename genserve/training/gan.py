@@ -34,23 +34,30 @@ CHECKPOINT_PATTERN = "ckpt-{epoch:04d}.weights.h5"
 
 
 # ------------------------------------------------------------------------------------- data
-def load_images(cfg: GANConfig) -> np.ndarray:
-    """Training images as uint8 (N, 28, 28, 1), limit applied.
+def load_images(cfg: GANConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Training images as uint8 (N, 28, 28, 1) and their labels int64 (N,), limit applied.
 
     Raises:
         genserve.data.DataError: the dataset is not available (the message says how to get it).
     """
     from genserve.data import mnist
 
-    return mnist.load(cfg.dataset).x_train[: cfg.train_limit, ..., None]
+    digits = mnist.load(cfg.dataset)
+    return digits.x_train[: cfg.train_limit, ..., None], digits.y_train[: cfg.train_limit]
 
 
-def make_dataset(images: np.ndarray, cfg: GANConfig) -> tf.data.Dataset:
-    """uint8 (N, 28, 28, 1) -> shuffled batches of float32 in [0, 1] (full batches only)."""
-    ds = tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=cfg.seed,
-                                                            reshuffle_each_iteration=True)
+def make_dataset(images: np.ndarray, cfg: GANConfig, labels: np.ndarray | None = None) -> tf.data.Dataset:
+    """uint8 (N, 28, 28, 1) -> shuffled batches of float32 in [0, 1] (full batches only); with
+    `labels` (N,), batches of (images, int32 labels)."""
+    scale = lambda x: tf.cast(x, tf.float32) / 255.0  # noqa: E731
+    if labels is None:
+        ds, prepare = tf.data.Dataset.from_tensor_slices(images), scale
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+        prepare = lambda x, y: (scale(x), y)  # noqa: E731
+    ds = ds.shuffle(len(images), seed=cfg.seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.batch_size, drop_remainder=len(images) >= cfg.batch_size)
-    return ds.map(lambda x: tf.cast(x, tf.float32) / 255.0, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
 
 
 # ------------------------------------------------------------------------------------ train
@@ -152,7 +159,7 @@ def load_checkpoint(workdir: Path, cfg: GANConfig | None = None) -> tuple[GANCon
 
 
 def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.ndarray | None = None,
-          verbose: int | None = None, progress=None) -> dict:
+          verbose: int | None = None, progress=None, labels: np.ndarray | None = None) -> dict:
     """Train (or continue training) a DCGAN and checkpoint it into `workdir` after every epoch.
 
     Args:
@@ -160,7 +167,8 @@ def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.nd
         workdir: checkpoint folder (created). Without `resume`, a previous run's state, checkpoints
             and sample grids there are removed first.
         resume: continue from the verified last checkpoint up to `cfg.epochs` in total.
-        data: optional uint8 images (N, 28, 28, 1); loaded from `cfg.dataset` if None.
+        data: optional uint8 images (N, 28, 28, 1); loaded from `cfg.dataset` (with labels) if None.
+        labels: int (N,) labels of `data`, needed when `cfg.classes` (a conditional GAN).
         verbose: progress (1; None: too) or none (0): a bar on a terminal, plain lines elsewhere.
         progress: a genserve.progress.TrainingProgress to report to (default: a new one).
 
@@ -169,9 +177,12 @@ def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.nd
 
     Raises:
         CheckpointError: `resume` without a usable checkpoint (missing or corrupt).
-        ValueError: `resume` with a config whose model shape differs from the saved one.
+        ValueError: `resume` with a config whose model shape differs from the saved one, or
+            `data` without the `labels` a conditional config needs.
         genserve.data.DataError: the dataset is not available.
     """
+    if cfg.classes and data is not None and labels is None:
+        raise ValueError("a conditional GAN (classes > 0) needs the labels of its training images")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if resume:
@@ -187,9 +198,9 @@ def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.nd
             stale.unlink(missing_ok=True)
         model, state = new_model(cfg), {"epoch": 0, "checkpoint": None, "history": []}
     atomic_write(workdir / CONFIG_FILE, cfg.to_json())
-    images = data if data is not None else load_images(cfg)
+    images, labels = (data, labels) if data is not None else load_images(cfg)
     if state["epoch"] < cfg.epochs:
-        model.fit(make_dataset(images, cfg), epochs=cfg.epochs, initial_epoch=state["epoch"],
+        model.fit(make_dataset(images, cfg, labels if cfg.classes else None), epochs=cfg.epochs, initial_epoch=state["epoch"],
                   callbacks=progress_callbacks(verbose, progress, _EpochEnd(workdir, cfg, state)),
                   verbose=0, shuffle=False)
     return state

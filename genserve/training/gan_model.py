@@ -11,6 +11,11 @@ batch (the shape of keras-io's "DCGAN overriding train_step" and of TensorFlow's
 - generator: the non-saturating loss, BCE of D(G(z)) against "real" (Goodfellow et al. 2014, sec. 3);
 - or (`loss="hinge"`) the hinge losses of Lim & Ye 2017 (arXiv:1705.02894), optionally with spectral
   normalisation of the discriminator (Miyato et al. 2018, arXiv:1802.05957);
+- optionally (`classes` > 0) class-conditional: the generator reads the class from its own z, as
+  argmax z[:classes] (uniform over the classes, z's coordinates being iid N(0, 1)), and gets it as a
+  one-hot next to z (Mirza & Osindero 2014, arXiv:1411.1784); the discriminator is a projection
+  discriminator, logit = psi(phi(x)) + <embed(y), phi(x)> (Miyato & Koyama 2018, arXiv:1802.05637),
+  shown the real labels and the generator's classes. The served generator is still z -> image;
 - Adam with beta_1 = 0.5 (Radford et al. 2016, arXiv:1511.06434, sec. 4); the discriminator may have
   its own learning rate (the two time-scale update rule, Heusel et al. 2017, arXiv:1706.08500);
 - optionally an exponential moving average of the generator's weights, which is what is sampled,
@@ -53,6 +58,7 @@ class GANConfig:
     r1_gamma: float = 0.0  # R1 gradient penalty weight on real images (0: off)
     loss: str = "bce"  # "bce" (non-saturating) or "hinge" (Lim & Ye 2017; Miyato et al. 2018)
     spectral_norm: bool = False  # spectral normalisation of the discriminator's weights (Miyato et al. 2018)
+    classes: int = 0  # >0: class-conditional training, the class being argmax z[:classes] (module doc)
     ema_decay: float = 0.0  # generator weight averaging (0: off; then the raw generator is exported)
     monitor_samples: int = 0  # score this many digits of the exported generator after every epoch
     batch_size: int = 64
@@ -71,6 +77,8 @@ class GANConfig:
             raise ValueError(f"label_noise must be in [0, 0.5), got {self.label_noise}")
         if self.loss not in ("bce", "hinge") or (self.loss == "hinge" and self.label_noise):
             raise ValueError(f"loss must be 'bce' or 'hinge' (hinge: label_noise 0), got {self.loss!r}")
+        if not 0 <= self.classes <= self.latent_dim or self.classes == 1:
+            raise ValueError(f"classes must be 0 (off) or in [2, latent_dim], got {self.classes}")
         if self.gen_refine < 0:
             raise ValueError(f"gen_refine must be >= 0, got {self.gen_refine}")
         if not 0 <= self.ema_decay < 1 or self.r1_gamma < 0 or self.monitor_samples < 0:
@@ -88,7 +96,7 @@ class GANConfig:
 
 # Fields that decide the checkpoint's variables: a resume must keep them.
 SHAPE_FIELDS = ("latent_dim", "gen_filters", "disc_filters", "gen_batchnorm", "gen_refine", "spectral_norm",
-                "ema_decay")
+                "classes", "ema_decay")
 
 # Named recipes for `genserve train gan --preset NAME` (explicit options still override them);
 # docs/gan.md has the measurements behind "best".
@@ -99,6 +107,8 @@ GAN_PRESETS: dict[str, dict] = {
 }
 # "best" with the TF tutorial's generator width: ahead of "best" at equal steps, ~1.9x its CPU per step
 GAN_PRESETS["wide"] = {**GAN_PRESETS["best"], "gen_filters": (256, 128)}
+# "best", class-conditional (the class drawn from z; docs/gan.md, session 7)
+GAN_PRESETS["conditional"] = {**GAN_PRESETS["best"], "classes": 10}
 
 
 def preset(name: str, **overrides) -> GANConfig:
@@ -107,12 +117,35 @@ def preset(name: str, **overrides) -> GANConfig:
 
 
 # ------------------------------------------------------------------------------------ model
+class ClassOfLatent(layers.Layer):
+    """z (B, latent) -> one-hot (B, classes) of argmax z[:, :classes]: a conditional generator's class,
+    drawn by z itself, so the served signature stays z -> image."""
+
+    def __init__(self, classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.classes = classes
+
+    def call(self, z):
+        return ops.one_hot(class_of_latent(z, self.classes), self.classes)
+
+    def get_config(self):
+        return {**super().get_config(), "classes": self.classes}
+
+
+def class_of_latent(z, classes: int):
+    """int (B,): argmax z[:, :classes]."""
+    return ops.argmax(z[:, :classes], axis=-1)
+
+
 def build_generator(cfg: GANConfig, name: str = "generator") -> keras.Model:
     """z (B, latent) -> images (B, 28, 28, 1) in [0, 1] (sigmoid output, like keras-io's DCGAN)."""
     f0, f1 = cfg.gen_filters
     z = keras.Input((cfg.latent_dim,), name="z")
     bn = cfg.gen_batchnorm
-    x = layers.Dense(7 * 7 * f0, use_bias=not bn, name="g_dense")(z)
+    x = z
+    if cfg.classes:  # (B, latent + classes)
+        x = layers.Concatenate(name="g_condition")([z, ClassOfLatent(cfg.classes, name="g_class")(z)])
+    x = layers.Dense(7 * 7 * f0, use_bias=not bn, name="g_dense")(x)
     if bn:
         x = layers.BatchNormalization(name="g_dense_bn")(x)
     x = layers.LeakyReLU(0.2, name="g_dense_act")(x)
@@ -133,7 +166,8 @@ def build_generator(cfg: GANConfig, name: str = "generator") -> keras.Model:
 
 
 def build_discriminator(cfg: GANConfig) -> keras.Model:
-    """images (B, 28, 28, 1) in [0, 1] -> logit (B, 1) that the image is real."""
+    """images (B, 28, 28, 1) in [0, 1] (and, when conditional, labels int (B,)) -> logit (B, 1) that
+    the image is real (and of that class)."""
     images = keras.Input(IMAGE_SHAPE, name="images")
     x = images
     # Keras' wrapper divides the kernel by its largest singular value (one power iteration per training
@@ -145,9 +179,14 @@ def build_discriminator(cfg: GANConfig) -> keras.Model:
         x = layers.LeakyReLU(0.2, name=f"d_conv{i + 1}_act")(x)
         if cfg.dropout:
             x = layers.Dropout(cfg.dropout, name=f"d_dropout{i + 1}")(x)
-    x = layers.Flatten(name="d_flatten")(x)
+    x = layers.Flatten(name="d_flatten")(x)  # phi(x): (B, F)
     logit = norm(layers.Dense(1, name="logit"))(x)  # (B, 1)
-    return keras.Model(images, logit, name="discriminator")
+    if not cfg.classes:
+        return keras.Model(images, logit, name="discriminator")
+    labels = keras.Input((), dtype="int32", name="labels")
+    embedded = layers.Embedding(cfg.classes, x.shape[-1], name="d_class_embedding")(labels)  # (B, F)
+    logit = layers.Add(name="d_projection")([logit, layers.Dot(axes=1, name="d_project")([embedded, x])])
+    return keras.Model([images, labels], logit, name="discriminator")
 
 
 def bce_with_logits(targets, logits):
@@ -186,7 +225,16 @@ class GAN(keras.Model):
     def call(self, z, training=False):
         return self.generator(z, training=training)
 
-    def _d_loss(self, real, fake, batch):
+    def _discriminate(self, images, labels):
+        """D's logits (B, 1); `labels` (B,) is only read by a conditional discriminator."""
+        inputs = [images, labels] if self.cfg.classes else images
+        return self.discriminator(inputs, training=True)
+
+    def _classes(self, z):
+        """The conditional generator's classes of z (B,) (None when unconditional)."""
+        return ops.cast(class_of_latent(z, self.cfg.classes), "int32") if self.cfg.classes else None
+
+    def _d_loss(self, real, fake, batch, real_labels=None, fake_labels=None):
         noise, gamma = self.cfg.label_noise, self.cfg.r1_gamma
         real_targets = 1.0 - noise * keras.random.uniform((batch, 1), seed=self.seed_generator)
         fake_targets = noise * keras.random.uniform((batch, 1), seed=self.seed_generator)
@@ -194,13 +242,13 @@ class GAN(keras.Model):
         if gamma:
             with tf.GradientTape() as inner:
                 inner.watch(real)
-                real_logits = self.discriminator(real, training=True)  # (B, 1)
+                real_logits = self._discriminate(real, real_labels)  # (B, 1)
                 summed = ops.sum(real_logits)  # inside the tape: its gradient is d logit_i / d x_i per row
             grad = inner.gradient(summed, real)  # (B, 28, 28, 1)
             penalty = ops.mean(ops.sum(ops.square(grad), axis=(1, 2, 3)))
         else:
-            real_logits = self.discriminator(real, training=True)
-        fake_logits = self.discriminator(fake, training=True)
+            real_logits = self._discriminate(real, real_labels)
+        fake_logits = self._discriminate(fake, fake_labels)
         if self.cfg.loss == "hinge":  # E max(0, 1 - D(x)) + E max(0, 1 + D(G(z)))
             d_loss = ops.mean(ops.relu(1.0 - real_logits)) + ops.mean(ops.relu(1.0 + fake_logits))
         else:
@@ -208,20 +256,21 @@ class GAN(keras.Model):
         return d_loss, penalty, real_logits, fake_logits
 
     def train_step(self, data):
-        real = data[0] if isinstance(data, (tuple, list)) else data  # (B, 28, 28, 1) in [0, 1]
+        # (B, 28, 28, 1) in [0, 1], and the labels (B,) when conditional
+        real, labels = (data[0], data[1]) if isinstance(data, (tuple, list)) else (data, None)
         batch = ops.shape(real)[0]
         z = keras.random.normal((batch, self.cfg.latent_dim), seed=self.seed_generator)
         fake = self.generator(z, training=True)
         # 1) discriminator: real -> 1, fake -> 0 (+ R1 on the real images)
         with tf.GradientTape() as tape:
-            d_loss, penalty, real_logits, fake_logits = self._d_loss(real, fake, batch)
+            d_loss, penalty, real_logits, fake_logits = self._d_loss(real, fake, batch, labels, self._classes(z))
             total = d_loss + 0.5 * self.cfg.r1_gamma * penalty
         grads = tape.gradient(total, self.discriminator.trainable_weights)
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_weights))
         # 2) generator: make D call fresh fakes real (non-saturating loss)
         z = keras.random.normal((batch, self.cfg.latent_dim), seed=self.seed_generator)
         with tf.GradientTape() as tape:
-            logits = self.discriminator(self.generator(z, training=True), training=True)
+            logits = self._discriminate(self.generator(z, training=True), self._classes(z))
             g_loss = -ops.mean(logits) if self.cfg.loss == "hinge" else bce_with_logits(ops.ones_like(logits), logits)
         grads = tape.gradient(g_loss, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_weights))
@@ -243,7 +292,8 @@ def new_model(cfg: GANConfig) -> GAN:
     model = GAN(cfg)
     adam = lambda lr: keras.optimizers.Adam(lr, beta_1=cfg.beta_1)  # noqa: E731
     model.compile(d_optimizer=adam(cfg.d_learning_rate or cfg.learning_rate), g_optimizer=adam(cfg.learning_rate))
-    model.discriminator(model(np.zeros((1, cfg.latent_dim), np.float32)))  # build the weights
+    fake = model(np.zeros((1, cfg.latent_dim), np.float32))
+    model.discriminator([fake, ops.zeros((1,), "int32")] if cfg.classes else fake)  # build the weights
     model.d_optimizer.build(model.discriminator.trainable_variables)
     model.g_optimizer.build(model.generator.trainable_variables)
     if model.ema_generator is not None:
