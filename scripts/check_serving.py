@@ -7,7 +7,7 @@
 TF Serving's image (Dockerfile.serving, tag from genserve/deploy/TF_SERVING_VERSION) links the TensorFlow of
 its own release, older than the TensorFlow that writes genserve's exports. A SavedModel can use ops or
 op attributes an older runtime lacks; this script proves it does not. Step 1 runs in genserve's venv:
-it exports tiny versions of every family (toy, vae, text, style, dream, gan) and records
+it exports tiny versions of every family (toy, vae, text, style, dream, gan and the conditional gan) and records
 each signature's inputs and outputs on the graph-Session path. Step 2 runs in a side venv holding
 `tensorflow-cpu==<that release's TF version>` and nothing of genserve: it loads each export the way
 tensorflow_model_server does (graph Session, tag `serve`, SignatureDef tensor names), runs the same
@@ -88,13 +88,15 @@ def _families(models: Path, work: Path) -> dict:
                    "iterations": np.array([3], np.int32), "max_loss": np.array([np.inf], np.float32)},
         "gradient": {"image": image}})
 
-    gcfg = dataclasses.replace(gan_training.GANConfig(), dataset="synthetic", epochs=1, batch_size=32,
-                               latent_dim=16, gen_filters=(16, 8), disc_filters=(8, 16), grid=2)
-    gan_training.train(gcfg, work / "gan", data=mnist.synthetic(128, 8, seed=0).x_train[..., None],
-                       verbose=0)
-    out["gan"] = (export_gan(work / "gan", models), {
-        "generate": {"z": rng.normal(size=(3, 16)).astype(np.float32)},
-        "sample": {"seed": np.array([1, 2, 3], np.int64)}})
+    digits = mnist.synthetic(128, 8, seed=0)
+    for family, classes in (("gan", 0), ("gan-conditional", 10)):  # the class drawn from z: argmax, one-hot
+        gcfg = dataclasses.replace(gan_training.GANConfig(), dataset="synthetic", epochs=1, batch_size=32,
+                                   latent_dim=16, gen_filters=(16, 8), disc_filters=(8, 16), grid=2,
+                                   classes=classes)
+        gan_training.train(gcfg, work / family, data=digits.x_train[..., None], labels=digits.y_train, verbose=0)
+        out[family] = (export_gan(work / family, models, name=family), {
+            "generate": {"z": rng.normal(size=(3, 16)).astype(np.float32)},
+            "sample": {"seed": np.array([1, 2, 3], np.int64)}})
     return out
 
 

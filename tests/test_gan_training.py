@@ -313,6 +313,12 @@ def test_conditional_training_feeds_the_labels_and_checks_them(tmp_path):
     assert not np.allclose(before, after)
     with pytest.raises(ValueError, match="labels"):
         gan.train(COND, tmp_path / "d", data=DATA.x_train[:64, ..., None], verbose=0)
+    # labels outside [0, classes) would index past D's class embedding: refused before training
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 4\)"):
+        gan.train(COND, tmp_path / "d", data=DATA.x_train[:64, ..., None], labels=DATA.y_train[:64], verbose=0)
+    with pytest.raises(ValueError, match="one per image"):
+        gan.train(COND, tmp_path / "d", data=DATA.x_train[:64, ..., None], labels=DATA.y_train[:63] % 4,
+                  verbose=0)
     old = json.loads(TINY.to_json())
     old.pop("classes")
     assert gan.GANConfig.from_json(json.dumps(old)).classes == 0

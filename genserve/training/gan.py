@@ -199,11 +199,23 @@ def train(cfg: GANConfig, workdir: str | Path, resume: bool = False, data: np.nd
         model, state = new_model(cfg), {"epoch": 0, "checkpoint": None, "history": []}
     atomic_write(workdir / CONFIG_FILE, cfg.to_json())
     images, labels = (data, labels) if data is not None else load_images(cfg)
+    if cfg.classes:
+        check_labels(labels, len(images), cfg.classes)
     if state["epoch"] < cfg.epochs:
         model.fit(make_dataset(images, cfg, labels if cfg.classes else None), epochs=cfg.epochs, initial_epoch=state["epoch"],
                   callbacks=progress_callbacks(verbose, progress, _EpochEnd(workdir, cfg, state)),
                   verbose=0, shuffle=False)
     return state
+
+
+def check_labels(labels: np.ndarray, n: int, classes: int) -> None:
+    """ValueError unless `labels` are n integers in [0, classes) (a conditional GAN's embedding rows)."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be {n} integers (one per image), got {labels.dtype} {labels.shape}")
+    if n and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels must be in [0, {classes}) for classes={classes}, "
+                         f"got {labels.min()}..{labels.max()}")
 
 
 def resolve_config(workdir, preset_name: str | None = None, resume: bool = False, **overrides) -> GANConfig:
