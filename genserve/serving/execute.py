@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from genserve.wire.codec import fill_tensor_proto, from_tensor_proto
+from genserve.wire.predict_bytes import response_bytes
 from genserve.repository import WARMUP_PATH
 from genserve.serving.errors import ServingError, short
 from genserve.serving.options import Limits
@@ -29,6 +30,10 @@ from genserve.serving.options import Limits
 
 DEFAULT_LIMITS = Limits()
 _UNSET = object()
+# Keys of GraphSignature.memo (values derived from the signature alone, computed once):
+_CHECKED = "checked input headers"  # {(key, dtype, serialized TensorShapeProto): shape} that passed
+_CHECKED_LIMIT = 256  # distinct headers remembered per signature; others are checked every time
+_ALL_OUTPUTS = "all outputs"  # the outputs fetched without an output_filter, sorted
 
 
 def _proto_shape(proto) -> tuple | None:
@@ -56,12 +61,21 @@ def decode_inputs(sig, inputs, limits: Limits = DEFAULT_LIMITS) -> dict:
             + (f" (+{len(extra) - 5} more)" if len(extra) > 5 else ""),
         ]))
         raise ServingError("INVALID_ARGUMENT", f"{what}: signature {sig.name!r} takes {{{sig.expected()}}}")
+    checked = sig.memo.get(_CHECKED)
+    if checked is None:
+        checked = sig.memo.setdefault(_CHECKED, {})
     shapes = {}
     for key, proto in inputs.items():
-        shape = _proto_shape(proto)
-        if shape is not None and any(d < 0 for d in shape):
-            raise ServingError("INVALID_ARGUMENT", f"input '{key}': negative dimension in {list(shape)}")
-        spec_inputs[key].check_shape(proto.dtype, shape)
+        # A header (key, dtype, shape) that passed once passes again: a client sends the same few.
+        header = (key, proto.dtype, proto.tensor_shape.SerializeToString())
+        shape = checked.get(header)
+        if shape is None:
+            shape = _proto_shape(proto)
+            if shape is not None and any(d < 0 for d in shape):
+                raise ServingError("INVALID_ARGUMENT", f"input '{key}': negative dimension in {list(shape)}")
+            spec_inputs[key].check_shape(proto.dtype, shape)
+            if len(checked) < _CHECKED_LIMIT:
+                checked[header] = shape
         shapes[key] = shape
     limits.check_elements(shapes)
     max_rows = sig.memo.get(limits, _UNSET)  # a pure function of the two: computed once
@@ -86,6 +100,11 @@ def decode_inputs(sig, inputs, limits: Limits = DEFAULT_LIMITS) -> dict:
 
 def output_keys(sig, output_filter) -> tuple:
     """The outputs to fetch: the filter's (checked) or all of them, sorted."""
+    if not output_filter:
+        keys = sig.memo.get(_ALL_OUTPUTS)
+        if keys is None:
+            keys = sig.memo[_ALL_OUTPUTS] = tuple(sorted(sig.outputs))
+        return keys
     wanted = list(output_filter)
     for key in wanted:
         if key not in sig.outputs:
@@ -95,7 +114,7 @@ def output_keys(sig, output_filter) -> tuple:
     if len(set(wanted)) != len(wanted):  # TF Serving: "duplicate output tensor alias"
         dup = next(key for i, key in enumerate(wanted) if key in wanted[:i])
         raise ServingError("INVALID_ARGUMENT", f"output_filter: duplicate output tensor alias {short(dup)}")
-    return tuple(wanted) if wanted else tuple(sorted(sig.outputs))
+    return tuple(wanted)
 
 
 def prepare(model, name: str, version: int, request, limits: Limits = DEFAULT_LIMITS):
@@ -123,6 +142,22 @@ def respond(name: str, version: int, sig, keys: tuple, result: dict, response_cl
     for key in keys:
         fill_tensor_proto(outputs[key], np.asarray(result[key]))
     return response
+
+
+def respond_bytes(name: str, version: int, sig, keys: tuple, result: dict, response_cls) -> bytes:
+    """`respond(...).SerializeToString()`, written straight from the arrays when they are all numeric
+    (genserve.wire.predict_bytes); the gRPC front end sends these bytes as they are."""
+    tail = sig.memo.get(("model_spec", name, version))
+    if tail is None:  # the response's model_spec, the same for every answer of this signature
+        spec = response_cls()
+        spec.model_spec.name = name
+        spec.model_spec.version.value = version
+        spec.model_spec.signature_name = sig.name
+        tail = sig.memo[("model_spec", name, version)] = spec.SerializeToString()
+    raw = response_bytes([(key, result[key]) for key in keys], tail)
+    if raw is None:  # a string output: the message's way
+        raw = respond(name, version, sig, keys, result, response_cls).SerializeToString()
+    return raw
 
 
 def predict(model, name: str, version: int, request, response_cls, timeout_ms: int = 0,

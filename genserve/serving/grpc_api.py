@@ -63,8 +63,8 @@ class Handlers:
     def __init__(self, service):
         self._service = service
 
-    def Predict(self, request, context):
-        return self._service.predict_blocking(request, context.time_remaining())  # None: no deadline
+    def Predict(self, request, context):  # answers bytes (time_remaining None: no deadline)
+        return self._service.predict_blocking(request, context.time_remaining(), serialized=True)
 
     def GetModelMetadata(self, request, context):
         return self._service.metadata(request.model_spec, request.metadata_field)
@@ -113,8 +113,10 @@ def _method_handler(service, name: str, request_cls, response_cls, body):
         model = request.model_spec.name if request is not None and hasattr(request, "model_spec") else ""
         return _answer(service, name, context, response_cls, run, model)
 
-    return grpc.unary_unary_rpc_method_handler(handle, request_deserializer=None,
-                                               response_serializer=response_cls.SerializeToString)
+    def serialize(response) -> bytes:  # a message, or the bytes Predict writes itself
+        return response if response.__class__ is bytes else response.SerializeToString()
+
+    return grpc.unary_unary_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
 
 
 EXAMPLE_METHODS = ("Classify", "Regress", "MultiInference")  # TF Serving's tf.Example APIs

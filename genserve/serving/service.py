@@ -157,23 +157,27 @@ class ModelService:
         with self._idle:
             return self._idle.wait_for(lambda: self.inflight == 0, timeout)
 
-    def predict_blocking(self, request, time_remaining: float | None = None, loaded=None):
+    def predict_blocking(self, request, time_remaining: float | None = None, loaded=None,
+                         serialized: bool = False):
         """Predict on the calling thread (the gRPC front end: one thread per call, made on demand).
 
-        Args, Returns, Raises: as `predict`.
+        Args, Raises: as `predict`; serialized: answer the PredictResponse's bytes (what gRPC sends).
+        Returns: a tensorflow.serving.PredictResponse, or its bytes.
         """
         loaded, deadline, gate = self._begin(request, time_remaining, loaded)
+        respond = execute.respond_bytes if serialized else execute.respond
         try:
             batcher = loaded.extras.get("batcher")
             if batcher is None:  # the gate is the admission control
-                gate.admit(f"model {short(loaded.name)}")
+                what = f"model {short(loaded.name)}"
+                gate.admit(what)
                 try:
-                    return gate.run(f"model {short(loaded.name)}", deadline, self._run, loaded, request, deadline)
+                    return gate.run(what, deadline, self._run, loaded, request, deadline, respond)
                 finally:
                     gate.release()
             sig, arrays, keys = self._prepare(loaded, request)
             result = self._batched(loaded, batcher.submit(sig, arrays, keys, self._batch_timeout(loaded, deadline)))
-            return execute.respond(loaded.name, loaded.version, sig, keys, result.result(), _response_cls())
+            return respond(loaded.name, loaded.version, sig, keys, result.result(), _response_cls())
         finally:
             self._end()
 
@@ -241,16 +245,17 @@ class ModelService:
         future.add_done_callback(done)
         return future
 
-    def _run(self, loaded, request, deadline: float | None):
-        """With a run slot: check, decode, run, encode."""
+    def _run(self, loaded, request, deadline: float | None, respond=execute.respond):
+        """With a run slot: check, decode, run, encode (`respond`: execute.respond or respond_bytes)."""
         timeout_ms = _timeout_ms(deadline)
         if timeout_ms < 0:
             raise ServingError("DEADLINE_EXCEEDED", f"model {short(loaded.name)}: deadline passed while queued")
         sig, arrays, keys = self._prepare(loaded, request)
         start = time.perf_counter()
         result = sig.run(arrays, keys, timeout_ms)
-        self._runtime(loaded.name, time.perf_counter() - start)
-        return execute.respond(loaded.name, loaded.version, sig, keys, result, _response_cls())
+        if self.observers:
+            self._runtime(loaded.name, time.perf_counter() - start)
+        return respond(loaded.name, loaded.version, sig, keys, result, _response_cls())
 
     def _runtime(self, name: str, seconds: float) -> None:
         for observer in self.observers:
@@ -395,6 +400,12 @@ def _timeout_ms(deadline: float | None) -> int:
 
 
 def _response_cls():
-    from tensorflow_serving.apis import predict_pb2
+    global _PREDICT_RESPONSE
+    if _PREDICT_RESPONSE is None:
+        from tensorflow_serving.apis import predict_pb2
 
-    return predict_pb2.PredictResponse
+        _PREDICT_RESPONSE = predict_pb2.PredictResponse
+    return _PREDICT_RESPONSE
+
+
+_PREDICT_RESPONSE = None  # imported on first use (tensorflow_serving.apis imports TensorFlow's protos)

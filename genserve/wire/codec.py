@@ -46,8 +46,9 @@ NUMERIC_DTYPES: dict[int, tuple[np.dtype, str]] = {
     DT_COMPLEX64: (np.dtype("<c8"), "scomplex_val"),
     DT_COMPLEX128: (np.dtype("<c16"), "dcomplex_val"),
 }
-# numpy dtype (native byte order, as `np.dtype.newbyteorder("=")` gives it) -> DataType.
+# numpy dtype (native byte order, as `np.dtype.newbyteorder("=")` gives it) -> DataType, and back.
 _FROM_NUMPY: dict[np.dtype, int] = {dt.newbyteorder("="): code for code, (dt, _) in NUMERIC_DTYPES.items()}
+_NATIVE: dict[int, np.dtype] = {code: dt for dt, code in _FROM_NUMPY.items()}
 
 SUPPORTED_DTYPES: tuple[str, ...] = tuple(dt.name for dt, _ in NUMERIC_DTYPES.values()) + ("string",)
 
@@ -199,11 +200,17 @@ def from_tensor_proto(proto: Any, shape: tuple | None = None) -> np.ndarray:
         shape_proto = proto.tensor_shape
         if shape_proto.unknown_rank:
             raise ValueError("TensorProto has unknown rank; a tensor value needs a concrete shape")
-        shape = tuple(int(d.size) for d in shape_proto.dim)
-        if any(n < 0 for n in shape):
+        shape = tuple([int(d.size) for d in shape_proto.dim])
+        if shape and min(shape) < 0:
             raise ValueError(f"TensorProto has a negative dimension in shape {list(shape)}")
     count = math.prod(shape)
     code = int(proto.dtype)
+    native = _NATIVE.get(code)
+    if native is not None:  # the common case first: numbers in tensor_content
+        content = proto.tensor_content
+        if content and len(content) == count * native.itemsize:
+            # little-endian -> native, copied so the result is writable and owns its memory
+            return np.frombuffer(content, NUMERIC_DTYPES[code][0]).astype(native).reshape(shape)
 
     if code == DT_STRING:
         strings = np.empty(len(proto.string_val), dtype=object)
