@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from genserve.contract import DEFAULT_SIGNATURE_KEY
 from genserve.wire.codec import fill_tensor_proto, from_tensor_proto
 from genserve.wire.predict_bytes import response_bytes
 from genserve.repository import WARMUP_PATH
@@ -126,7 +127,9 @@ def prepare(model, name: str, version: int, request, limits: Limits = DEFAULT_LI
         ServingError: INVALID_ARGUMENT (signature, keys, dtype, shape, output_filter) or
             RESOURCE_EXHAUSTED (size).
     """
-    sig = model.signature(request.model_spec.signature_name, f"model {short(name)} version {version}")
+    sig_name = request.model_spec.signature_name
+    sig = model.signatures.get(sig_name or DEFAULT_SIGNATURE_KEY) or \
+        model.signature(sig_name, f"model {short(name)} version {version}")  # raises its error
     arrays = decode_inputs(sig, request.inputs, limits)
     return sig, arrays, output_keys(sig, request.output_filter)
 

@@ -33,8 +33,9 @@ from genserve.serving.errors import ServingError, truncate
 log = logging.getLogger("genserve.serving")
 
 
-def _answer(service, method: str, context, empty_response, body, model: str = ""):
-    """Run one RPC's `body()`; a ServingError becomes its status, any other exception INTERNAL.
+def _answer(service, method: str, context, empty_response, body, request):
+    """Run one RPC's `body(request, context)`; a ServingError becomes its status, any other exception
+    INTERNAL.
 
     Returns:
         body's response, else `empty_response()` with the error status set on `context`.
@@ -42,7 +43,7 @@ def _answer(service, method: str, context, empty_response, body, model: str = ""
     start = time.perf_counter()
     error = None
     try:
-        return body()
+        return body(request, context)
     except ServingError as e:
         error = e
     except Exception as e:  # a bug: answer, log one line, keep serving
@@ -51,6 +52,7 @@ def _answer(service, method: str, context, empty_response, body, model: str = ""
         error = ServingError("INTERNAL", f"internal error: {type(e).__name__}: {e}")
     finally:
         if service.observers:
+            model = request.model_spec.name if request is not None and hasattr(request, "model_spec") else ""
             service.observe("GRPC", method, model, error.code if error else "OK", time.perf_counter() - start)
     context.set_code(grpc.StatusCode[error.code])
     context.set_details(error.message)
@@ -97,21 +99,17 @@ def _method_handler(service, name: str, request_cls, response_cls, body):
     in one line (grpcio would log a traceback per request)."""
     from google.protobuf.message import DecodeError
 
+    def unparsable(_request, _context):
+        # grpc++ (TF Serving's server) answers INTERNAL for a request it cannot parse
+        raise ServingError("INTERNAL", f"Failed to parse the request as a {request_cls.__name__}")
+
     def handle(raw: bytes, context):
         try:
             request = request_cls.FromString(raw)
         except DecodeError as e:
             log.warning("%s: undecodable request of %d bytes (%s)", name, len(raw), truncate(str(e), 200))
-            request = None
-
-        def run():
-            if request is None:
-                # grpc++ (TF Serving's server) answers INTERNAL for a request it cannot parse
-                raise ServingError("INTERNAL", f"Failed to parse the request as a {request_cls.__name__}")
-            return body(request, context)
-
-        model = request.model_spec.name if request is not None and hasattr(request, "model_spec") else ""
-        return _answer(service, name, context, response_cls, run, model)
+            return _answer(service, name, context, response_cls, unparsable, None)
+        return _answer(service, name, context, response_cls, body, request)
 
     def serialize(response) -> bytes:  # a message, or the bytes Predict writes itself
         return response if response.__class__ is bytes else response.SerializeToString()

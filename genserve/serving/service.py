@@ -46,17 +46,18 @@ class ModelGate:
 
     def __init__(self, name: str, max_concurrent: int, max_queue: int):
         self.max_concurrent, self.max_queue = max_concurrent, max_queue
+        self.what = f"model {short(name)}"  # how its errors name the model
         self.executor = futures.ThreadPoolExecutor(max_concurrent, thread_name_prefix="genserve-model")
         self.admitted = 0  # running + waiting
         self._slots = threading.Semaphore(max_concurrent)
         self._lock = threading.Lock()
 
-    def admit(self, what: str) -> None:
+    def admit(self) -> None:
         """Count one request in, or raise UNAVAILABLE when running + waiting is at the limit."""
         with self._lock:
             if self.admitted >= self.max_concurrent + self.max_queue:
                 queued = self.admitted - self.max_concurrent
-                raise ServingError("UNAVAILABLE", f"{what}: server busy ({self.max_concurrent} executions "
+                raise ServingError("UNAVAILABLE", f"{self.what}: server busy ({self.max_concurrent} executions "
                                                   f"running, {queued} queued); retry later")
             self.admitted += 1
 
@@ -64,11 +65,11 @@ class ModelGate:
         with self._lock:
             self.admitted -= 1
 
-    def run(self, what: str, deadline: float | None, fn, *args):
+    def run(self, deadline: float | None, fn, *args):
         """On the calling thread: wait for a run slot (until `deadline`), then `fn(*args)`."""
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         if not self._slots.acquire(timeout=timeout):
-            raise ServingError("DEADLINE_EXCEEDED", f"{what}: deadline passed while queued")
+            raise ServingError("DEADLINE_EXCEEDED", f"{self.what}: deadline passed while queued")
         try:
             return fn(*args)
         finally:
@@ -103,7 +104,8 @@ class ModelService:
         self.inflight = 0  # Predict calls admitted and not yet answered (tests wait on it)
         self._gates: dict[str, ModelGate] = {}
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)  # notified when inflight drops
+        self._idle = threading.Condition(self._lock)  # notified when inflight drops to 0
+        self._idle_waiters = 0  # threads in wait_idle
         self.work = futures.ThreadPoolExecutor(options.max_workers, thread_name_prefix="genserve-work")
         limit_malloc_arenas()  # before the serving threads allocate (MALLOC_ARENAS says why)
 
@@ -150,12 +152,17 @@ class ModelService:
     def _end(self) -> None:
         with self._lock:
             self.inflight -= 1
-            self._idle.notify_all()
+            if self._idle_waiters and not self.inflight:
+                self._idle.notify_all()
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Block until no Predict is in flight (or `timeout` seconds); True when idle."""
         with self._idle:
-            return self._idle.wait_for(lambda: self.inflight == 0, timeout)
+            self._idle_waiters += 1
+            try:
+                return self._idle.wait_for(lambda: self.inflight == 0, timeout)
+            finally:
+                self._idle_waiters -= 1
 
     def predict_blocking(self, request, time_remaining: float | None = None, loaded=None,
                          serialized: bool = False):
@@ -169,10 +176,9 @@ class ModelService:
         try:
             batcher = loaded.extras.get("batcher")
             if batcher is None:  # the gate is the admission control
-                what = f"model {short(loaded.name)}"
-                gate.admit(what)
+                gate.admit()
                 try:
-                    return gate.run(what, deadline, self._run, loaded, request, deadline, respond)
+                    return gate.run(deadline, self._run, loaded, request, deadline, respond)
                 finally:
                     gate.release()
             sig, arrays, keys = self._prepare(loaded, request)
@@ -199,12 +205,11 @@ class ModelService:
         finish = finish or (lambda response: response)
         try:
             batcher = loaded.extras.get("batcher")
-            what = f"model {short(loaded.name)}"
             if batcher is None:
-                gate.admit(what)
+                gate.admit()
 
                 def job():
-                    return finish(gate.run(what, deadline, self._run, loaded, request, deadline))
+                    return finish(gate.run(deadline, self._run, loaded, request, deadline))
 
                 try:
                     future = gate.executor.submit(job)
