@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import sys
 import threading
 import time
@@ -49,7 +50,9 @@ class ModelGate:
         self.what = f"model {short(name)}"  # how its errors name the model
         self.executor = futures.ThreadPoolExecutor(max_concurrent, thread_name_prefix="genserve-model")
         self.admitted = 0  # running + waiting
-        self._slots = threading.Semaphore(max_concurrent)
+        self._slots = queue.SimpleQueue()  # one token per run slot (C: cheaper than threading.Semaphore)
+        for _ in range(max_concurrent):
+            self._slots.put(None)
         self._lock = threading.Lock()
 
     def admit(self) -> None:
@@ -68,12 +71,14 @@ class ModelGate:
     def run(self, deadline: float | None, fn, *args):
         """On the calling thread: wait for a run slot (until `deadline`), then `fn(*args)`."""
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not self._slots.acquire(timeout=timeout):
-            raise ServingError("DEADLINE_EXCEEDED", f"{self.what}: deadline passed while queued")
+        try:
+            self._slots.get(timeout=timeout)
+        except queue.Empty:
+            raise ServingError("DEADLINE_EXCEEDED", f"{self.what}: deadline passed while queued") from None
         try:
             return fn(*args)
         finally:
-            self._slots.release()
+            self._slots.put(None)
 
 
 def spec_choice(model_spec) -> tuple[int | None, str | None]:
