@@ -52,6 +52,9 @@ _FROM_NUMPY: dict[np.dtype, int] = {dt.newbyteorder("="): code for code, (dt, _)
 # DataType -> numpy dtype whose memory layout is tensor_content's as it is (little-endian hosts only).
 _AS_IS: dict[int, np.dtype] = {code: dt for dt, code in _FROM_NUMPY.items()} if sys.byteorder == "little" else {}
 
+_shapes: dict[bytes, tuple] = {}  # serialized TensorShapeProto -> its (checked) dims, for the few a program sees
+_SHAPES_LIMIT = 512
+
 SUPPORTED_DTYPES: tuple[str, ...] = tuple(dt.name for dt, _ in NUMERIC_DTYPES.values()) + ("string",)
 
 
@@ -200,11 +203,16 @@ def from_tensor_proto(proto: Any, shape: tuple | None = None) -> np.ndarray:
     """
     if shape is None:
         shape_proto = proto.tensor_shape
-        if shape_proto.unknown_rank:
-            raise ValueError("TensorProto has unknown rank; a tensor value needs a concrete shape")
-        shape = tuple([d.size for d in shape_proto.dim])
-        if shape and min(shape) < 0:
-            raise ValueError(f"TensorProto has a negative dimension in shape {list(shape)}")
+        serialized = shape_proto.SerializeToString()  # cheaper than reading the dims one by one
+        shape = _shapes.get(serialized)
+        if shape is None:
+            if shape_proto.unknown_rank:
+                raise ValueError("TensorProto has unknown rank; a tensor value needs a concrete shape")
+            shape = tuple([d.size for d in shape_proto.dim])
+            if shape and min(shape) < 0:
+                raise ValueError(f"TensorProto has a negative dimension in shape {list(shape)}")
+            if len(_shapes) < _SHAPES_LIMIT and len(serialized) <= 256:
+                _shapes[serialized] = shape
     code = int(proto.dtype)
     as_is = _AS_IS.get(code)
     if as_is is not None:  # the common case first: numbers in tensor_content, on a little-endian host

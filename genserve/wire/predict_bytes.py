@@ -19,6 +19,7 @@ None and the caller builds the message as before.
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Iterable, Mapping
 
@@ -27,14 +28,15 @@ import numpy as np
 from genserve.wire.codec import NUMERIC_DTYPES
 
 _ONE_BYTE = [bytes((i,)) for i in range(128)]
-_CACHE_LIMIT = 512  # entries per cache below; beyond it new keys are written each time, not kept
+_CACHE_LIMIT = 512  # entries kept below; beyond it new ones are written each time
 
 # numpy dtype (native = little-endian) -> TensorProto field 1 (dtype) as bytes; none on a big-endian
 # host, where every array takes the caller's message path.
 _DTYPE_FIELD = {dt: b"\x08" + bytes((code,)) for code, (dt, _) in NUMERIC_DTYPES.items()} \
     if sys.byteorder == "little" else {}
-_headers: dict = {}  # (dtype, shape) -> TensorProto fields 1 and 2 (dtype, tensor_shape)
-_keys: dict = {}  # map key -> map entry field 1 (key)
+# (map field tag, key, dtype, shape) -> a map entry's bytes up to the tensor's content: everything but
+# the content is fixed by these four (the content's length too: size times itemsize).
+_entries: dict = {}
 
 
 def varint(n: int) -> bytes:
@@ -54,42 +56,49 @@ def _field(tag: bytes, payload: bytes) -> bytes:
     return tag + varint(len(payload)) + payload
 
 
-def _remember(cache: dict, key, value):
-    if len(cache) < _CACHE_LIMIT:
-        cache[key] = value
-    return value
+def _tensor_head(dtype: np.dtype, shape: tuple) -> bytes | None:
+    """A TensorProto's bytes up to its content (fields dtype, tensor_shape and tensor_content's tag
+    and length), or None when `dtype` is not a native little-endian number."""
+    field = _DTYPE_FIELD.get(dtype)
+    if field is None:
+        return None
+    # TensorShapeProto.dim (2) of Dim.size (1); a size of 0 is the empty Dim; no shape for a scalar
+    dims = b"".join([_field(b"\x12", b"\x08" + varint(size) if size else b"") for size in shape])
+    size = math.prod(shape) * dtype.itemsize
+    return field + (_field(b"\x12", dims) if shape else b"") + (b"\x22" + varint(size) if size else b"")
 
 
 def tensor_bytes(array: np.ndarray) -> bytes | None:
     """A serialized TensorProto of a numpy array (codec.fill_tensor_proto's encoding), or None when
     its dtype is not a native little-endian number."""
-    dtype, shape = array.dtype, array.shape
-    header = _headers.get((dtype, shape))
-    if header is None:
-        field = _DTYPE_FIELD.get(dtype)
-        if field is None:
-            return None
-        # TensorShapeProto.dim (2) of Dim.size (1); a size of 0 is the empty Dim; no shape for a scalar
-        dims = b"".join([_field(b"\x12", b"\x08" + varint(size) if size else b"") for size in shape])
-        header = _remember(_headers, (dtype, shape), field + (_field(b"\x12", dims) if shape else b""))
-    content = array.tobytes()  # C order, whatever the strides
-    if not content:
-        return header
-    return b"".join((header, b"\x22", varint(len(content)), content))  # tensor_content (4)
+    head = _tensor_head(array.dtype, array.shape)
+    return None if head is None else head + array.tobytes()
+
+
+def _entry_head(tag: bytes, key: str, dtype: np.dtype, shape: tuple) -> bytes | None:
+    """A map entry {key: TensorProto} of field `tag` up to the tensor's content (None: see _tensor_head)."""
+    head = _tensor_head(dtype, shape)
+    if head is None or type(key) is not str:
+        return None
+    tensor_size = len(head) + math.prod(shape) * dtype.itemsize
+    entry = _field(b"\x0a", key.encode("utf-8")) + b"\x12" + varint(tensor_size)  # key (1), value (2)
+    return tag + varint(len(entry) + tensor_size) + entry + head
 
 
 def _tensor_map(tag: bytes, tensors: Iterable, parts: list) -> bool:
     """Append the map entries `tag` {key: TensorProto} of `tensors` ((key, array) pairs) to `parts`;
     False when one cannot be written here."""
     for key, value in tensors:
-        tensor = tensor_bytes(value if type(value) is np.ndarray else np.asarray(value))
-        if tensor is None or type(key) is not str:
-            return False
-        entry_key = _keys.get(key)
-        if entry_key is None:
-            entry_key = _remember(_keys, key, _field(b"\x0a", key.encode("utf-8")))
-        size = varint(len(tensor))
-        parts += (tag, varint(len(entry_key) + 1 + len(size) + len(tensor)), entry_key, b"\x12", size, tensor)
+        array = value if type(value) is np.ndarray else np.asarray(value)
+        head = _entries.get((tag, key, array.dtype, array.shape))
+        if head is None:
+            head = _entry_head(tag, key, array.dtype, array.shape)
+            if head is None:
+                return False
+            if len(_entries) < _CACHE_LIMIT:
+                _entries[(tag, key, array.dtype, array.shape)] = head
+        parts.append(head)
+        parts.append(array.tobytes())  # C order, whatever the strides
     return True
 
 
