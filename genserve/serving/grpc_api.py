@@ -7,7 +7,7 @@ Every error is a `ServingError` mapped to its gRPC status; anything unexpected i
 one line with the traceback at debug level — no request can stop the server.
 
 Threads: grpcio's synchronous server, with a pool as large as the number of calls it lets open
-(ServerOptions.max_concurrent_rpcs): a call waiting for its model's turn (service.ModelGate) holds a
+(ServerOptions.max_concurrent_rpcs): a call waiting for its model's turn (gate.ModelGate) holds a
 thread of its own, never one another model needs. Measured on 2 busy cores, toy Predict p50 / 16-client
 req/s: this design 1.1 ms / ~560 (the same as the fixed 32-thread pool it replaces, which let a flood
 of two models stall every other one); grpc.aio handlers awaiting the model's own executor threads
