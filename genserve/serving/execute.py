@@ -31,7 +31,7 @@ from genserve.serving.options import Limits
 
 DEFAULT_LIMITS = Limits()
 _UNSET = object()
-# Keys of GraphSignature.memo (values derived from the signature alone, computed once):
+# Keys of GraphSignature.memo (what is derived once per signature):
 _PASSED = "passed headers"  # {((key, dtype, serialized TensorShapeProto), ...): (limits, shapes)}
 _PASSED_LIMIT = 256  # distinct requests' headers remembered per signature; others are checked each time
 _HEADER_BYTES = 4096  # nor headers longer than this (a shape of unknown rank may have any number of dims)
