@@ -4,7 +4,7 @@ with the floor rows of predict_latency.py, interleaved: for before/after compari
     git archive <base> | (mkdir -p /tmp/base && tar -x -C /tmp/base)
     .venv/bin/python benchmarks/step_ab.py base=/tmp/base,head=$PWD --rounds 8
 
-Each NAME=PATH runs `genserve serve --disable-batching` with PYTHONPATH=PATH on an untrained book-size
+Each NAME=PATH (default: this tree alone) runs `genserve serve --disable-batching` with PYTHONPATH=PATH on an untrained book-size
 char-LSTM (exported once into --models), and a client process with the same PYTHONPATH that calls its
 own tree's server with `Client.predict(..., signature="step")` (row NAME) and with the serialized
 request as raw bytes (row NAME raw: the server alone). The floor rows as in predict_latency.py: a bare
@@ -92,7 +92,8 @@ def main() -> None:
     from benchmarks.predict_latency import ECHO_SERVER
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("trees", help="NAME=PATH,... (PATH: a genserve source tree)")
+    parser.add_argument("trees", nargs="?", default=f"this={ROOT}",
+                        help="NAME=PATH,... (PATH: a genserve source tree; default: this tree)")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--calls", type=int, default=200, help="calls per row per round")
     parser.add_argument("--models", default=str(Path(tempfile.gettempdir()) / "genserve-step-ab"))
