@@ -101,3 +101,43 @@ def test_output_budget_is_per_limits_on_the_same_signature(toy_signature):
         with pytest.raises(ServingError, match="accepts at most 2 rows") as e:
             execute.prepare(model, "toy", 2, request, tight)
         assert e.value.code == "RESOURCE_EXHAUSTED"
+
+
+def test_remembered_headers_keep_every_check(toy_signature):
+    """execute.prepare remembers the headers (keys, dtypes, shapes) of requests that passed its checks;
+    a request with remembered headers still has its values decoded and checked, and any other header
+    (another dtype, shape or key, or other limits) is checked again."""
+    from tensorflow_serving.apis import predict_pb2
+
+    from genserve.serving import execute
+    from genserve.serving.errors import ServingError
+    from genserve.serving.options import Limits
+    from genserve.wire.codec import fill_tensor_proto
+
+    model, sig = toy_signature
+
+    def request(array, key="x"):
+        r = predict_pb2.PredictRequest()
+        r.model_spec.signature_name = sig.name
+        fill_tensor_proto(r.inputs[key], array)
+        return r
+
+    def code_of(r, limits=execute.DEFAULT_LIMITS):
+        try:
+            execute.prepare(model, "toy", 2, r, limits)
+        except ServingError as e:
+            return e.code, e.message
+        return "OK", ""
+
+    good = request(np.ones((2, 1), np.float32))
+    for _ in range(2):
+        assert code_of(good) == ("OK", "")
+    short = request(np.ones((2, 1), np.float32))
+    short.inputs["x"].tensor_content = short.inputs["x"].tensor_content[:4]  # same header, 4 bytes short
+    code, message = code_of(short)
+    assert code == "INVALID_ARGUMENT" and "cannot decode the TensorProto" in message
+    assert code_of(request(np.ones((2, 1), np.float64)))[0] == "INVALID_ARGUMENT"  # dtype
+    assert code_of(request(np.ones((2, 3), np.float32)))[0] == "INVALID_ARGUMENT"  # shape
+    assert code_of(request(np.ones((2, 1), np.float32), key="z"))[0] == "INVALID_ARGUMENT"  # key
+    assert code_of(good, Limits(max_request_elements=1))[0] == "RESOURCE_EXHAUSTED"  # other limits
+    assert code_of(good) == ("OK", "")

@@ -24,7 +24,7 @@ import numpy as np
 from genserve.clients.failures import diagnose
 from genserve.clients.messages import (METADATA_METHOD, PREDICT_METHOD, STATUS_METHOD, GenserveError,
                                        Inputs, SignatureInfo, VersionStatus, model_spec, predict_request,
-                                       signatures_from_metadata)
+                                       predict_request_bytes, signatures_from_metadata)
 from genserve.clients.replicas import ChannelTarget, channel_target
 from genserve.clients.tls import TlsSettings, channel_credentials, tls_settings
 from genserve.wire.codec import from_tensor_proto
@@ -160,9 +160,8 @@ class Client:
             self._channel = grpc.insecure_channel(resolved.uri, options=channel_options)
         else:
             self._channel = grpc.secure_channel(resolved.uri, credentials, options=channel_options)
-        self._predict = self._channel.unary_unary(
+        self._predict = self._channel.unary_unary(  # sends the bytes predict_request_bytes wrote
             PREDICT_METHOD,
-            request_serializer=serving_pb2.PredictRequest.SerializeToString,
             response_deserializer=serving_pb2.PredictResponse.FromString,
         )
         self._metadata = self._channel.unary_unary(
@@ -249,7 +248,7 @@ class Client:
                          timeout: float | None = None) -> serving_pb2.PredictResponse:
         """Like predict(), but returns the undecoded PredictResponse (its model_spec says which
         version answered)."""
-        request = predict_request(model, inputs, signature, version, version_label, output_filter)
+        request = predict_request_bytes(model, inputs, signature, version, version_label, output_filter)
         return self._call(self._predict, request, timeout)
 
     def predict(self, model: str, inputs: Inputs, signature: str | None = None,

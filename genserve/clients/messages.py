@@ -1,7 +1,9 @@
 """The messages of the thin client: requests built and replies read, with no channel and no TensorFlow.
 
-`predict_request` builds the PredictRequest that `Client.predict` sends (also used by benchmarks that
-drive gRPC directly); `signatures_from_metadata` reads a GetModelMetadataResponse (genserve's or TF
+`predict_request_bytes` writes the PredictRequest that `Client.predict` sends (the same bytes as
+`predict_request(...).SerializeToString()`, without building the message: genserve.wire.predict_bytes);
+`predict_request` builds it as a message (also used by benchmarks that drive gRPC directly);
+`signatures_from_metadata` reads a GetModelMetadataResponse (genserve's or TF
 Serving's class); `GenserveError` is every failure a client reports: a failed RPC or a reply it
 cannot read.
 
@@ -16,6 +18,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 import grpc
 
 from genserve.wire.codec import dtype_name, to_tensor_proto
+from genserve.wire.predict_bytes import request_bytes
 from genserve.wire.protos import serving_pb2
 
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
@@ -105,6 +108,39 @@ def predict_request(model: str, inputs: Inputs, signature: str | None = None,
             output_filter = [output_filter]
         request.output_filter.extend(output_filter)
     return request
+
+
+# (model, signature, version, version_label, output_filter) -> the request's serialized model_spec
+# and output_filter, which stay the same for every call of one signature (bounded: a client may name
+# many models).
+_frames: dict = {}
+_FRAMES_LIMIT = 256
+
+
+def predict_request_bytes(model: str, inputs: Inputs, signature: str | None = None,
+                          version: int | None = None, version_label: str | None = None,
+                          output_filter: Iterable[str] | None = None) -> bytes:
+    """`predict_request(...).SerializeToString()`, written straight from the arrays when they are all
+    numeric (arguments and errors as predict_request)."""
+    if isinstance(output_filter, str):
+        output_filter = (output_filter,)
+    elif output_filter is not None:
+        output_filter = tuple(output_filter)
+    if not isinstance(inputs, Mapping):
+        predict_request(model, inputs)  # raises its TypeError
+    key = (model, signature, version, version_label, output_filter)
+    frame = _frames.get(key)
+    if frame is None:
+        head, tail = serving_pb2.PredictRequest(), serving_pb2.PredictRequest()
+        model_spec(head.model_spec, model, signature, version, version_label)
+        tail.output_filter.extend(output_filter or ())
+        frame = head.SerializeToString(), tail.SerializeToString()
+        if len(_frames) < _FRAMES_LIMIT:
+            _frames[key] = frame
+    raw = request_bytes(frame[0], inputs, frame[1])
+    if raw is None:  # strings, object arrays, a dtype TensorProto cannot carry: the message's way
+        raw = predict_request(model, inputs, signature, version, version_label, output_filter).SerializeToString()
+    return raw
 
 
 def signatures_from_metadata(response, model: str = "") -> dict[str, SignatureInfo]:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from genserve.contract import DEFAULT_SIGNATURE_KEY
 from genserve.wire.codec import fill_tensor_proto, from_tensor_proto
+from genserve.wire.predict_bytes import response_bytes
 from genserve.repository import WARMUP_PATH
 from genserve.serving.errors import ServingError, short
 from genserve.serving.options import Limits
@@ -29,6 +31,11 @@ from genserve.serving.options import Limits
 
 DEFAULT_LIMITS = Limits()
 _UNSET = object()
+# Keys of GraphSignature.memo (what is derived once per signature):
+_PASSED = "passed headers"  # {((key, dtype, serialized TensorShapeProto), ...): (limits, shapes)}
+_PASSED_LIMIT = 256  # distinct requests' headers remembered per signature; others are checked each time
+_HEADER_BYTES = 4096  # nor headers longer than this (a shape of unknown rank may have any number of dims)
+_ALL_OUTPUTS = "all outputs"  # the outputs fetched without an output_filter, sorted
 
 
 def _proto_shape(proto) -> tuple | None:
@@ -45,6 +52,37 @@ def decode_inputs(sig, inputs, limits: Limits = DEFAULT_LIMITS) -> dict:
         inputs: the request's `inputs` map (key -> TensorProto).
     Raises:
         ServingError: INVALID_ARGUMENT (keys, dtype, shape, undecodable), RESOURCE_EXHAUSTED (size).
+    """
+    items = list(inputs.items())
+    # Every check before the values depends on the keys, dtypes and shapes alone (and the limits): a
+    # request whose headers passed once passes again, and a client sends the same few.
+    headers = tuple([(key, proto.dtype, proto.tensor_shape.SerializeToString()) for key, proto in items])
+    passed = sig.memo.get(_PASSED)
+    if passed is None:
+        passed = sig.memo.setdefault(_PASSED, {})
+    plan = passed.get(headers)
+    if plan is None or plan[0] is not limits:
+        plan = (limits, check_headers(sig, inputs, limits))
+        if len(passed) < _PASSED_LIMIT and sum(len(h[0]) + len(h[2]) for h in headers) <= _HEADER_BYTES:
+            passed[headers] = plan
+    shapes = plan[1]
+    arrays = {}
+    for key, proto in items:
+        try:
+            arrays[key] = from_tensor_proto(proto, shapes[key])
+        except (ValueError, TypeError) as e:
+            raise ServingError("INVALID_ARGUMENT",
+                               f"input '{key}': cannot decode the TensorProto: {e}") from None
+    return arrays
+
+
+def check_headers(sig, inputs, limits: Limits = DEFAULT_LIMITS) -> dict:
+    """Check the request's input keys, dtypes and shapes against `sig` and `limits` (no values read).
+
+    Returns:
+        {input key: shape}.
+    Raises:
+        ServingError: INVALID_ARGUMENT (keys, dtype, shape), RESOURCE_EXHAUSTED (size).
     """
     spec_inputs = sig.inputs
     if len(inputs) != len(spec_inputs) or any(k not in spec_inputs for k in inputs):
@@ -74,18 +112,16 @@ def decode_inputs(sig, inputs, limits: Limits = DEFAULT_LIMITS) -> dict:
                                f"batch of {rows:,} rows: signature {sig.name!r} accepts at most {max_rows:,} "
                                f"rows per request here (output budget {limits.max_output_bytes:,} bytes, "
                                "--max-output-mb); split the request")
-    arrays = {}
-    for key, proto in inputs.items():
-        try:
-            arrays[key] = from_tensor_proto(proto, shapes[key])
-        except (ValueError, TypeError) as e:
-            raise ServingError("INVALID_ARGUMENT",
-                               f"input '{key}': cannot decode the TensorProto: {e}") from None
-    return arrays
+    return shapes
 
 
 def output_keys(sig, output_filter) -> tuple:
     """The outputs to fetch: the filter's (checked) or all of them, sorted."""
+    if not output_filter:
+        keys = sig.memo.get(_ALL_OUTPUTS)
+        if keys is None:
+            keys = sig.memo[_ALL_OUTPUTS] = tuple(sorted(sig.outputs))
+        return keys
     wanted = list(output_filter)
     for key in wanted:
         if key not in sig.outputs:
@@ -95,7 +131,7 @@ def output_keys(sig, output_filter) -> tuple:
     if len(set(wanted)) != len(wanted):  # TF Serving: "duplicate output tensor alias"
         dup = next(key for i, key in enumerate(wanted) if key in wanted[:i])
         raise ServingError("INVALID_ARGUMENT", f"output_filter: duplicate output tensor alias {short(dup)}")
-    return tuple(wanted) if wanted else tuple(sorted(sig.outputs))
+    return tuple(wanted)
 
 
 def prepare(model, name: str, version: int, request, limits: Limits = DEFAULT_LIMITS):
@@ -107,7 +143,9 @@ def prepare(model, name: str, version: int, request, limits: Limits = DEFAULT_LI
         ServingError: INVALID_ARGUMENT (signature, keys, dtype, shape, output_filter) or
             RESOURCE_EXHAUSTED (size).
     """
-    sig = model.signature(request.model_spec.signature_name, f"model {short(name)} version {version}")
+    sig_name = request.model_spec.signature_name
+    sig = model.signatures.get(sig_name or DEFAULT_SIGNATURE_KEY) or \
+        model.signature(sig_name, f"model {short(name)} version {version}")  # raises its error
     arrays = decode_inputs(sig, request.inputs, limits)
     return sig, arrays, output_keys(sig, request.output_filter)
 
@@ -123,6 +161,22 @@ def respond(name: str, version: int, sig, keys: tuple, result: dict, response_cl
     for key in keys:
         fill_tensor_proto(outputs[key], np.asarray(result[key]))
     return response
+
+
+def respond_bytes(name: str, version: int, sig, keys: tuple, result: dict, response_cls) -> bytes:
+    """`respond(...).SerializeToString()`, written straight from the arrays when they are all numeric
+    (genserve.wire.predict_bytes); the gRPC front end sends these bytes as they are."""
+    tail = sig.memo.get(("model_spec", name, version))
+    if tail is None:  # the response's model_spec, the same for every answer of this signature
+        spec = response_cls()
+        spec.model_spec.name = name
+        spec.model_spec.version.value = version
+        spec.model_spec.signature_name = sig.name
+        tail = sig.memo[("model_spec", name, version)] = spec.SerializeToString()
+    raw = response_bytes([(key, result[key]) for key in keys], tail)
+    if raw is None:  # a string output: the message's way
+        raw = respond(name, version, sig, keys, result, response_cls).SerializeToString()
+    return raw
 
 
 def predict(model, name: str, version: int, request, response_cls, timeout_ms: int = 0,

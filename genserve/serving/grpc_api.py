@@ -7,7 +7,7 @@ Every error is a `ServingError` mapped to its gRPC status; anything unexpected i
 one line with the traceback at debug level — no request can stop the server.
 
 Threads: grpcio's synchronous server, with a pool as large as the number of calls it lets open
-(ServerOptions.max_concurrent_rpcs): a call waiting for its model's turn (service.ModelGate) holds a
+(ServerOptions.max_concurrent_rpcs): a call waiting for its model's turn (gate.ModelGate) holds a
 thread of its own, never one another model needs. Measured on 2 busy cores, toy Predict p50 / 16-client
 req/s: this design 1.1 ms / ~560 (the same as the fixed 32-thread pool it replaces, which let a flood
 of two models stall every other one); grpc.aio handlers awaiting the model's own executor threads
@@ -33,8 +33,9 @@ from genserve.serving.errors import ServingError, truncate
 log = logging.getLogger("genserve.serving")
 
 
-def _answer(service, method: str, context, empty_response, body, model: str = ""):
-    """Run one RPC's `body()`; a ServingError becomes its status, any other exception INTERNAL.
+def _answer(service, method: str, context, empty_response, body, request):
+    """Run one RPC's `body(request, context)`; a ServingError becomes its status, any other exception
+    INTERNAL.
 
     Returns:
         body's response, else `empty_response()` with the error status set on `context`.
@@ -42,7 +43,7 @@ def _answer(service, method: str, context, empty_response, body, model: str = ""
     start = time.perf_counter()
     error = None
     try:
-        return body()
+        return body(request, context)
     except ServingError as e:
         error = e
     except Exception as e:  # a bug: answer, log one line, keep serving
@@ -51,6 +52,7 @@ def _answer(service, method: str, context, empty_response, body, model: str = ""
         error = ServingError("INTERNAL", f"internal error: {type(e).__name__}: {e}")
     finally:
         if service.observers:
+            model = request.model_spec.name if request is not None and hasattr(request, "model_spec") else ""
             service.observe("GRPC", method, model, error.code if error else "OK", time.perf_counter() - start)
     context.set_code(grpc.StatusCode[error.code])
     context.set_details(error.message)
@@ -63,8 +65,8 @@ class Handlers:
     def __init__(self, service):
         self._service = service
 
-    def Predict(self, request, context):
-        return self._service.predict_blocking(request, context.time_remaining())  # None: no deadline
+    def Predict(self, request, context):  # answers bytes (time_remaining None: no deadline)
+        return self._service.predict_blocking(request, context.time_remaining(), serialized=True)
 
     def GetModelMetadata(self, request, context):
         return self._service.metadata(request.model_spec, request.metadata_field)
@@ -97,24 +99,22 @@ def _method_handler(service, name: str, request_cls, response_cls, body):
     in one line (grpcio would log a traceback per request)."""
     from google.protobuf.message import DecodeError
 
+    def unparsable(_request, _context):
+        # grpc++ (TF Serving's server) answers INTERNAL for a request it cannot parse
+        raise ServingError("INTERNAL", f"Failed to parse the request as a {request_cls.__name__}")
+
     def handle(raw: bytes, context):
         try:
             request = request_cls.FromString(raw)
         except DecodeError as e:
             log.warning("%s: undecodable request of %d bytes (%s)", name, len(raw), truncate(str(e), 200))
-            request = None
+            return _answer(service, name, context, response_cls, unparsable, None)
+        return _answer(service, name, context, response_cls, body, request)
 
-        def run():
-            if request is None:
-                # grpc++ (TF Serving's server) answers INTERNAL for a request it cannot parse
-                raise ServingError("INTERNAL", f"Failed to parse the request as a {request_cls.__name__}")
-            return body(request, context)
+    def serialize(response) -> bytes:  # a message, or the bytes Predict writes itself
+        return response if response.__class__ is bytes else response.SerializeToString()
 
-        model = request.model_spec.name if request is not None and hasattr(request, "model_spec") else ""
-        return _answer(service, name, context, response_cls, run, model)
-
-    return grpc.unary_unary_rpc_method_handler(handle, request_deserializer=None,
-                                               response_serializer=response_cls.SerializeToString)
+    return grpc.unary_unary_rpc_method_handler(handle, request_deserializer=None, response_serializer=serialize)
 
 
 EXAMPLE_METHODS = ("Classify", "Regress", "MultiInference")  # TF Serving's tf.Example APIs

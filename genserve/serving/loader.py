@@ -105,7 +105,7 @@ class GraphSignature:
     pool: int = 0  # RunOptions.inter_op_thread_pool when not inline (LOOP_POOL: the model's own)
     inline: bool | None = None  # decided after INLINE_TRIALS runs (None: still measuring)
     _trials: dict = field(repr=False, default_factory=lambda: {True: [], False: []})
-    memo: dict = field(repr=False, compare=False, default_factory=dict)  # derived once (execute.py)
+    memo: dict = field(repr=False, compare=False, default_factory=dict)  # derived once (execute.py, run)
 
     def expected(self) -> str:
         return ", ".join(f"'{k}': {s.describe()}" for k, s in sorted(self.inputs.items()))
@@ -124,7 +124,10 @@ class GraphSignature:
 
     @property
     def _input_order(self) -> tuple:
-        return tuple(sorted(self.inputs))
+        order = self.memo.get("input order")
+        if order is None:
+            order = self.memo["input order"] = tuple(sorted(self.inputs))
+        return order
 
     def run(self, arrays: dict, output_keys=None, timeout_ms: int = 0) -> dict:
         """Execute the signature by tensor names.

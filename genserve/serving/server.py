@@ -8,7 +8,7 @@ A stand-in for `tensorflow_model_server`, never a more lenient one. The rooms:
 - `execute.py`  request checks against the SignatureDef, run by tensor names, warmup;
 - `registry.py` which versions are served (models.config, version policy, polling, reload; no gRPC);
 - `batching.py` TF Serving's batching session for versions with batching_params.pbtxt (enable_batching);
-- `service.py`  predict / metadata / status / reload without a transport; per-model admission;
+- `service.py`  predict / metadata / status / reload without a transport; per-model admission (`gate.py`);
 - `grpc_api.py` and `rest_api.py`  the two front ends, translators onto the service (REST's HTTP side
                 in `rest_http.py`, optionally in worker processes: `rest_workers.py`, `rest_worker.py`);
 - `options.py`  every default;

@@ -27,6 +27,7 @@ front ends at once; the server then drains both front ends in parallel (server.p
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 import threading
@@ -35,44 +36,10 @@ from concurrent import futures
 
 from genserve.serving import execute
 from genserve.serving.errors import ServingError, short, truncate
+from genserve.serving.gate import ModelGate
 from genserve.serving.options import ServerOptions
 
 SHUTTING_DOWN = "the server is shutting down; retry on another replica"
-
-
-class ModelGate:
-    """One model's admission: at most `max_concurrent` runs at once and `max_queue` more waiting; the
-    next request is refused with UNAVAILABLE at once. Its own threads serve the async front end."""
-
-    def __init__(self, name: str, max_concurrent: int, max_queue: int):
-        self.max_concurrent, self.max_queue = max_concurrent, max_queue
-        self.executor = futures.ThreadPoolExecutor(max_concurrent, thread_name_prefix="genserve-model")
-        self.admitted = 0  # running + waiting
-        self._slots = threading.Semaphore(max_concurrent)
-        self._lock = threading.Lock()
-
-    def admit(self, what: str) -> None:
-        """Count one request in, or raise UNAVAILABLE when running + waiting is at the limit."""
-        with self._lock:
-            if self.admitted >= self.max_concurrent + self.max_queue:
-                queued = self.admitted - self.max_concurrent
-                raise ServingError("UNAVAILABLE", f"{what}: server busy ({self.max_concurrent} executions "
-                                                  f"running, {queued} queued); retry later")
-            self.admitted += 1
-
-    def release(self, _future=None) -> None:
-        with self._lock:
-            self.admitted -= 1
-
-    def run(self, what: str, deadline: float | None, fn, *args):
-        """On the calling thread: wait for a run slot (until `deadline`), then `fn(*args)`."""
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if not self._slots.acquire(timeout=timeout):
-            raise ServingError("DEADLINE_EXCEEDED", f"{what}: deadline passed while queued")
-        try:
-            return fn(*args)
-        finally:
-            self._slots.release()
 
 
 def spec_choice(model_spec) -> tuple[int | None, str | None]:
@@ -103,7 +70,8 @@ class ModelService:
         self.inflight = 0  # Predict calls admitted and not yet answered (tests wait on it)
         self._gates: dict[str, ModelGate] = {}
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)  # notified when inflight drops
+        self._idle = threading.Condition(self._lock)  # notified when inflight drops to 0
+        self._idle_waiters = 0  # threads in wait_idle
         self.work = futures.ThreadPoolExecutor(options.max_workers, thread_name_prefix="genserve-work")
         limit_malloc_arenas()  # before the serving threads allocate (MALLOC_ARENAS says why)
 
@@ -150,30 +118,38 @@ class ModelService:
     def _end(self) -> None:
         with self._lock:
             self.inflight -= 1
-            self._idle.notify_all()
+            if self._idle_waiters and not self.inflight:
+                self._idle.notify_all()
 
     def wait_idle(self, timeout: float | None) -> bool:
         """Block until no Predict is in flight (or `timeout` seconds); True when idle."""
         with self._idle:
-            return self._idle.wait_for(lambda: self.inflight == 0, timeout)
+            self._idle_waiters += 1
+            try:
+                return self._idle.wait_for(lambda: self.inflight == 0, timeout)
+            finally:
+                self._idle_waiters -= 1
 
-    def predict_blocking(self, request, time_remaining: float | None = None, loaded=None):
+    def predict_blocking(self, request, time_remaining: float | None = None, loaded=None,
+                         serialized: bool = False):
         """Predict on the calling thread (the gRPC front end: one thread per call, made on demand).
 
-        Args, Returns, Raises: as `predict`.
+        Args, Raises: as `predict`; serialized: answer the PredictResponse's bytes (what gRPC sends).
+        Returns: a tensorflow.serving.PredictResponse, or its bytes.
         """
         loaded, deadline, gate = self._begin(request, time_remaining, loaded)
+        respond = execute.respond_bytes if serialized else execute.respond
         try:
             batcher = loaded.extras.get("batcher")
             if batcher is None:  # the gate is the admission control
-                gate.admit(f"model {short(loaded.name)}")
+                gate.admit()
                 try:
-                    return gate.run(f"model {short(loaded.name)}", deadline, self._run, loaded, request, deadline)
+                    return gate.run(deadline, self._run, loaded, request, deadline, respond)
                 finally:
                     gate.release()
             sig, arrays, keys = self._prepare(loaded, request)
             result = self._batched(loaded, batcher.submit(sig, arrays, keys, self._batch_timeout(loaded, deadline)))
-            return execute.respond(loaded.name, loaded.version, sig, keys, result.result(), _response_cls())
+            return respond(loaded.name, loaded.version, sig, keys, result.result(), _response_cls())
         finally:
             self._end()
 
@@ -195,12 +171,11 @@ class ModelService:
         finish = finish or (lambda response: response)
         try:
             batcher = loaded.extras.get("batcher")
-            what = f"model {short(loaded.name)}"
             if batcher is None:
-                gate.admit(what)
+                gate.admit()
 
                 def job():
-                    return finish(gate.run(what, deadline, self._run, loaded, request, deadline))
+                    return finish(gate.run(deadline, self._run, loaded, request, deadline))
 
                 try:
                     future = gate.executor.submit(job)
@@ -241,16 +216,17 @@ class ModelService:
         future.add_done_callback(done)
         return future
 
-    def _run(self, loaded, request, deadline: float | None):
-        """With a run slot: check, decode, run, encode."""
+    def _run(self, loaded, request, deadline: float | None, respond=execute.respond):
+        """With a run slot: check, decode, run, encode (`respond`: execute.respond or respond_bytes)."""
         timeout_ms = _timeout_ms(deadline)
         if timeout_ms < 0:
             raise ServingError("DEADLINE_EXCEEDED", f"model {short(loaded.name)}: deadline passed while queued")
         sig, arrays, keys = self._prepare(loaded, request)
         start = time.perf_counter()
         result = sig.run(arrays, keys, timeout_ms)
-        self._runtime(loaded.name, time.perf_counter() - start)
-        return execute.respond(loaded.name, loaded.version, sig, keys, result, _response_cls())
+        if self.observers:
+            self._runtime(loaded.name, time.perf_counter() - start)
+        return respond(loaded.name, loaded.version, sig, keys, result, _response_cls())
 
     def _runtime(self, name: str, seconds: float) -> None:
         for observer in self.observers:
@@ -394,6 +370,7 @@ def _timeout_ms(deadline: float | None) -> int:
     return left if left > 0 else -1
 
 
+@functools.cache
 def _response_cls():
     from tensorflow_serving.apis import predict_pb2
 

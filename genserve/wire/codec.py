@@ -17,6 +17,7 @@ alike: both have the same field names, and the functions here only touch fields 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,11 @@ NUMERIC_DTYPES: dict[int, tuple[np.dtype, str]] = {
 }
 # numpy dtype (native byte order, as `np.dtype.newbyteorder("=")` gives it) -> DataType.
 _FROM_NUMPY: dict[np.dtype, int] = {dt.newbyteorder("="): code for code, (dt, _) in NUMERIC_DTYPES.items()}
+# DataType -> numpy dtype whose memory layout is tensor_content's as it is (little-endian hosts only).
+_AS_IS: dict[int, np.dtype] = {code: dt for dt, code in _FROM_NUMPY.items()} if sys.byteorder == "little" else {}
+
+_shapes: dict[bytes, tuple] = {}  # serialized TensorShapeProto -> its (checked) dims, for the few a program sees
+_SHAPES_LIMIT = 512
 
 SUPPORTED_DTYPES: tuple[str, ...] = tuple(dt.name for dt, _ in NUMERIC_DTYPES.values()) + ("string",)
 
@@ -197,13 +203,24 @@ def from_tensor_proto(proto: Any, shape: tuple | None = None) -> np.ndarray:
     """
     if shape is None:
         shape_proto = proto.tensor_shape
-        if shape_proto.unknown_rank:
-            raise ValueError("TensorProto has unknown rank; a tensor value needs a concrete shape")
-        shape = tuple(int(d.size) for d in shape_proto.dim)
-        if any(n < 0 for n in shape):
-            raise ValueError(f"TensorProto has a negative dimension in shape {list(shape)}")
-    count = math.prod(shape)
+        serialized = shape_proto.SerializeToString()  # cheaper than reading the dims one by one
+        shape = _shapes.get(serialized)
+        if shape is None:
+            if shape_proto.unknown_rank:
+                raise ValueError("TensorProto has unknown rank; a tensor value needs a concrete shape")
+            shape = tuple([d.size for d in shape_proto.dim])
+            if shape and min(shape) < 0:
+                raise ValueError(f"TensorProto has a negative dimension in shape {list(shape)}")
+            if len(_shapes) < _SHAPES_LIMIT and len(serialized) <= 256:
+                _shapes[serialized] = shape
     code = int(proto.dtype)
+    as_is = _AS_IS.get(code)
+    if as_is is not None:  # the common case first: numbers in tensor_content, on a little-endian host
+        content = proto.tensor_content
+        if content and len(content) == math.prod(shape) * as_is.itemsize:
+            # one copy, into a buffer of the array's own: writable, nothing shared with the message
+            return np.ndarray(shape, as_is, bytearray(content))
+    count = math.prod(shape)
 
     if code == DT_STRING:
         strings = np.empty(len(proto.string_val), dtype=object)
