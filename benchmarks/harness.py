@@ -39,11 +39,20 @@ def make_signed(folder: Path, name: str, ca: str, extensions: str) -> None:
             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=folder)
 
 
+_HANDED_OUT: set[int] = set()  # ports free_port() already gave this process
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it), never one this process got
+    before: the kernel hands a just-closed port out again (1-6 repeats in 300 calls here), and two
+    servers started together then collide on it ("address already in use")."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for_model(target: str, model: str, timeout: float = 60.0, min_version: int = 1,

@@ -9,7 +9,6 @@ against genserve's embedded server live with the server.)
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import grpc
 import numpy as np
 import pytest
 
+from benchmarks.harness import free_port
 from genserve.clients import Client, GenserveError, RetryPolicy, SignatureInfo
 from genserve.clients import VersionStatus
 from genserve.clients.channel import DEFAULT_MAX_MESSAGE_BYTES
@@ -150,12 +150,6 @@ def served():
 def client(served):
     with Client(served[1], timeout=10.0) as c:
         yield c
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- Predict ---------------------------------------------------------------------------------------
