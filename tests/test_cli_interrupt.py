@@ -20,9 +20,9 @@ from conftest import genserve_as_at_a_terminal
 pytest.importorskip("tensorflow")
 
 
-def interrupt(args, ready, cwd, timeout: float = 180.0) -> tuple[str, int]:
-    """Run `genserve ARGS` (stdout and stderr into one pipe), send SIGINT after the first line for which
-    `ready(line)` holds, and return (everything it wrote, exit code)."""
+def interrupt(args, ready, cwd, timeout: float = 180.0, signum=signal.SIGINT) -> tuple[str, int]:
+    """Run `genserve ARGS` (stdout and stderr into one pipe), send SIGINT (or `signum`) after the first
+    line for which `ready(line)` holds, and return (everything it wrote, exit code)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     process = subprocess.Popen(genserve_as_at_a_terminal(*args), cwd=cwd, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # bytes: a \r stays visible
@@ -34,7 +34,7 @@ def interrupt(args, ready, cwd, timeout: float = 180.0) -> tuple[str, int]:
             line = raw.decode("utf-8", "replace")
             seen.append(line)
             if ready(line):
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signum)
                 break
         else:
             pytest.fail("the command ended before it was interrupted:\n" + "".join(seen))
@@ -78,6 +78,20 @@ def test_ctrl_c_during_train_text_names_the_checkpoint_and_the_resume_command(tm
     assert result.exit_code == 0, result.output
     assert f"epoch {kept + 1}/{kept + 1}:" in result.stdout
     assert json.loads((work / "state.json").read_text())["epoch"] == kept + 1
+
+
+def test_sigterm_during_train_gan_says_the_same_and_exits_143(tmp_path):
+    """`kill` (or a scheduler's stop) of a training run: the Ctrl-C line, exit 143 (128 + SIGTERM), the
+    last finished epoch kept. A background job of a non-interactive shell ignores SIGINT, so SIGTERM is
+    how such a run is stopped; it used to end the process without a word."""
+    work = tmp_path / "work"
+    args = ["train", "gan", "--workdir", work, "--dataset", "synthetic", "--epochs", "1000", "--batch-size", "32"]
+    output, code = interrupt(args, lambda line: line.startswith("epoch 2/1000"), tmp_path, signum=signal.SIGTERM)
+    assert code == 143, output
+    match = re.fullmatch(rf"interrupted at epoch (\d+) step (\d+); checkpoint of epoch (\d+) kept in {work}; "
+                         rf"continue with: genserve train gan .* --resume", last_line(output))
+    assert match, output
+    assert json.loads((work / "state.json").read_text())["epoch"] == int(match.group(3)) >= 1
 
 
 def test_ctrl_c_during_stylize_names_the_images_kept(tmp_path, cli_export, serve_dir):

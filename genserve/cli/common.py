@@ -190,10 +190,27 @@ def report_export(export: Callable[[], Path], *errors: type[BaseException], note
 
 
 @contextmanager
-def on_interrupt(line: Callable[[], str] | str = "interrupted; nothing written") -> Iterator[None]:
+def on_interrupt(line: Callable[[], str] | str = "interrupted; nothing written", sigterm: bool = False) -> Iterator[None]:
     """Ctrl-C inside: one line on stderr, `line` (or what `line()` returns when it happens): where the
     work stopped, what was kept and the command to continue; then exit 130 (128 + SIGINT, as shells
-    do), no traceback. A terminal progress bar's line is ended first."""
+    do), no traceback. A terminal progress bar's line is ended first.
+
+    With `sigterm` (the training commands: `kill`, a scheduler or a container stop end long runs), SIGTERM
+    does the same and exits 143 (128 + SIGTERM). Background jobs of a non-interactive shell ignore SIGINT,
+    so SIGTERM is how such a run gets stopped.
+    """
+    import signal
+    import threading
+
+    received: list[int] = []
+
+    def as_interrupt(signum, _frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = None
+    if sigterm and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, as_interrupt)
     try:
         yield
     except KeyboardInterrupt:
@@ -201,7 +218,10 @@ def on_interrupt(line: Callable[[], str] | str = "interrupted; nothing written")
 
         end_open_line()
         typer.echo(line() if callable(line) else line, err=True)
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=128 + signal.SIGTERM if received else 130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def command_line(ctx: "typer.Context", *extra: str) -> str:

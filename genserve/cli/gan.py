@@ -59,7 +59,7 @@ def train_gan(
              and k not in ("workdir", "preset", "resume", "quiet", "force")}
     if "dataset" in given:
         given["dataset"] = dataset.value
-    with on_interrupt(training_interrupted(ctx, workdir, progress, resume)):
+    with on_interrupt(training_interrupted(ctx, workdir, progress, resume), sigterm=True):
         from genserve.data import DataError
         from genserve.training.gan import CheckpointError, resolve_config, train
 

@@ -61,7 +61,7 @@ def train_text(
     from genserve.progress import TrainingProgress
 
     progress = TrainingProgress(enabled=not quiet)
-    with on_interrupt(training_interrupted(ctx, workdir, progress, resume)):
+    with on_interrupt(training_interrupted(ctx, workdir, progress, resume), sigterm=True):
         _train_text(ctx, workdir, preset, encoding, keep_case, resume, quiet, force, learning_rate, progress)
 
 

@@ -57,7 +57,7 @@ def train_vae(
     from genserve.progress import TrainingProgress
 
     progress = TrainingProgress(enabled=not quiet)
-    with on_interrupt(training_interrupted(ctx, workdir, progress, resume)):
+    with on_interrupt(training_interrupted(ctx, workdir, progress, resume), sigterm=True):
         from genserve.data import DataError
         from genserve.training.vae import VAEConfig, train
 
