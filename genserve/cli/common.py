@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -199,9 +201,6 @@ def on_interrupt(line: Callable[[], str] | str = "interrupted; nothing written",
     does the same and exits 143 (128 + SIGTERM). Background jobs of a non-interactive shell ignore SIGINT,
     so SIGTERM is how such a run gets stopped.
     """
-    import signal
-    import threading
-
     received: list[int] = []
 
     def as_interrupt(signum, _frame):

@@ -167,12 +167,9 @@ def respond_bytes(name: str, version: int, sig, keys: tuple, result: dict, respo
     """`respond(...).SerializeToString()`, written straight from the arrays when they are all numeric
     (genserve.wire.predict_bytes); the gRPC front end sends these bytes as they are."""
     tail = sig.memo.get(("model_spec", name, version))
-    if tail is None:  # the response's model_spec, the same for every answer of this signature
-        spec = response_cls()
-        spec.model_spec.name = name
-        spec.model_spec.version.value = version
-        spec.model_spec.signature_name = sig.name
-        tail = sig.memo[("model_spec", name, version)] = spec.SerializeToString()
+    if tail is None:  # the response's model_spec (as `respond` writes it), the same for every answer
+        tail = respond(name, version, sig, (), {}, response_cls).SerializeToString()
+        sig.memo[("model_spec", name, version)] = tail
     raw = response_bytes([(key, result[key]) for key in keys], tail)
     if raw is None:  # a string output: the message's way
         raw = respond(name, version, sig, keys, result, response_cls).SerializeToString()
