@@ -84,14 +84,14 @@ class _JobClient(Client):
         super().__init__(target, timeout=timeout, tls=tls)
         self._backend = backend
 
-    def predict_response(self, model, inputs, signature=None, *args, **kwargs):
+    def _exchange(self, model, inputs, signature, *args):  # every Predict, whichever method made it
         backend = self._backend
         if backend.stop.is_set():
             raise JobStopped(backend.stop.reason or "the job is stopping")
         with backend.lock:
             backend.calls[(model, signature or "serving_default")] += 1
         try:
-            return super().predict_response(model, inputs, signature, *args, **kwargs)
+            return super()._exchange(model, inputs, signature, *args)
         except GenserveError as e:
             if e.code.name != "UNAVAILABLE":
                 raise

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple
 
 import grpc
 import numpy as np
 
-from genserve.clients.failures import diagnose
+from genserve.clients.failures import RetryPolicy, diagnose, waiting_reason
 from genserve.clients.messages import (METADATA_METHOD, PREDICT_METHOD, STATUS_METHOD, GenserveError,
                                        Inputs, SignatureInfo, VersionStatus, model_spec, predict_request,
                                        predict_request_bytes, signatures_from_metadata)
 from genserve.clients.replicas import ChannelTarget, channel_target
 from genserve.clients.tls import TlsSettings, channel_credentials, tls_settings
 from genserve.wire.codec import from_tensor_proto
+from genserve.wire.predict_bytes import Templates
 from genserve.wire.protos import serving_pb2
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,44 +44,23 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 Outputs = dict[str, np.ndarray]
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff for UNAVAILABLE, bounded by the call's deadline, not by a count.
+class Reply(NamedTuple):
+    """A decoded PredictResponse: which version answered and the outputs."""
 
-    The wait after failed attempt k is initial_backoff * multiplier**(k-1), capped at max_backoff,
-    then stretched by a random factor in [1, 1 + jitter] so clients that lost the same server do not
-    come back in lock step (gRPC's connection-backoff scheme,
-    https://github.com/grpc/grpc/blob/master/doc/connection-backoff.md). Retries go on until the
-    deadline: a server restarting within a call's `timeout` is reached. `max_attempts` (None: no
-    limit) caps the attempts; `RetryPolicy.disabled()` (max_attempts=1) turns retries off.
-    """
+    model_spec: Any  # the reply's ModelSpec (shared by the replies of one layout: read it, do not change it)
+    outputs: Outputs  # output key -> new, writable numpy array
 
-    max_attempts: int | None = None
-    initial_backoff: float = 0.1  # seconds
-    multiplier: float = 2.0
-    max_backoff: float = 1.0
-    jitter: float = 0.2
 
-    def __post_init__(self) -> None:
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1 (or None), got {self.max_attempts}")
-        if not (self.initial_backoff > 0 and self.multiplier >= 1 and self.max_backoff > 0
-                and 0 <= self.jitter <= 1):
-            raise ValueError("need initial_backoff > 0, multiplier >= 1, max_backoff > 0, 0 <= jitter <= 1")
+def _parse_response(raw: bytes):
+    """A PredictResponse from its bytes; undecodable bytes are GenserveError INTERNAL (what grpcio says
+    when its own deserializer fails)."""
+    from google.protobuf.message import DecodeError
 
-    @classmethod
-    def disabled(cls) -> "RetryPolicy":
-        """One attempt only: UNAVAILABLE surfaces at once."""
-        return cls(max_attempts=1)
-
-    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
-        """The wait after failed attempt number `attempt` (1-based), jitter included."""
-        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** min(attempt - 1, 64))
-        return base * (1.0 + self.jitter * (rng or random).random())
-
-def _reason(details: str) -> str:
-    """The last clause of gRPC's UNAVAILABLE details ("Connection refused"), for the waiting line."""
-    return details.rsplit(": ", 1)[-1].strip() or "unavailable"
+    try:
+        return serving_pb2.PredictResponse.FromString(raw)
+    except DecodeError as e:
+        raise GenserveError(grpc.StatusCode.INTERNAL,
+                            f"cannot parse the server's reply as a PredictResponse ({len(raw)} bytes: {e})") from None
 
 
 class Client:
@@ -160,10 +139,10 @@ class Client:
             self._channel = grpc.insecure_channel(resolved.uri, options=channel_options)
         else:
             self._channel = grpc.secure_channel(resolved.uri, credentials, options=channel_options)
-        self._predict = self._channel.unary_unary(  # sends the bytes predict_request_bytes wrote
-            PREDICT_METHOD,
-            response_deserializer=serving_pb2.PredictResponse.FromString,
-        )
+        # bytes both ways: predict_request_bytes writes the request; the reply is read by _replies (a
+        # layout seen before, with new numbers) or parsed by protobuf
+        self._predict = self._channel.unary_unary(PREDICT_METHOD)
+        self._replies = Templates(1, "outputs")
         self._metadata = self._channel.unary_unary(
             METADATA_METHOD,
             request_serializer=serving_pb2.GetModelMetadataRequest.SerializeToString,
@@ -229,7 +208,7 @@ class Client:
                 max(0.0, min(self.retry.backoff(attempt, self._rng), left - 0.01))
             if self.on_wait is not None and not waiting and time.monotonic() + wait - started >= 1.0:
                 waiting = True
-                self.on_wait(f"waiting for {self.target} ({_reason(details)}; retrying for up to "
+                self.on_wait(f"waiting for {self.target} ({waiting_reason(details)}; retrying for up to "
                              f"{budget:g} s) ...")
             time.sleep(wait)
 
@@ -242,14 +221,40 @@ class Client:
                 f"{elapsed:.2f} s, deadline {budget:g} s; {hint} raise --timeout to wait longer)")
 
     # -- PredictionService/Predict --------------------------------------------------------------
+    def _exchange(self, model: str, inputs: Inputs, signature: str | None, version: int | None,
+                  version_label: str | None, output_filter: Iterable[str] | None,
+                  timeout: float | None) -> bytes:
+        """The one Predict call under predict, predict_reply and predict_response: the request's bytes
+        out, the reply's bytes back (subclasses wrap it to count calls or stop a job)."""
+        request = predict_request_bytes(model, inputs, signature, version, version_label, output_filter)
+        return self._call(self._predict, request, timeout)
+
+    def _replied(self, model: str, model_spec) -> None:
+        """Called with each Predict reply's model_spec (subclasses note which version answered)."""
+
     def predict_response(self, model: str, inputs: Inputs, signature: str | None = None,
                          version: int | None = None, version_label: str | None = None,
                          output_filter: Iterable[str] | None = None,
                          timeout: float | None = None) -> serving_pb2.PredictResponse:
         """Like predict(), but returns the undecoded PredictResponse (its model_spec says which
         version answered)."""
-        request = predict_request_bytes(model, inputs, signature, version, version_label, output_filter)
-        return self._call(self._predict, request, timeout)
+        response = _parse_response(self._exchange(model, inputs, signature, version, version_label,
+                                                  output_filter, timeout))
+        self._replied(model, response.model_spec)
+        return response
+
+    def predict_reply(self, model: str, inputs: Inputs, signature: str | None = None,
+                      version: int | None = None, version_label: str | None = None,
+                      output_filter: Iterable[str] | None = None, timeout: float | None = None) -> Reply:
+        """Like predict(), with the reply's model_spec (which version answered) beside the outputs."""
+        raw = self._exchange(model, inputs, signature, version, version_label, output_filter, timeout)
+        known = self._replies.read(raw)  # a layout seen before: no message built
+        if known is None:
+            response = _parse_response(raw)
+            known = response, {key: from_tensor_proto(tensor) for key, tensor in response.outputs.items()}
+            self._replies.learn(raw, response)
+        self._replied(model, known[0].model_spec)
+        return Reply(known[0].model_spec, known[1])
 
     def predict(self, model: str, inputs: Inputs, signature: str | None = None,
                 version: int | None = None, version_label: str | None = None,
@@ -276,9 +281,8 @@ class Client:
             ValueError: an input of a dtype a TensorProto cannot carry, or version and
                 version_label given together.
         """
-        response = self.predict_response(model, inputs, signature, version, version_label,
-                                         output_filter, timeout)
-        return {key: from_tensor_proto(tensor) for key, tensor in response.outputs.items()}
+        return self.predict_reply(model, inputs, signature, version, version_label, output_filter,
+                                  timeout).outputs
 
     def predict_fn(self, model: str, signature: str | None = None, version: int | None = None,
                    output_filter: Iterable[str] | None = None,

@@ -19,6 +19,9 @@ and then asking "is the server running?":
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass
+
 from genserve.clients.replicas import host_port, split_target
 
 DNS_MARKS = ("domain name not found", "hostname lookup error", "dns resolution failed",
@@ -80,3 +83,43 @@ def diagnose(target: str, details: str, tls: bool) -> str | None:
     if not tls and any(mark in text for mark in CLOSED_MARKS) and speaks_tls(target):
         return f"{target} speaks TLS: add --tls (and --ca-cert CA.pem unless the system's roots trust it)"
     return None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff for UNAVAILABLE, bounded by the call's deadline, not by a count.
+
+    The wait after failed attempt k is initial_backoff * multiplier**(k-1), capped at max_backoff,
+    then stretched by a random factor in [1, 1 + jitter] so clients that lost the same server do not
+    come back in lock step (gRPC's connection-backoff scheme,
+    https://github.com/grpc/grpc/blob/master/doc/connection-backoff.md). Retries go on until the
+    deadline: a server restarting within a call's `timeout` is reached. `max_attempts` (None: no
+    limit) caps the attempts; `RetryPolicy.disabled()` (max_attempts=1) turns retries off.
+    """
+
+    max_attempts: int | None = None
+    initial_backoff: float = 0.1  # seconds
+    multiplier: float = 2.0
+    max_backoff: float = 1.0
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1 (or None), got {self.max_attempts}")
+        if not (self.initial_backoff > 0 and self.multiplier >= 1 and self.max_backoff > 0
+                and 0 <= self.jitter <= 1):
+            raise ValueError("need initial_backoff > 0, multiplier >= 1, max_backoff > 0, 0 <= jitter <= 1")
+
+    @classmethod
+    def disabled(cls) -> "RetryPolicy":
+        """One attempt only: UNAVAILABLE surfaces at once."""
+        return cls(max_attempts=1)
+
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
+        """The wait after failed attempt number `attempt` (1-based), jitter included."""
+        base = min(self.max_backoff, self.initial_backoff * self.multiplier ** min(attempt - 1, 64))
+        return base * (1.0 + self.jitter * (rng or random).random())
+
+def waiting_reason(details: str) -> str:
+    """The last clause of gRPC's UNAVAILABLE details ("Connection refused"), for the waiting line."""
+    return details.rsplit(": ", 1)[-1].strip() or "unavailable"

@@ -128,32 +128,33 @@ class PinnedModel:
         return self.resolve()._signatures
 
     # -- Predict at the pinned version ------------------------------------------------------------
-    def predict_response(self, inputs: Inputs, signature: str | None = None,
-                         output_filter: Iterable[str] | None = None, timeout: float | None = None):
-        """Client.predict_response at the pinned version (the first answer pins it if still open).
-
-        Raises:
-            GenserveError: as Client.predict; NOT_FOUND explained when the pinned version is gone.
-        """
+    def _ask(self, method: Callable, inputs: Inputs, signature, output_filter, timeout):
+        """`method` (a Client's predict_response or predict_reply) at the pinned version; the first
+        answer pins it if still open."""
         from genserve.clients.messages import GenserveError
 
         self.requests += 1
         try:
-            response = self.client.predict_response(self.model, inputs, signature,
-                                                    output_filter=output_filter, timeout=timeout,
-                                                    **self._spec())
+            reply = method(self.model, inputs, signature, output_filter=output_filter, timeout=timeout,
+                           **self._spec())
         except GenserveError as e:
             raise self._explain(e) from None
-        self._learn(response.model_spec)
-        return response
+        self._learn(reply.model_spec)
+        return reply
+
+    def predict_response(self, inputs: Inputs, signature: str | None = None,
+                         output_filter: Iterable[str] | None = None, timeout: float | None = None):
+        """Client.predict_response at the pinned version.
+
+        Raises:
+            GenserveError: as Client.predict; NOT_FOUND explained when the pinned version is gone.
+        """
+        return self._ask(self.client.predict_response, inputs, signature, output_filter, timeout)
 
     def predict(self, inputs: Inputs, signature: str | None = None,
                 output_filter: Iterable[str] | None = None, timeout: float | None = None) -> Outputs:
         """Client.predict at the pinned version (raises NOT_FOUND, explained, if it is gone)."""
-        from genserve.wire.codec import from_tensor_proto
-
-        response = self.predict_response(inputs, signature, output_filter, timeout)
-        return {key: from_tensor_proto(tensor) for key, tensor in response.outputs.items()}
+        return self._ask(self.client.predict_reply, inputs, signature, output_filter, timeout).outputs
 
     def predict_fn(self, signature: str | None = None, output_filter: Iterable[str] | None = None,
                    timeout: float | None = None) -> Callable[[Inputs], Outputs]:

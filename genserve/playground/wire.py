@@ -121,20 +121,18 @@ class WireClient(Client):
         self.answered: dict[str, set[int]] = {}  # model -> versions named in the replies
         self.started = time.perf_counter()
 
-    def _saw(self, model: str, response) -> None:
-        if response.model_spec.HasField("version"):
-            self.answered.setdefault(model, set()).add(int(response.model_spec.version.value))
-
-    def predict_response(self, model, *args, **kwargs):
+    def _exchange(self, *args, **kwargs):  # every Predict (predict, predict_reply, predict_response)
         self.requests += 1
-        response = super().predict_response(model, *args, **kwargs)
-        self._saw(model, response)
-        return response
+        return super()._exchange(*args, **kwargs)
+
+    def _replied(self, model, model_spec) -> None:
+        if model_spec.HasField("version"):
+            self.answered.setdefault(model, set()).add(int(model_spec.version.value))
 
     def metadata_response(self, model, *args, **kwargs):
         self.requests += 1
         response = super().metadata_response(model, *args, **kwargs)
-        self._saw(model, response)
+        self._replied(model, response.model_spec)
         return response
 
     def report(self, note: str = "") -> str:

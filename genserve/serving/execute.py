@@ -44,12 +44,14 @@ def _proto_shape(proto) -> tuple | None:
     return tuple(d.size for d in proto.tensor_shape.dim)
 
 
-def decode_inputs(sig, inputs, limits: Limits = DEFAULT_LIMITS) -> dict:
+def decode_inputs(sig, inputs, limits: Limits = DEFAULT_LIMITS, arrays: dict | None = None) -> dict:
     """The request's input TensorProtos as numpy arrays, after every check that needs no values.
 
     Args:
         sig: the loader.GraphSignature to feed.
         inputs: the request's `inputs` map (key -> TensorProto).
+        arrays: the values, already decoded from these TensorProtos' content (predict_bytes.Templates):
+            checked the same way, and returned as they are.
     Raises:
         ServingError: INVALID_ARGUMENT (keys, dtype, shape, undecodable), RESOURCE_EXHAUSTED (size).
     """
@@ -65,6 +67,8 @@ def decode_inputs(sig, inputs, limits: Limits = DEFAULT_LIMITS) -> dict:
         plan = (limits, check_headers(sig, inputs, limits))
         if len(passed) < _PASSED_LIMIT and sum(len(h[0]) + len(h[2]) for h in headers) <= _HEADER_BYTES:
             passed[headers] = plan
+    if arrays is not None:
+        return arrays
     shapes = plan[1]
     arrays = {}
     for key, proto in items:
@@ -134,8 +138,10 @@ def output_keys(sig, output_filter) -> tuple:
     return tuple(wanted)
 
 
-def prepare(model, name: str, version: int, request, limits: Limits = DEFAULT_LIMITS):
-    """Check `request` against `model`'s SignatureDef and decode its inputs (no graph runs).
+def prepare(model, name: str, version: int, request, limits: Limits = DEFAULT_LIMITS,
+            arrays: dict | None = None):
+    """Check `request` against `model`'s SignatureDef and decode its inputs (no graph runs; `arrays`:
+    see decode_inputs).
 
     Returns:
         (signature, {input key: ndarray}, output keys to fetch).
@@ -146,7 +152,7 @@ def prepare(model, name: str, version: int, request, limits: Limits = DEFAULT_LI
     sig_name = request.model_spec.signature_name
     sig = model.signatures.get(sig_name or DEFAULT_SIGNATURE_KEY) or \
         model.signature(sig_name, f"model {short(name)} version {version}")  # raises its error
-    arrays = decode_inputs(sig, request.inputs, limits)
+    arrays = decode_inputs(sig, request.inputs, limits, arrays)
     return sig, arrays, output_keys(sig, request.output_filter)
 
 

@@ -29,13 +29,14 @@ from tensorflow_serving.apis import (
 )
 
 from genserve.serving.errors import ServingError, truncate
+from genserve.wire.predict_bytes import Templates
 
 log = logging.getLogger("genserve.serving")
 
 
-def _answer(service, method: str, context, empty_response, body, request):
-    """Run one RPC's `body(request, context)`; a ServingError becomes its status, any other exception
-    INTERNAL.
+def _answer(service, method: str, context, empty_response, body, request, *extra):
+    """Run one RPC's `body(request, context, *extra)`; a ServingError becomes its status, any other
+    exception INTERNAL.
 
     Returns:
         body's response, else `empty_response()` with the error status set on `context`.
@@ -43,7 +44,7 @@ def _answer(service, method: str, context, empty_response, body, request):
     start = time.perf_counter()
     error = None
     try:
-        return body(request, context)
+        return body(request, context, *extra)
     except ServingError as e:
         error = e
     except Exception as e:  # a bug: answer, log one line, keep serving
@@ -65,8 +66,8 @@ class Handlers:
     def __init__(self, service):
         self._service = service
 
-    def Predict(self, request, context):  # answers bytes (time_remaining None: no deadline)
-        return self._service.predict_blocking(request, context.time_remaining(), serialized=True)
+    def Predict(self, request, context, arrays=None):  # answers bytes (time_remaining None: no deadline)
+        return self._service.predict_blocking(request, context.time_remaining(), serialized=True, arrays=arrays)
 
     def GetModelMetadata(self, request, context):
         return self._service.metadata(request.model_spec, request.metadata_field)
@@ -94,9 +95,12 @@ METHODS = {
 }
 
 
-def _method_handler(service, name: str, request_cls, response_cls, body):
+def _method_handler(service, name: str, request_cls, response_cls, body, requests=None):
     """A unary handler that decodes the request itself: an undecodable one is INTERNAL, logged
-    in one line (grpcio would log a traceback per request)."""
+    in one line (grpcio would log a traceback per request). `requests`: a predict_bytes.Templates of
+    this method's requests (Predict): a request laid out as one answered before, with other numbers, is
+    read without protobuf (the learned request stands in for its model_spec, input headers and
+    output_filter; the new values come decoded beside it)."""
     from google.protobuf.message import DecodeError
 
     def unparsable(_request, _context):
@@ -104,12 +108,19 @@ def _method_handler(service, name: str, request_cls, response_cls, body):
         raise ServingError("INTERNAL", f"Failed to parse the request as a {request_cls.__name__}")
 
     def handle(raw: bytes, context):
+        if requests is not None:
+            known = requests.read(raw)
+            if known is not None:
+                return _answer(service, name, context, response_cls, body, *known)
         try:
             request = request_cls.FromString(raw)
         except DecodeError as e:
             log.warning("%s: undecodable request of %d bytes (%s)", name, len(raw), truncate(str(e), 200))
             return _answer(service, name, context, response_cls, unparsable, None)
-        return _answer(service, name, context, response_cls, body, request)
+        response = _answer(service, name, context, response_cls, body, request)
+        if requests is not None and response.__class__ is bytes:  # answered: a layout worth knowing
+            requests.learn(raw, request)
+        return response
 
     def serialize(response) -> bytes:  # a message, or the bytes Predict writes itself
         return response if response.__class__ is bytes else response.SerializeToString()
@@ -145,11 +156,13 @@ class Unsupported(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(handle)
 
 
-def generic_handlers(service) -> list:
-    """The gRPC handlers of both TF Serving services over `service`."""
+def generic_handlers(service, predict_requests: Templates | None = None) -> list:
+    """The gRPC handlers of both TF Serving services over `service` (`predict_requests`: the layouts
+    of Predict requests to learn and recognise; None: every request is parsed)."""
     handlers = Handlers(service)
     return [grpc.method_handlers_generic_handler(
-        service_name, {method: _method_handler(service, method, req, resp, getattr(handlers, method))
+        service_name, {method: _method_handler(service, method, req, resp, getattr(handlers, method),
+                                               predict_requests if method == "Predict" else None)
                        for method, (req, resp) in methods.items()})
         for service_name, methods in METHODS.items()]
 
@@ -172,6 +185,7 @@ class GrpcServer:
         self.address = address
         self.options = options
         self.credentials = credentials
+        self.predict_requests = Templates(2, "inputs")  # PredictRequest.inputs is field 2
         self._server = None
 
     def start(self) -> int:
@@ -190,7 +204,7 @@ class GrpcServer:
         # call never waits for a thread that another model's waiting calls hold.
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=cap, thread_name_prefix="genserve-rpc"),
                              options=options, maximum_concurrent_rpcs=cap)
-        server.add_generic_rpc_handlers(generic_handlers(self._service))
+        server.add_generic_rpc_handlers(generic_handlers(self._service, self.predict_requests))
         if self.health is not None:
             self.health.add_to_server(server)
         server.add_generic_rpc_handlers([Unsupported(self._service)])  # last: what no handler serves

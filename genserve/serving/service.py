@@ -131,10 +131,12 @@ class ModelService:
                 self._idle_waiters -= 1
 
     def predict_blocking(self, request, time_remaining: float | None = None, loaded=None,
-                         serialized: bool = False):
+                         serialized: bool = False, arrays: dict | None = None):
         """Predict on the calling thread (the gRPC front end: one thread per call, made on demand).
 
-        Args, Raises: as `predict`; serialized: answer the PredictResponse's bytes (what gRPC sends).
+        Args, Raises: as `predict`; serialized: answer the PredictResponse's bytes (what gRPC sends);
+            arrays: the input values, already decoded (`request` then gives everything else; the
+            gRPC front end's predict_bytes.Templates).
         Returns: a tensorflow.serving.PredictResponse, or its bytes.
         """
         loaded, deadline, gate = self._begin(request, time_remaining, loaded)
@@ -144,10 +146,10 @@ class ModelService:
             if batcher is None:  # the gate is the admission control
                 gate.admit()
                 try:
-                    return gate.run(deadline, self._run, loaded, request, deadline, respond)
+                    return gate.run(deadline, self._run, loaded, request, deadline, respond, arrays)
                 finally:
                     gate.release()
-            sig, arrays, keys = self._prepare(loaded, request)
+            sig, arrays, keys = self._prepare(loaded, request, arrays)
             result = self._batched(loaded, batcher.submit(sig, arrays, keys, self._batch_timeout(loaded, deadline)))
             return respond(loaded.name, loaded.version, sig, keys, result.result(), _response_cls())
         finally:
@@ -194,8 +196,8 @@ class ModelService:
         finally:
             self._end()
 
-    def _prepare(self, loaded, request):
-        return execute.prepare(loaded.model, loaded.name, loaded.version, request, self.options.limits)
+    def _prepare(self, loaded, request, arrays: dict | None = None):
+        return execute.prepare(loaded.model, loaded.name, loaded.version, request, self.options.limits, arrays)
 
     @staticmethod
     def _batch_timeout(loaded, deadline: float | None) -> int:
@@ -216,12 +218,13 @@ class ModelService:
         future.add_done_callback(done)
         return future
 
-    def _run(self, loaded, request, deadline: float | None, respond=execute.respond):
-        """With a run slot: check, decode, run, encode (`respond`: execute.respond or respond_bytes)."""
+    def _run(self, loaded, request, deadline: float | None, respond=execute.respond, arrays: dict | None = None):
+        """With a run slot: check, decode (unless `arrays` are given), run, encode (`respond`:
+        execute.respond or respond_bytes)."""
         timeout_ms = _timeout_ms(deadline)
         if timeout_ms < 0:
             raise ServingError("DEADLINE_EXCEEDED", f"model {short(loaded.name)}: deadline passed while queued")
-        sig, arrays, keys = self._prepare(loaded, request)
+        sig, arrays, keys = self._prepare(loaded, request, arrays)
         start = time.perf_counter()
         result = sig.run(arrays, keys, timeout_ms)
         if self.observers:

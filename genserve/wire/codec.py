@@ -50,7 +50,7 @@ NUMERIC_DTYPES: dict[int, tuple[np.dtype, str]] = {
 # numpy dtype (native byte order, as `np.dtype.newbyteorder("=")` gives it) -> DataType.
 _FROM_NUMPY: dict[np.dtype, int] = {dt.newbyteorder("="): code for code, (dt, _) in NUMERIC_DTYPES.items()}
 # DataType -> numpy dtype whose memory layout is tensor_content's as it is (little-endian hosts only).
-_AS_IS: dict[int, np.dtype] = {code: dt for dt, code in _FROM_NUMPY.items()} if sys.byteorder == "little" else {}
+NATIVE_DTYPES: dict[int, np.dtype] = {code: dt for dt, code in _FROM_NUMPY.items()} if sys.byteorder == "little" else {}
 
 _shapes: dict[bytes, tuple] = {}  # serialized TensorShapeProto -> its (checked) dims, for the few a program sees
 _SHAPES_LIMIT = 512
@@ -214,7 +214,7 @@ def from_tensor_proto(proto: Any, shape: tuple | None = None) -> np.ndarray:
             if len(_shapes) < _SHAPES_LIMIT and len(serialized) <= 256:
                 _shapes[serialized] = shape
     code = int(proto.dtype)
-    as_is = _AS_IS.get(code)
+    as_is = NATIVE_DTYPES.get(code)
     if as_is is not None:  # the common case first: numbers in tensor_content, on a little-endian host
         content = proto.tensor_content
         if content and len(content) == math.prod(shape) * as_is.itemsize:

@@ -1,7 +1,9 @@
-"""PredictRequest and PredictResponse bytes written straight from numpy arrays, without message objects.
+"""PredictRequest and PredictResponse bytes written straight from numpy arrays, and read back into them,
+without message objects.
 
 The Predict hot path of both ends (a text `step` is ~1 ms on loopback, so every few microseconds of
-Python show): the client sends `request_bytes(...)`, the server answers `response_bytes(...)`. The
+Python show): the client sends `request_bytes(...)`, the server answers `response_bytes(...)`, and
+each end reads what it receives with `Templates` when it has seen that layout before. The
 bytes are what protobuf's serializer writes for the message genserve would otherwise build
 (`clients.messages.predict_request`, `serving.execute.respond`): fields in number order, proto3
 defaults left out, map entries as (key = 1, value = 2) messages, here in the order given (protobuf's
@@ -25,7 +27,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from genserve.wire.codec import NUMERIC_DTYPES
+from genserve.wire.codec import NATIVE_DTYPES, NUMERIC_DTYPES
 
 _ONE_BYTE = [bytes((i,)) for i in range(128)]
 _CACHE_LIMIT = 512  # entries kept below; beyond it new ones are written each time
@@ -121,3 +123,135 @@ def response_bytes(outputs: Iterable, tail: bytes) -> bytes | None:
         return None
     parts.append(tail)
     return b"".join(parts)
+
+
+# -- reading: a message that differs from one seen before in its tensors' content alone ------------
+# A client sends the same few requests (model, signature, input dtypes and shapes) and gets the same
+# few replies, with new numbers in them. `Templates.learn` records, from a message protobuf has parsed,
+# its bytes with each tensor's content cut out; `Templates.read` recognises a later message whose bytes
+# are those, piece for piece, around contents of the same lengths, and decodes it with one startswith
+# per piece and one copy per tensor. The pieces fix every tag and length (the contents' included), so
+# such a message parses to the learned one with the contents replaced: nothing else is inferred, and a
+# message that differs anywhere else is simply not recognised (the caller parses it as before).
+
+_MAX_VARINT_BYTES = 10
+
+
+def _varint_at(raw: bytes, pos: int) -> tuple[int, int]:
+    """(value, position after) of the varint at `pos`. Raises ValueError: truncated or too long."""
+    value = shift = 0
+    for pos in range(pos, min(len(raw), pos + _MAX_VARINT_BYTES)):
+        byte = raw[pos]
+        value |= (byte & 127) << shift
+        if byte < 128:
+            return value, pos + 1
+        shift += 7
+    raise ValueError("truncated or overlong varint")
+
+
+def _fields(raw: bytes, start: int, end: int):
+    """(field number, wire type, payload start, payload end) of each field of raw[start:end] (for a
+    varint, fixed64 or fixed32 field the payload is its value's bytes). Raises ValueError: malformed,
+    or a group (wire types 3, 4), which no Predict message has."""
+    pos = start
+    while pos < end:
+        tag, pos = _varint_at(raw, pos)
+        wire = tag & 7
+        if wire == 0:
+            after = _varint_at(raw, pos)[1]
+        elif wire == 2:
+            size, pos = _varint_at(raw, pos)
+            after = pos + size
+        elif wire in (1, 5):
+            after = pos + (8 if wire == 1 else 4)
+        else:
+            raise ValueError(f"wire type {wire}")
+        if after > end:
+            raise ValueError("field runs past its message")
+        yield tag >> 3, wire, pos, after
+        pos = after
+
+
+def _content_spans(raw: bytes, field: int) -> list | None:
+    """[(map key, content start, content end)] of each entry of the map `field` {string: TensorProto}
+    in `raw`, in wire order; None unless every entry is exactly one key and one value and every value
+    has exactly one tensor_content."""
+    spans = []
+    for number, wire, start, end in _fields(raw, 0, len(raw)):
+        if number != field:
+            continue
+        parts = [(n, w, s, e) for n, w, s, e in _fields(raw, start, end)]
+        if wire != 2 or [(n, w) for n, w, _, _ in parts] != [(1, 2), (2, 2)]:
+            return None
+        contents = [(s, e) for n, w, s, e in _fields(raw, parts[1][2], parts[1][3]) if n == 4 and w == 2]
+        if len(contents) != 1:
+            return None
+        spans.append((raw[parts[0][2]:parts[0][3]].decode("utf-8"), *contents[0]))
+    return spans
+
+
+class Templates:
+    """Learned layouts of one message type's tensor map (PredictRequest inputs: field 2, "inputs";
+    PredictResponse outputs: field 1, "outputs"), at most `limit` of them, each of a message of at most
+    `max_bytes` (what is kept is the learned message itself, read-only)."""
+
+    def __init__(self, field: int, attribute: str, limit: int = 64, max_bytes: int = 1 << 16):
+        self.field, self.attribute = field, attribute
+        self.limit, self.max_bytes = limit, max_bytes
+        # message length -> [(message, ((bytes, at), ...) around the contents, ((key, dtype, shape,
+        # content start, content end), ...))]: every length is fixed, so is every position
+        self._by_length: dict[int, list] = {}
+        self._count = 0
+        self.hits = 0  # messages read from a learned layout (approximate under threads)
+
+    def read(self, raw: bytes):
+        """(the learned message, {key: new writable array}) when `raw` is a learned layout with other
+        contents, else None. Only the learned message's non-tensor fields may be read: its tensors hold
+        the learned message's values, not these."""
+        found = self._find(raw)
+        if found is None:
+            return None
+        self.hits += 1
+        return found[0], {key: np.ndarray(shape, dtype, bytearray(raw[start:end]))
+                          for key, dtype, shape, start, end in found[1]}
+
+    def _find(self, raw: bytes):
+        for message, pieces, tensors in self._by_length.get(len(raw), ()):
+            for piece, at in pieces:
+                if not raw.startswith(piece, at):
+                    break
+            else:
+                return message, tensors
+        return None
+
+    def learn(self, raw: bytes, message) -> bool:
+        """Record `raw`'s layout; `message` is what protobuf parsed from it. Nothing is recorded (False)
+        when the store is full, `raw` is too long or already known, or a tensor is not a native number
+        in exactly one tensor_content."""
+        if self._count >= self.limit or len(raw) > self.max_bytes or self._find(raw) is not None:
+            return False
+        try:
+            spans = _content_spans(raw, self.field)
+        except (ValueError, UnicodeDecodeError):
+            return False
+        tensors = getattr(message, self.attribute)
+        if spans is None or not spans or len({key for key, _, _ in spans}) != len(spans) \
+                or len(spans) != len(tensors):
+            return False
+        pieces, layout, pos = [], [], 0
+        for key, start, end in spans:
+            proto = tensors.get(key)
+            dtype = None if proto is None else NATIVE_DTYPES.get(proto.dtype)
+            if dtype is None or proto.tensor_shape.unknown_rank:
+                return False
+            shape = tuple(d.size for d in proto.tensor_shape.dim)
+            if min(shape, default=0) < 0 or math.prod(shape) * dtype.itemsize != end - start \
+                    or proto.tensor_content != raw[start:end]:
+                return False
+            pieces.append((raw[pos:start], pos))
+            layout.append((key, dtype, shape, start, end))
+            pos = end
+        pieces.append((raw[pos:], pos))
+        self._by_length.setdefault(len(raw), []).append((message, tuple(pieces), tuple(layout)))
+        self._count += 1
+        return True
