@@ -169,21 +169,31 @@ class ServerProcess:
         self.stop()
 
 
-def rounds(fns: dict, calls: int, n_rounds: int = 6, warmup: int = 30) -> dict:
-    """Median milliseconds of each fn, the fns interleaved in `n_rounds` rounds of calls/n_rounds calls
-    each (so drift on a busy machine hits every fn alike)."""
+def rounds(fns: dict, calls: int, n_rounds: int | None = None, warmup: int = 30) -> dict:
+    """Median milliseconds of each fn, the fns interleaved in `n_rounds` rounds (default: twice the
+    number of fns) of calls/n_rounds calls each, so drift on a busy machine hits every fn alike; each
+    round starts one fn later than the last (`rotated`), so no fn always follows the same one (a fn run
+    right after an in-process TensorFlow call measured up to 20 % slower on 2 cores)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
+    n_rounds = n_rounds or 2 * len(fns)
     per = max(1, calls // n_rounds)
-    for _ in range(n_rounds):
-        for name, fn in fns.items():
+    for turn in range(n_rounds):
+        for name in rotated(list(fns), turn):
+            fn = fns[name]
             for _ in range(per):
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def rotated(items: list, turn: int) -> list:
+    """`items` starting at position turn % len(items) (round `turn`'s order)."""
+    k = turn % len(items) if items else 0
+    return items[k:] + items[:k]
 
 
 def export_untrained_text(models_dir, workdir, cfg=None, alphabet: str | None = None) -> Path:

@@ -452,6 +452,8 @@ def report(results: dict, rss: dict, checks: dict, floor: dict | None, clients: 
               f"(goal <= 1.25); client-side generation {gen['book']:.3f} s the book's way / {gen['ours']:.3f} s "
               f"= {floor['gen_ratio']:.1f}x (goal >= 10); a bare echo server running the step per call "
               f"{ms['step_echo']:.3f} ms = {floor['step_echo_ratio']:.2f} (the bound for a Python gRPC server); "
+              f"a minimal server (decode, run, encode) with genserve's client {ms['step_minimal']:.3f} ms = "
+              f"{floor['step_minimal_ratio']:.2f}; "
               f"genserve's server with the echo's raw-bytes client {ms['step_raw']:.3f} ms")
 
 

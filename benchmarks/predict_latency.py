@@ -34,26 +34,47 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.harness import ServerProcess, rounds  # noqa: E402
-# argv: [SavedModel of the text model, repository root]: each call also runs that model's `step` (batch 1)
-# on the handler thread before echoing: the best any Python gRPC server can do for a step round trip.
+# argv: [] a bare echo; [SavedModel of the text model, repository root]: each call also runs that
+# model's `step` (batch 1) on the handler thread before echoing, the best any Python gRPC server can do
+# for a step round trip; [..., "minimal"]: TF Serving's Predict for `step` doing only what any Python
+# server must (step_ab.py's minimal server): read the request with genserve's wire code
+# (predict_bytes.Templates, protobuf for a new layout), run the step with the request's deadline, write
+# the reply (predict_bytes.response_bytes); none of genserve's lookups, checks, admission or metrics.
 ECHO_SERVER = r"""
-import sys, time
+import sys
 from concurrent import futures
 import grpc
-work = lambda: None
+service, method, handle = "bench.Echo", "Echo", lambda request, context: request
 if len(sys.argv) > 2:
     sys.path.insert(0, sys.argv[2])
     import numpy as np
     from genserve.serving.loader import load_saved_model
     model = load_saved_model(sys.argv[1])
-    units = int(model.signatures["info"].run({"ids": np.zeros(1, np.int32)})["units"][0])
-    feed = {"ids": np.zeros(1, np.int32), "h": np.zeros((1, units), np.float32), "c": np.zeros((1, units), np.float32)}
-    work = lambda: model.signatures["step"].run(feed)
-def echo(request, context):
-    work()
-    return request
-handler = grpc.method_handlers_generic_handler("bench.Echo", {
-    "Echo": grpc.unary_unary_rpc_method_handler(echo)})
+    step = model.signatures["step"]
+    if sys.argv[3:] == ["minimal"]:
+        from genserve.wire.codec import from_tensor_proto
+        from genserve.wire.predict_bytes import Templates, response_bytes
+        from genserve.wire.protos import serving_pb2
+        keys = tuple(sorted(step.outputs))
+        tail = serving_pb2.PredictResponse(model_spec={"name": "text", "signature_name": "step"}).SerializeToString()
+        requests = Templates(2, "inputs")
+        def handle(raw, context):
+            known = requests.read(raw)
+            if known is None:
+                request = serving_pb2.PredictRequest.FromString(raw)
+                requests.learn(raw, request)
+                known = request, {key: from_tensor_proto(t) for key, t in request.inputs.items()}
+            result = step.run(known[1], keys, int(context.time_remaining() * 1000))
+            return response_bytes([(key, result[key]) for key in keys], tail)
+        service, method = "tensorflow.serving.PredictionService", "Predict"
+    else:
+        units = int(model.signatures["info"].run({"ids": np.zeros(1, np.int32)})["units"][0])
+        feed = {"ids": np.zeros(1, np.int32), "h": np.zeros((1, units), np.float32),
+                "c": np.zeros((1, units), np.float32)}
+        def handle(request, context):
+            step.run(feed)
+            return request
+handler = grpc.method_handlers_generic_handler(service, {method: grpc.unary_unary_rpc_method_handler(handle)})
 server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
 server.add_generic_rpc_handlers((handler,))
 port = server.add_insecure_port("127.0.0.1:0")
@@ -126,10 +147,13 @@ def measure(calls: int = 300, length: int = 400, skip_text: bool = False, server
     step_echo = None if skip_text else subprocess.Popen(
         [sys.executable, "-c", ECHO_SERVER, str(text_path), str(ROOT)], stdout=subprocess.PIPE, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    minimal = None if skip_text else subprocess.Popen(
+        [sys.executable, "-c", ECHO_SERVER, str(text_path), str(ROOT), "minimal"], stdout=subprocess.PIPE,
+        text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     # The toy export carries batching params: no 2 ms batch wait here.
     server = ServerProcess(models, "--disable-batching", *server_args.split(), poll_seconds=0).start()
     target = server.target
-    gen = None
+    gen = minimal_client = None
     try:
         server.wait_ready("toy", *(() if skip_text else ("text",)))  # the ports open before models load
         echo_target = f"127.0.0.1:{echo.stdout.readline().strip()}"
@@ -164,6 +188,10 @@ def measure(calls: int = 300, length: int = 400, skip_text: bool = False, server
                 step_echo_call = step_echo_channel.unary_unary("/bench.Echo/Echo")
                 step_body = predict_request("text", {"ids": ids, "h": h, "c": h}, "step").SerializeToString()
                 fns["step_echo"] = lambda: step_echo_call(step_body, timeout=10)
+                # the least a Python server must do (decode, run, encode) with genserve's client
+                minimal_client = Client(f"127.0.0.1:{minimal.stdout.readline().strip()}", timeout=10)
+                fns["step_minimal"] = lambda: minimal_client.predict("text", {"ids": ids, "h": h, "c": h},
+                                                                     signature="step")
                 # genserve's server with the echo's client (raw bytes, no codec): splits the gap
                 # between step_grpc and step_echo into the client's share and the server's.
                 raw_predict = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")
@@ -172,8 +200,10 @@ def measure(calls: int = 300, length: int = 400, skip_text: bool = False, server
             if not skip_text:
                 gen = _generation(client, length)
     finally:
+        if minimal_client is not None:
+            minimal_client.close()
         server.stop()
-        for process in (echo, step_echo):
+        for process in (echo, step_echo, minimal):
             if process is not None:
                 process.terminate()
                 process.wait(30)
@@ -181,6 +211,7 @@ def measure(calls: int = 300, length: int = 400, skip_text: bool = False, server
     if gen is not None:
         out["step_ratio"] = ms["step_grpc"] / (ms["echo"] + ms["step_in_process"])
         out["step_echo_ratio"] = ms["step_echo"] / (ms["echo"] + ms["step_in_process"])
+        out["step_minimal_ratio"] = ms["step_minimal"] / (ms["echo"] + ms["step_in_process"])
         out["gen_ratio"] = gen["book"] / gen["ours"]
     return out
 
@@ -204,6 +235,8 @@ def main() -> None:
         print(f"  ratio step / (echo + in-process step)         {result['step_ratio']:7.2f}   (goal <= 1.25)")
         print(f"  echo server running the step per call         {ms['step_echo']:7.3f} ms")
         print(f"  ratio of that bare server (the bound)         {result['step_echo_ratio']:7.2f}")
+        print(f"  minimal server (decode, run, encode), genserve client {ms['step_minimal']:7.3f} ms"
+              f" = {result['step_minimal_ratio']:.2f}")
         print(f"  genserve serve, raw bytes (no client codec)   {ms['step_raw']:7.3f} ms")
     if not args.skip_text:
         print(f"client-side generation, {args.length} chars x 4 temperatures, median of 3:")

@@ -9,6 +9,10 @@ char-LSTM (exported once into --models), and a client process with the same PYTH
 own tree's server with `Client.predict(..., signature="step")` (row NAME) and with the serialized
 request as raw bytes (row NAME raw: the server alone). The floor rows as in predict_latency.py: a bare
 gRPC echo of 1.1 KB, the step in process, and an echo server running the step per call (the bound).
+A last server shows what a Python server cannot skip: predict_latency's minimal server reads the
+request with genserve's wire code, runs the step with the request's deadline and writes the reply, with
+none of genserve's lookups, checks, admission or metrics; rows "minimal server" (this tree's client)
+and "minimal server raw" (the raw-bytes client).
 Every round runs each row's calls in turn; the medians over all calls are printed, and per tree the
 ratio step / (echo + in-process step) (issue 8's goal: <= 1.25).
 """
@@ -88,7 +92,7 @@ class Worker:
 
 
 def main() -> None:
-    from benchmarks.harness import ServerProcess, export_untrained_text
+    from benchmarks.harness import ServerProcess, export_untrained_text, rotated
     from benchmarks.predict_latency import ECHO_SERVER
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -118,20 +122,26 @@ def main() -> None:
         step_echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, text_path, here],
                                      stdout=subprocess.PIPE, text=True, env=env)
         echoes.append(step_echo)
+        minimal = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, text_path, here, "minimal"],
+                                   stdout=subprocess.PIPE, text=True, env=env)
+        echoes.append(minimal)
         echo_target = f"127.0.0.1:{echo.stdout.readline().strip()}"
         step_echo_target = f"127.0.0.1:{step_echo.stdout.readline().strip()}"
+        minimal_target = f"127.0.0.1:{minimal.stdout.readline().strip()}"
         for server in servers.values():
             server.wait_ready("text")
         workers["echo"] = Worker("echo", echo_target, here)
         workers["step in process"] = Worker("inproc", text_path, here)
         workers["echo running the step (bound)"] = Worker("step_echo", step_echo_target, here)
+        workers["minimal server"] = Worker("client", minimal_target, here)
+        workers["minimal server raw"] = Worker("raw", minimal_target, here)
         for name, path in trees.items():
             workers[name] = Worker("client", servers[name].target, path)
             workers[f"{name} raw"] = Worker("raw", servers[name].target, path)
         times = {name: [] for name in workers}
-        for _ in range(args.rounds):
-            for name, worker in workers.items():
-                times[name] += worker.run(args.calls)
+        for turn in range(args.rounds):
+            for name in rotated(list(workers), turn):  # no row always follows the same one
+                times[name] += workers[name].run(args.calls)
     finally:
         for worker in workers.values():
             worker.close()

@@ -382,3 +382,18 @@ def test_free_port_never_hands_the_same_port_out_twice():
     started together then collided on one REST port ("address already in use") in a clean-clone run."""
     ports = [free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)
+
+
+def test_benchmark_rounds_rotate_so_no_fn_always_follows_the_same_one():
+    """benchmarks.harness.rounds: a fn measured right after an in-process TensorFlow call ran up to 20 %
+    slower; each round starts one fn later, so every fn takes every position once per cycle."""
+    from benchmarks.harness import rotated, rounds
+
+    names = ["echo", "step in process", "step", "raw"]
+    for position in range(len(names)):
+        assert sorted(rotated(names, turn)[position] for turn in range(len(names))) == sorted(names)
+    assert rotated([], 3) == []
+    seen = []
+    ms = rounds({name: (lambda name=name: seen.append(name)) for name in names}, calls=16, warmup=0)
+    assert set(ms) == set(names)  # 2 rounds per fn by default, 2 calls each per round
+    assert seen == [name for turn in range(8) for name in rotated(names, turn) for _ in range(2)]
