@@ -133,6 +133,7 @@ def test_what_is_not_learned():
         "value before key": bytes([0x12, len(f32) + 5, 0x12, len(f32)]) + f32 + b"\x0a\x01x",
         "content of the wrong size": _tensor_map_entry(2, b"x", tensor_bytes(np.ones(3, np.float32))[:-4]),
         "no inputs": predict_request_bytes("m", {}),
+        "300 unknown fields (more than learning walks)": _tensor_map_entry(2, b"x", f32) + b"\x78\x01" * 300,
     }
     for name, raw in cases.items():
         try:
@@ -140,6 +141,8 @@ def test_what_is_not_learned():
         except Exception:  # noqa: BLE001 - not a message at all: nothing to learn either
             message = serving_pb2.PredictRequest()
         assert not Templates(2, "inputs").learn(raw, message), name
+    few_unknown = _tensor_map_entry(2, b"x", f32) + b"\x78\x01" * 10  # unknown fields are kept as they are
+    assert Templates(2, "inputs").learn(few_unknown, serving_pb2.PredictRequest.FromString(few_unknown))
     for raw in (b"\xff" * 20, b"\x12\x80", b"\x12\x05\x0a\x01", b"\x0b\x0c"):  # garbage, truncated, group
         assert not Templates(2, "inputs").learn(raw, serving_pb2.PredictRequest()), raw
 

@@ -149,12 +149,16 @@ def _varint_at(raw: bytes, pos: int) -> tuple[int, int]:
     raise ValueError("truncated or overlong varint")
 
 
-def _fields(raw: bytes, start: int, end: int):
+def _fields(raw: bytes, start: int, end: int, budget: list):
     """(field number, wire type, payload start, payload end) of each field of raw[start:end] (for a
-    varint, fixed64 or fixed32 field the payload is its value's bytes). Raises ValueError: malformed,
-    or a group (wire types 3, 4), which no Predict message has."""
+    varint, fixed64 or fixed32 field the payload is its value's bytes). Raises ValueError: malformed, a
+    group (wire types 3, 4), which no Predict message has, or more fields than `budget[0]` left (shared
+    by the nested walks of one message: learning costs at most that many steps of Python)."""
     pos = start
     while pos < end:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ValueError("too many fields")
         tag, pos = _varint_at(raw, pos)
         wire = tag & 7
         if wire == 0:
@@ -172,18 +176,21 @@ def _fields(raw: bytes, start: int, end: int):
         pos = after
 
 
+_FIELD_BUDGET = 256  # fields walked to learn one message (a step request has about 15)
+
+
 def _content_spans(raw: bytes, field: int) -> list | None:
     """[(map key, content start, content end)] of each entry of the map `field` {string: TensorProto}
     in `raw`, in wire order; None unless every entry is exactly one key and one value and every value
     has exactly one tensor_content."""
-    spans = []
-    for number, wire, start, end in _fields(raw, 0, len(raw)):
+    spans, budget = [], [_FIELD_BUDGET]
+    for number, wire, start, end in _fields(raw, 0, len(raw), budget):
         if number != field:
             continue
-        parts = [(n, w, s, e) for n, w, s, e in _fields(raw, start, end)]
-        if wire != 2 or [(n, w) for n, w, _, _ in parts] != [(1, 2), (2, 2)]:
+        parts = [(n, w, s, e) for n, w, s, e in _fields(raw, start, end, budget)] if wire == 2 else []
+        if [(n, w) for n, w, _, _ in parts] != [(1, 2), (2, 2)]:
             return None
-        contents = [(s, e) for n, w, s, e in _fields(raw, parts[1][2], parts[1][3]) if n == 4 and w == 2]
+        contents = [(s, e) for n, w, s, e in _fields(raw, parts[1][2], parts[1][3], budget) if n == 4 and w == 2]
         if len(contents) != 1:
             return None
         spans.append((raw[parts[0][2]:parts[0][3]].decode("utf-8"), *contents[0]))
@@ -230,11 +237,13 @@ class Templates:
         in exactly one tensor_content."""
         if self._count >= self.limit or len(raw) > self.max_bytes or self._find(raw) is not None:
             return False
+        tensors = getattr(message, self.attribute)
+        if not all(NATIVE_DTYPES.get(t.dtype) is not None and t.tensor_content for t in tensors.values()):
+            return False  # a string or *_val tensor: not worth walking the bytes
         try:
             spans = _content_spans(raw, self.field)
         except (ValueError, UnicodeDecodeError):
             return False
-        tensors = getattr(message, self.attribute)
         if spans is None or not spans or len({key for key, _, _ in spans}) != len(spans) \
                 or len(spans) != len(tensors):
             return False
