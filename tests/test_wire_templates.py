@@ -272,3 +272,21 @@ def test_an_unparsable_reply_is_internal_not_a_traceback():
                 assert "PredictResponse" in e.value.details and "\n" not in e.value.details
     finally:
         server.stop(0)
+
+
+def test_a_failure_to_learn_does_not_cost_the_answer(server_with_templates, caplog, monkeypatch):
+    import grpc
+
+    target, templates = server_with_templates
+
+    def broken(raw, message):
+        raise RuntimeError("learning broke")
+
+    monkeypatch.setattr(templates, "learn", broken)
+    with grpc.insecure_channel(target) as channel, caplog.at_level("ERROR", logger="genserve.serving"):
+        reply = serving_pb2.PredictResponse.FromString(channel.unary_unary(
+            "/tensorflow.serving.PredictionService/Predict")(
+            predict_request_bytes("toy", {"x": np.ones((1, 1), np.float32)}, version=1), timeout=30))
+    assert "y" in reply.outputs
+    assert any("learning a request layout failed: RuntimeError: learning broke" in r.getMessage()
+               for r in caplog.records)

@@ -119,7 +119,11 @@ def _method_handler(service, name: str, request_cls, response_cls, body, request
             return _answer(service, name, context, response_cls, unparsable, None)
         response = _answer(service, name, context, response_cls, body, request)
         if requests is not None and response.__class__ is bytes:  # answered: a layout worth knowing
-            requests.learn(raw, request)
+            try:
+                requests.learn(raw, request)
+            except Exception as e:  # a bug in learning must not cost the answer
+                log.error("%s: learning a request layout failed: %s: %s", name, type(e).__name__,
+                          truncate(str(e), 300))
         return response
 
     def serialize(response) -> bytes:  # a message, or the bytes Predict writes itself
