@@ -53,6 +53,18 @@ def toy_server(toy_models_dir: Path) -> str:
         yield target
 
 
+@pytest.fixture
+def refused_target():
+    """"127.0.0.1:PORT" where every connection is refused for the whole test: the port is held by a
+    bound socket that does not listen. (Binding port 0 and closing the socket again leaves a port the
+    kernel may hand to a parallel test's server the next moment.)"""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{held.getsockname()[1]}"
+
+
 def genserve_as_at_a_terminal(*args) -> list[str]:
     """argv of `python -m genserve ARGS` for a child that a test interrupts with SIGINT.
 

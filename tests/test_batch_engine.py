@@ -380,14 +380,9 @@ def test_a_signal_records_every_finished_item_and_the_rerun_does_only_the_rest(t
             in rerun.stdout)
 
 
-def test_no_server_stops_the_job_with_one_line_and_no_records(job, tmp_path):
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_no_server_stops_the_job_with_one_line_and_no_records(job, tmp_path, refused_target):
     out = tmp_path / "out"
-    result = _run("batch", "run", job, "--out", out, "--target", f"127.0.0.1:{port}", "--timeout", "1",
+    result = _run("batch", "run", job, "--out", out, "--target", refused_target, "--timeout", "1",
                   "--quiet")
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()

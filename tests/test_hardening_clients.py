@@ -58,13 +58,8 @@ def test_call_survives_a_server_restart_on_the_same_port(toy_models_dir):
             server.stop(grace=0)
 
 
-def test_short_deadline_gives_one_clear_line():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-    with Client(f"127.0.0.1:{port}", timeout=0.6) as client:
+def test_short_deadline_gives_one_clear_line(refused_target):
+    with Client(refused_target, timeout=0.6) as client:
         start = time.monotonic()
         with pytest.raises(GenserveError) as info:
             client.status("toy")
@@ -73,7 +68,7 @@ def test_short_deadline_gives_one_clear_line():
     assert error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     assert "\n" not in str(error) and "attempt(s)" in error.details and "deadline 0.6 s" in error.details
     assert elapsed < 1.5
-    with Client(f"127.0.0.1:{port}", timeout=5.0, retry=RetryPolicy.disabled()) as client:
+    with Client(refused_target, timeout=5.0, retry=RetryPolicy.disabled()) as client:
         start = time.monotonic()
         with pytest.raises(GenserveError) as info:
             client.status("toy")

@@ -303,17 +303,13 @@ def test_the_page_in_headless_chromium(playground, tmp_path):
     assert all((shots / f"playground-{name}.png").stat().st_size > 10_000 for name in ("text", "vae", "gan"))
 
 
-def test_cli_refuses_with_one_line(server):
+def test_cli_refuses_with_one_line(server, refused_target):
     """No server, no known model, an empty --models: one `error:` line, exit 1, no page."""
-    import socket
-
     from typer.testing import CliRunner
 
     from genserve.cli import app
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    closed = refused_target
     for args, words in ((["--target", closed, "--timeout", "1"], "UNAVAILABLE"),
                         (["--target", server.target, "--models", "toy,nothing"], "no model of a known family"),
                         (["--target", server.target, "--models", ","], "at least one model name")):
