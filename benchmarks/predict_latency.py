@@ -52,19 +52,14 @@ if len(sys.argv) > 2:
     model = load_saved_model(sys.argv[1])
     step = model.signatures["step"]
     if sys.argv[3:] == ["minimal"]:
-        from genserve.wire.codec import from_tensor_proto
         from genserve.wire.predict_bytes import Templates, response_bytes
         from genserve.wire.protos import serving_pb2
         keys = tuple(sorted(step.outputs))
         tail = serving_pb2.PredictResponse(model_spec={"name": "text", "signature_name": "step"}).SerializeToString()
         requests = Templates(2, "inputs")
         def handle(raw, context):
-            known = requests.read(raw)
-            if known is None:
-                request = serving_pb2.PredictRequest.FromString(raw)
-                requests.learn(raw, request)
-                known = request, {key: from_tensor_proto(t) for key, t in request.inputs.items()}
-            result = step.run(known[1], keys, int(context.time_remaining() * 1000))
+            arrays = requests.read_or_learn(raw, serving_pb2.PredictRequest.FromString)[1]
+            result = step.run(arrays, keys, int(context.time_remaining() * 1000))
             return response_bytes([(key, result[key]) for key in keys], tail)
         service, method = "tensorflow.serving.PredictionService", "Predict"
     else:

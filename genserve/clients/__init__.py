@@ -22,12 +22,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
-    from genserve.clients.channel import Client, RetryPolicy
+    from genserve.clients.channel import Client
+    from genserve.clients.failures import RetryPolicy
     from genserve.clients.tls import TlsSettings
     from genserve.clients.messages import GenserveError, SignatureInfo, VersionStatus
     from genserve.clients.pinned import PinnedModel
 
-_HOMES = {"Client": "channel", "RetryPolicy": "channel", "TlsSettings": "tls",
+_HOMES = {"Client": "channel", "RetryPolicy": "failures", "TlsSettings": "tls",
           "GenserveError": "messages", "SignatureInfo": "messages", "VersionStatus": "messages",
           "PinnedModel": "pinned"}
 __all__ = sorted(_HOMES)

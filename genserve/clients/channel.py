@@ -26,7 +26,6 @@ from genserve.clients.messages import (METADATA_METHOD, PREDICT_METHOD, STATUS_M
                                        predict_request_bytes, signatures_from_metadata)
 from genserve.clients.replicas import ChannelTarget, channel_target
 from genserve.clients.tls import TlsSettings, channel_credentials, tls_settings
-from genserve.wire.codec import from_tensor_proto
 from genserve.wire.predict_bytes import Templates
 from genserve.wire.protos import serving_pb2
 
@@ -248,11 +247,7 @@ class Client:
                       output_filter: Iterable[str] | None = None, timeout: float | None = None) -> Reply:
         """Like predict(), with the reply's model_spec (which version answered) beside the outputs."""
         raw = self._exchange(model, inputs, signature, version, version_label, output_filter, timeout)
-        known = self._replies.read(raw)  # a layout seen before: no message built
-        if known is None:
-            response = _parse_response(raw)
-            known = response, {key: from_tensor_proto(tensor) for key, tensor in response.outputs.items()}
-            self._replies.learn(raw, response)
+        known = self._replies.read_or_learn(raw, _parse_response)  # a layout seen before: no message built
         self._replied(model, known[0].model_spec)
         return Reply(known[0].model_spec, known[1])
 

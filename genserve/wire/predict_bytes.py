@@ -27,7 +27,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from genserve.wire.codec import NATIVE_DTYPES, NUMERIC_DTYPES
+from genserve.wire.codec import NATIVE_DTYPES, NUMERIC_DTYPES, from_tensor_proto
 
 _ONE_BYTE = [bytes((i,)) for i in range(128)]
 _CACHE_LIMIT = 512  # entries kept below; beyond it new ones are written each time
@@ -222,6 +222,17 @@ class Templates:
         return found[0], {key: np.ndarray(shape, dtype, bytearray(raw[start:end]))
                           for key, dtype, shape, start, end in found[1]}
 
+    def read_or_learn(self, raw: bytes, parse) -> tuple:
+        """`read(raw)`, else (`parse(raw)`, its tensors decoded by codec.from_tensor_proto), learning
+        that message's layout. `parse` (a message class's FromString, or a wrapper that raises the
+        caller's error) is called only for a layout not seen before."""
+        known = self.read(raw)
+        if known is None:
+            message = parse(raw)
+            known = message, {key: from_tensor_proto(t) for key, t in getattr(message, self.attribute).items()}
+            self.learn(raw, message)
+        return known
+
     def _find(self, raw: bytes):
         for message, pieces, tensors in self._by_length.get(len(raw), ()):
             for piece, at in pieces:
@@ -250,9 +261,9 @@ class Templates:
         pieces, layout, pos = [], [], 0
         for key, start, end in spans:
             proto = tensors.get(key)
-            dtype = None if proto is None else NATIVE_DTYPES.get(proto.dtype)
-            if dtype is None or proto.tensor_shape.unknown_rank:
+            if proto is None or proto.tensor_shape.unknown_rank:
                 return False
+            dtype = NATIVE_DTYPES[proto.dtype]  # every tensor's is native (checked above)
             shape = tuple(d.size for d in proto.tensor_shape.dim)
             if min(shape, default=0) < 0 or math.prod(shape) * dtype.itemsize != end - start \
                     or proto.tensor_content != raw[start:end]:
