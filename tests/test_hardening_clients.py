@@ -209,13 +209,10 @@ def test_the_rest_port_as_target_fails_fast_naming_the_grpc_port(toy_models_dir)
 def test_a_server_not_up_yet_is_waited_for_with_one_line(toy_models_dir):
     """Connection refused is retried; after a second one `waiting for ...` line goes to on_wait; the
     server started once that line was seen is reached within the same call."""
-    import socket
-
+    from benchmarks.harness import free_port
     from genserve.serving.server import ModelServer
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     lines: list[str] = []
     waited = threading.Event()
     servers: list = []

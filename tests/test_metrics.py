@@ -11,7 +11,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -168,9 +167,9 @@ def test_cli_checks_before_starting(toy_models_dir, tmp_path):
 def test_serve_subprocess_with_rest_port_and_monitoring_config(toy_models_dir):
     """`genserve serve --rest-port P --monitoring-config-file genserve/deploy/monitoring.config` as
     Docker runs TF Serving: the status probe, a predict and the metrics page answer on P; SIGTERM stops it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        rest_port = s.getsockname()[1]
+    from benchmarks.harness import free_port
+
+    rest_port = free_port()
     script = os.path.join(os.path.dirname(sys.executable), "genserve")
     command = [script] if os.path.exists(script) else [sys.executable, "-c",
                                                         "from genserve.cli import main; main()"]

@@ -86,14 +86,12 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(models, tmp_path_factory):
-    import socket
+    from benchmarks.harness import free_port
 
     log = tmp_path_factory.mktemp("log") / "server.log"
     monitoring = log.with_name("monitoring.config")
     monitoring.write_text('prometheus_config { enable: true path: "/monitoring/prometheus/metrics" }\n')
-    with socket.socket() as s:  # a free port for REST (`--rest-port 0` means no REST server)
-        s.bind(("127.0.0.1", 0))
-        rest_port = s.getsockname()[1]
+    rest_port = free_port()  # a free port for REST (`--rest-port 0` means no REST server)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     with open(log, "w") as err:
         proc = subprocess.Popen([str(Path(sys.executable).with_name("genserve")), "serve", "--models-dir",
