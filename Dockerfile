@@ -16,9 +16,15 @@ FROM python:${PYTHON_VERSION}-slim
 ARG MODELS_DIR=models
 
 WORKDIR /opt/genserve
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY genserve/ genserve/
-RUN pip install --no-cache-dir '.[tf]' && useradd --uid 1000 --no-create-home genserve
+# gcc for the one C file (genserve/serving/_json_floats.c: the REST float format at C speed), removed
+# again in the same layer.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install --no-cache-dir '.[tf]' \
+    && (cd / && python -c "import genserve.serving._json_floats") \
+    && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
+    && useradd --uid 1000 --no-create-home genserve
 
 # Prometheus settings (the ConfigMap of the Kubernetes manifests mounts its copy at the same path).
 COPY genserve/deploy/monitoring.config /etc/genserve/monitoring.config
