@@ -171,17 +171,21 @@ class ServerProcess:
 
 def rounds(fns: dict, calls: int, n_rounds: int | None = None, warmup: int = 30) -> dict:
     """Median milliseconds of each fn, the fns interleaved in `n_rounds` rounds (default: twice the
-    number of fns) of calls/n_rounds calls each, so drift on a busy machine hits every fn alike; each
-    round starts one fn later than the last (`rotated`), so no fn always follows the same one (a fn run
-    right after an in-process TensorFlow call measured up to 20 % slower on 2 cores)."""
+    number of fns) of calls/n_rounds calls each, so drift on a busy machine hits every fn alike. The
+    rounds take their orders from `balanced_orders`, so every fn runs right after every other fn equally
+    often: the row before a fn moves its time (one Client.predict step measured 0.824 ms right after
+    another server's rows and 0.749 ms right after the same server's, in one step_ab.py run; a fn run
+    right after an in-process TensorFlow call up to 20 % slower), and a fixed order, or the same order
+    rotated, puts one fn behind the same neighbour in nearly every round."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
-    n_rounds = n_rounds or 2 * len(fns)
+    orders = balanced_orders(list(fns))
+    n_rounds = n_rounds or len(orders) * -(-2 * len(fns) // len(orders))
     per = max(1, calls // n_rounds)
     for turn in range(n_rounds):
-        for name in rotated(list(fns), turn):
+        for name in orders[turn % len(orders)]:
             fn = fns[name]
             for _ in range(per):
                 start = time.perf_counter()
@@ -190,10 +194,20 @@ def rounds(fns: dict, calls: int, n_rounds: int | None = None, warmup: int = 30)
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
-def rotated(items: list, turn: int) -> list:
-    """`items` starting at position turn % len(items) (round `turn`'s order)."""
-    k = turn % len(items) if items else 0
-    return items[k:] + items[:k]
+def balanced_orders(items: list) -> list[list]:
+    """Orders of `items` in which every item comes right after every other item equally often, and
+    takes every position equally often: a Williams design (E. J. Williams, "Experimental designs
+    balanced for the estimation of residual effects of treatments", Australian Journal of Scientific
+    Research, 1949). len(items) orders when that is even (each ordered pair adjacent once); twice as
+    many when odd (each order also reversed; each pair adjacent twice)."""
+    n = len(items)
+    if n < 2:
+        return [list(items)]
+    first = [0] + [(j + 1) // 2 if j % 2 else n - j // 2 for j in range(1, n)]  # 0, 1, n-1, 2, n-2, ...
+    orders = [[items[(i + shift) % n] for i in first] for shift in range(n)]
+    if n % 2:
+        orders += [order[::-1] for order in orders]
+    return orders
 
 
 def export_untrained_text(models_dir, workdir, cfg=None, alphabet: str | None = None) -> Path:

@@ -92,7 +92,7 @@ class Worker:
 
 
 def main() -> None:
-    from benchmarks.harness import ServerProcess, export_untrained_text, rotated
+    from benchmarks.harness import ServerProcess, balanced_orders, export_untrained_text
     from benchmarks.predict_latency import ECHO_SERVER
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -139,8 +139,10 @@ def main() -> None:
             workers[name] = Worker("client", servers[name].target, path)
             workers[f"{name} raw"] = Worker("raw", servers[name].target, path)
         times = {name: [] for name in workers}
+        orders = balanced_orders(list(workers))  # every row after every other row equally often
+        args.rounds = -(-args.rounds // len(orders)) * len(orders)  # whole designs only
         for turn in range(args.rounds):
-            for name in rotated(list(workers), turn):  # no row always follows the same one
+            for name in orders[turn % len(orders)]:
                 times[name] += workers[name].run(args.calls)
     finally:
         for worker in workers.values():
