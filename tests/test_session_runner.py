@@ -141,3 +141,32 @@ def test_remembered_headers_keep_every_check(toy_signature):
     assert code_of(request(np.ones((2, 1), np.float32), key="z"))[0] == "INVALID_ARGUMENT"  # key
     assert code_of(good, Limits(max_request_elements=1))[0] == "RESOURCE_EXHAUSTED"  # other limits
     assert code_of(good) == ("OK", "")
+
+
+def test_inline_runs_unless_the_pool_is_clearly_faster():
+    """The first INLINE_TRIALS runs of a signature without control flow alternate the calling thread and
+    TF's inter-op pool; the pool is kept only when its median (each mode's first, warm-up run left out)
+    is below POOL_MARGIN x the inline one. A pool a little faster by its runs' own time costs the process
+    more (its threads spin on the cores gRPC needs), and a server that picked it used ~250 us more CPU per
+    step; one slow first run must not decide either."""
+    from genserve.serving.loader import INLINE_TRIALS, POOL_MARGIN, GraphSignature
+
+    def decided(inline_seconds: list, pool_seconds: list, inline_ok: bool = True):
+        sig = GraphSignature("s", {}, {}, inline_ok=inline_ok)
+        for a, b in zip(inline_seconds, pool_seconds):  # run() alternates the modes, inline first
+            sig._decide(True, a)
+            sig._decide(False, b)
+        return sig.inline
+
+    half = INLINE_TRIALS // 2
+    assert decided([0.09] + [150e-6] * (half - 1), [170e-6] * half) is True
+    # the pool a little faster (by less than the margin): inline all the same
+    assert decided([0.09] + [150e-6] * (half - 1), [150e-6 * (POOL_MARGIN + 0.05)] * half) is True
+    # the pool clearly faster (a convnet that gains from inter-op parallelism): the pool
+    assert decided([0.09] + [150e-6] * (half - 1), [150e-6 * (POOL_MARGIN - 0.1)] * half) is False
+    # a slow first pool run (its warm-up) does not count against it
+    assert decided([150e-6] * half, [0.5] + [100e-6] * (half - 1)) is False
+    # still measuring until both modes have their runs
+    assert decided([150e-6] * (half - 1), [100e-6] * (half - 1)) is None
+    # control flow: never inline
+    assert decided([150e-6], [0.5], inline_ok=False) is False

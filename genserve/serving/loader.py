@@ -84,11 +84,17 @@ def _arg_spec(key: str, info) -> ArgSpec:
 # 177 -> 112 us per call. Two conditions, because an inline run cannot be interrupted by its deadline
 # (DirectSession waits for the timeout only after the executor returns): the signature has no control
 # flow (no while/cond: its work is bounded by its input size, which admission limits bound), and it is
-# measurably faster that way — the first INLINE_TRIALS runs alternate both modes and the faster median
-# wins (a big convnet may be faster with inter-op parallelism).
+# not measurably slower that way — the first INLINE_TRIALS runs alternate both modes, and the pool wins
+# only when its median is below POOL_MARGIN times the inline median (a big convnet may be faster with
+# inter-op parallelism). The margin, and dropping each mode's first run (the graph's warm-up, ~90 ms on
+# the step), because a run's own time does not show what the pool costs the rest of the process: its
+# threads take the run over and spin after it, on the cores the gRPC threads need. Measured on the
+# step in `genserve serve` (2 cores, server CPU per call from /proc): inline ~650 us; a server that had
+# picked the pool on a median of 8 runs each, ~830-920 us, 250 us of it in tf_Compute threads.
 CONTROL_FLOW_OPS = frozenset({"While", "StatelessWhile", "If", "StatelessIf", "Case", "StatelessCase",
                               "Switch", "Merge", "Enter", "Exit", "NextIteration", "LoopCond"})
-INLINE_TRIALS = 16
+INLINE_TRIALS = 32
+POOL_MARGIN = 0.8
 
 
 @dataclass
@@ -170,8 +176,8 @@ class GraphSignature:
             trials = self._trials
             trials[inline].append(seconds)
             if self.inline is None and min(len(trials[True]), len(trials[False])) >= INLINE_TRIALS // 2:
-                median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-                self.inline = median(trials[True]) < median(trials[False])
+                median = lambda xs: sorted(xs[1:])[(len(xs) - 1) // 2]  # noqa: E731  (first run: warm-up)
+                self.inline = median(trials[False]) >= POOL_MARGIN * median(trials[True])
 
 
 class _SessionRunner:
