@@ -5,5 +5,4 @@ writes the same texts in Python (about 0.3 ms more per 784 floats). Everything e
 """
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("genserve.serving._json_floats", ["genserve/serving/_json_floats.c"],
-                             optional=True, extra_compile_args=["-O2"])])
+setup(ext_modules=[Extension("genserve.serving._json_floats", ["genserve/serving/_json_floats.c"], optional=True)])

@@ -98,7 +98,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trees", nargs="?", default=f"this={ROOT}",
                         help="NAME=PATH,... (PATH: a genserve source tree; default: this tree)")
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="rounds, raised to whole balanced designs (harness.balanced_orders)")
     parser.add_argument("--calls", type=int, default=200, help="calls per row per round")
     parser.add_argument("--models", default=str(Path(tempfile.gettempdir()) / "genserve-step-ab"))
     args = parser.parse_args()

@@ -98,8 +98,8 @@ static int one(char *out, float v) {
     uint64_t D6, D9;
     int E6, E9;
     if (!decimal(m, e, 6, guess, &D6, &E6)) return slow(out, v);
-    int k = 5 - E6, s = -(e + k);
-    if (k < 0 || k > 17 || s < 0 || s > 40) return slow(out, v);
+    int k = 5 - E6, s = -(e + k);  /* decimal() checked 0 <= k <= 17 and s >= 1; D6 < 2^20 */
+    if (s > 43) return slow(out, v);
     uint64_t lhs = D6 << s, rhs = m * POW5[k];
     uint64_t diff2 = 2 * (lhs > rhs ? lhs - rhs : rhs - lhs);
     if (diff2 < POW5[k] || (diff2 == POW5[k] && !(m & 1))) return render(out, v < 0, D6, E6, 6);
