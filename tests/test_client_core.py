@@ -9,6 +9,7 @@ against genserve's embedded server live with the server.)
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -278,6 +279,28 @@ def test_unavailable_is_retried_with_backoff(served):
     assert info.value.code == grpc.StatusCode.UNAVAILABLE and "1 attempt" in info.value.details
 
 
+RETRYING_SERVICE_CONFIG = json.dumps({"methodConfig": [{
+    "name": [{"service": "tensorflow.serving.PredictionService"}],
+    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.01s",
+                    "backoffMultiplier": 1, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+
+
+@pytest.mark.parametrize("user_options, server_calls", [
+    ([], 1),  # gRPC core's retry layer is off: only the Client's RetryPolicy retries
+    ([("grpc.enable_retries", 1)], 3),  # a user's option turns it back on
+])
+def test_grpc_core_retries_are_off_unless_the_user_turns_them_on(served, user_options, server_calls):
+    models, target = served
+    models.flaky_failures = models.calls.get("flaky", 0) + 10
+    before = models.calls.get("flaky", 0)
+    options = [("grpc.service_config", RETRYING_SERVICE_CONFIG), *user_options]
+    with Client(target, timeout=10.0, retry=RetryPolicy.disabled(), options=options) as c:
+        with pytest.raises(GenserveError) as info:
+            c.predict("flaky", {"x": np.ones(1, np.float32)})
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE
+    assert models.calls["flaky"] - before == server_calls
+
+
 def test_nothing_listening_gives_unavailable_within_the_deadline():
     with Client(f"127.0.0.1:{free_port()}", timeout=1.0) as c:
         start = time.monotonic()
@@ -326,6 +349,15 @@ def test_large_val_field_reply(client):
 
 def test_small_limit_is_enforced(served):
     with Client(served[1], timeout=10.0, max_message_bytes=1 << 20) as small:
+        with pytest.raises(GenserveError) as info:
+            small.predict("echo", {"x": np.zeros(2 << 20, np.uint8)})
+    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_users_channel_option_replaces_genserves(served):
+    """gRPC core takes the first value of a repeated channel argument: the user's must be the one."""
+    options = [("grpc.max_send_message_length", 1 << 20)]
+    with Client(served[1], timeout=10.0, options=options) as small:
         with pytest.raises(GenserveError) as info:
             small.predict("echo", {"x": np.zeros(2 << 20, np.uint8)})
     assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -290,3 +290,34 @@ def test_a_failure_to_learn_does_not_cost_the_answer(server_with_templates, capl
     assert "y" in reply.outputs
     assert any("learning a request layout failed: RuntimeError: learning broke" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_learned_request_is_checked_once_per_signature_and_limits(toy_models_dir, monkeypatch):
+    """The server checks a learned request's keys, dtypes, shapes and size once per loaded signature
+    and limits (execute.prepare): the learned message stands for every request of its layout. Other
+    limits, or another loaded version, check it again."""
+    from genserve.serving import execute
+    from genserve.serving.errors import ServingError
+    from genserve.serving.loader import load_saved_model
+    from genserve.serving.options import Limits
+
+    templates = Templates(2, "inputs")
+    raw = predict_request_bytes("toy", {"x": np.ones((3, 1), np.float32)})
+    learned = serving_pb2.PredictRequest.FromString(raw)
+    assert templates.learn(raw, learned)
+    request, arrays = templates.read(predict_request_bytes("toy", {"x": np.full((3, 1), 2.0, np.float32)}))
+    assert request is learned
+    checks = []
+    decode = execute.decode_inputs
+    monkeypatch.setattr(execute, "decode_inputs", lambda *args: checks.append(args) or decode(*args))
+    limits = Limits()
+    model = load_saved_model(toy_models_dir / "toy" / "1")
+    for _ in range(3):
+        sig, values, keys = execute.prepare(model, "toy", 1, request, limits, arrays)
+        assert values is arrays and keys == ("wx", "y")
+    assert len(checks) == 1
+    with pytest.raises(ServingError) as e:  # other limits: checked again, and refused
+        execute.prepare(model, "toy", 1, request, Limits(max_request_elements=2), arrays)
+    assert e.value.code == "RESOURCE_EXHAUSTED"
+    execute.prepare(load_saved_model(toy_models_dir / "toy" / "2"), "toy", 2, request, limits, arrays)
+    assert len(checks) == 3

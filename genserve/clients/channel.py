@@ -62,6 +62,34 @@ def _parse_response(raw: bytes):
                             f"cannot parse the server's reply as a PredictResponse ({len(raw)} bytes: {e})") from None
 
 
+def client_channel_options(target_options: Iterable[tuple[str, Any]], max_message_bytes: int,
+                           user_options: Iterable[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
+    """The channel arguments of a Client: the user's `options`, then the target's
+    (replicas.channel_target) and genserve's for every key the user did not set. Each key appears once:
+    gRPC core takes the FIRST value of a repeated key, so a user's option listed after a default of the
+    same key would be ignored."""
+    user_options = list(user_options)
+    user_keys = {key for key, _ in user_options}
+    if "grpc.ssl_target_name_override" in user_keys:
+        user_keys.add("grpc.default_authority")
+    defaults = [
+        *target_options,
+        ("grpc.max_send_message_length", int(max_message_bytes)),
+        ("grpc.max_receive_message_length", int(max_message_bytes)),
+        # Reconnect quickly after a refused connection, so a retry can reach a server that has
+        # just come up (gRPC's default first reconnect backoff is 1 s).
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+        # No retry layer in gRPC core: Client._call retries UNAVAILABLE itself (RetryPolicy), and no
+        # service config genserve sets has a retryPolicy. The layer (gRFC A6: it also buffers each
+        # request for a possible retry) cost 7-20 us per text step call on loopback, measured against
+        # a channel without it (benchmarks/README.md, session 10).
+        ("grpc.enable_retries", 0),
+    ]
+    return [*user_options, *(item for item in defaults if item[0] not in user_keys)]
+
+
 class Client:
     """A connection to a TF-Serving-compatible gRPC server.
 
@@ -80,8 +108,9 @@ class Client:
         max_message_bytes: send and receive limit set on the channel (gRPC's default is 4 MiB).
         retry: backoff for UNAVAILABLE, until each call's deadline; RetryPolicy.disabled() (one
             attempt) turns retries off.
-        options: extra gRPC channel options, appended after genserve's (e.g.
-            ("grpc.ssl_target_name_override", "localhost") when the certificate names another host).
+        options: extra gRPC channel options; one of a key genserve also sets replaces genserve's
+            (e.g. ("grpc.ssl_target_name_override", "localhost") when the certificate names another
+            host, or ("grpc.enable_retries", 1) for gRPC's own retries as a service config asks).
         tls: connect over TLS (grpc.secure_channel): a TlsSettings, or True with the three below.
             None: TLS exactly when any of the three below is given. There is no process-wide
             default: the CLI passes its --tls options to each Client it builds.
@@ -117,21 +146,7 @@ class Client:
             self._unusable = e      # gRPC's own DNS failure would be
             resolved = ChannelTarget(target, (target,))
         self.replicated = resolved.replicated  # round_robin over replicas (genserve.clients.replicas)
-        user_options = list(options)
-        user_keys = {key for key, _ in user_options}
-        if "grpc.ssl_target_name_override" in user_keys:
-            user_keys.add("grpc.default_authority")
-        channel_options = [
-            *(item for item in resolved.options if item[0] not in user_keys),
-            ("grpc.max_send_message_length", int(max_message_bytes)),
-            ("grpc.max_receive_message_length", int(max_message_bytes)),
-            # Reconnect quickly after a refused connection, so a retry can reach a server that has
-            # just come up (gRPC's default first reconnect backoff is 1 s).
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 1000),
-            *user_options,
-        ]
+        channel_options = client_channel_options(resolved.options, max_message_bytes, options)
         credentials = channel_credentials(tls, root_certificates, client_cert, client_key)
         self.tls = credentials is not None
         if credentials is None:

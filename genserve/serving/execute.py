@@ -36,6 +36,9 @@ _PASSED = "passed headers"  # {((key, dtype, serialized TensorShapeProto), ...):
 _PASSED_LIMIT = 256  # distinct requests' headers remembered per signature; others are checked each time
 _HEADER_BYTES = 4096  # nor headers longer than this (a shape of unknown rank may have any number of dims)
 _ALL_OUTPUTS = "all outputs"  # the outputs fetched without an output_filter, sorted
+# {id(request): (request, limits, output keys)} of requests learned by predict_bytes.Templates: one
+# read-only message stands for every request with its layout, so its checks, once passed, pass again
+_LEARNED = "learned requests"
 
 
 def _proto_shape(proto) -> tuple | None:
@@ -140,8 +143,10 @@ def output_keys(sig, output_filter) -> tuple:
 
 def prepare(model, name: str, version: int, request, limits: Limits = DEFAULT_LIMITS,
             arrays: dict | None = None):
-    """Check `request` against `model`'s SignatureDef and decode its inputs (no graph runs; `arrays`:
-    see decode_inputs).
+    """Check `request` against `model`'s SignatureDef and decode its inputs (no graph runs).
+
+    `arrays`: the values read by predict_bytes.Templates, `request` being the learned message (one
+    read-only object per layout, kept alive by the store): its checks run once per signature and limits.
 
     Returns:
         (signature, {input key: ndarray}, output keys to fetch).
@@ -152,8 +157,19 @@ def prepare(model, name: str, version: int, request, limits: Limits = DEFAULT_LI
     sig_name = request.model_spec.signature_name
     sig = model.signatures.get(sig_name or DEFAULT_SIGNATURE_KEY) or \
         model.signature(sig_name, f"model {short(name)} version {version}")  # raises its error
-    arrays = decode_inputs(sig, request.inputs, limits, arrays)
-    return sig, arrays, output_keys(sig, request.output_filter)
+    if arrays is None:
+        return sig, decode_inputs(sig, request.inputs, limits), output_keys(sig, request.output_filter)
+    learned = sig.memo.get(_LEARNED)
+    if learned is None:
+        learned = sig.memo.setdefault(_LEARNED, {})
+    entry = learned.get(id(request))  # the entry holds `request`: no other object can have its id
+    if entry is not None and entry[0] is request and entry[1] is limits:
+        return sig, arrays, entry[2]
+    decode_inputs(sig, request.inputs, limits, arrays)  # checks; raises
+    keys = output_keys(sig, request.output_filter)
+    if len(learned) < _PASSED_LIMIT:
+        learned[id(request)] = (request, limits, keys)
+    return sig, arrays, keys
 
 
 def respond(name: str, version: int, sig, keys: tuple, result: dict, response_cls):
