@@ -126,7 +126,7 @@ def predict_request_bytes(model: str, inputs: Inputs, signature: str | None = No
         output_filter = (output_filter,)
     elif output_filter is not None:
         output_filter = tuple(output_filter)
-    if not isinstance(inputs, Mapping):
+    if type(inputs) is not dict and not isinstance(inputs, Mapping):  # typing.Mapping: 0.5 us
         predict_request(model, inputs)  # raises its TypeError
     key = (model, signature, version, version_label, output_filter)
     frame = _frames.get(key)
