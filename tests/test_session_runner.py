@@ -46,7 +46,7 @@ def test_closed_session_refuses(toy_signature):
 
 
 def test_malloc_arena_cap_leaves_an_explicit_setting(monkeypatch):
-    from genserve.serving.service import limit_malloc_arenas
+    from genserve.serving.memory import limit_malloc_arenas
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
     assert limit_malloc_arenas() is False

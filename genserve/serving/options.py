@@ -113,6 +113,8 @@ class ServerOptions:
             (--rest_api_enable_cors_support; rest_http.CORS_HEADERS).
         rest_workers: serve the REST port from this many worker processes that do its HTTP and JSON
             writing beside the model process (rest_workers.py); 0: in this process.
+        idle_trim_seconds: after this long with no Predict begun or in flight, hand the heap's free
+            memory back to the OS, once per busy period (memory.IdleTrim, glibc only; <= 0: never).
     """
 
     host: str = "127.0.0.1"
@@ -139,6 +141,7 @@ class ServerOptions:
     enable_grpc_healthcheck_service: bool = False
     enable_cors_support: bool = False
     rest_workers: int = 0
+    idle_trim_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_message_bytes <= MAX_MESSAGE_BYTES:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Iterator
 
 from genserve.serving.health import Health
+from genserve.serving.memory import IdleTrim
 from genserve.serving.options import ServerOptions
 from genserve.serving.registry import ModelRegistry
 from genserve.serving.service import ModelService
@@ -81,6 +82,7 @@ class ModelServer:
             self.observers.append(self.metrics)
         self._grpc = None
         self._rest = None
+        self.trim = IdleTrim(lambda: (self.service.begun, self.service.inflight), options.idle_trim_seconds)
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self.polls = 0  # polls completed (tests wait on it)
@@ -126,6 +128,7 @@ class ModelServer:
             self._grpc = self._rest = None
             raise
         self._stop.clear()
+        self.trim.start()  # its first trim: what the start-up load freed
         if self.options.poll_seconds > 0 or (self.options.config_poll_seconds or 0) > 0:
             self._poller = threading.Thread(target=self._poll_loop, name="genserve-poll", daemon=True)
             self._poller.start()
@@ -185,6 +188,7 @@ class ModelServer:
         for thread in fronts:
             thread.join()
         self._grpc = self._rest = None
+        self.trim.stop()
         if self._poller is not None:
             self._poller.join(timeout=10)
             self._poller = None

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import sys
 import threading
 import time
 from concurrent import futures
@@ -37,6 +35,7 @@ from concurrent import futures
 from genserve.serving import execute
 from genserve.serving.errors import ServingError, short, truncate
 from genserve.serving.gate import ModelGate
+from genserve.serving.memory import limit_malloc_arenas
 from genserve.serving.options import ServerOptions
 
 SHUTTING_DOWN = "the server is shutting down; retry on another replica"
@@ -68,12 +67,13 @@ class ModelService:
         self.observers = observers if observers is not None else []
         self.closing = False
         self.inflight = 0  # Predict calls admitted and not yet answered (tests wait on it)
+        self.begun = 0  # Predict calls begun so far (memory.IdleTrim watches it)
         self._gates: dict[str, ModelGate] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when inflight drops to 0
         self._idle_waiters = 0  # threads in wait_idle
         self.work = futures.ThreadPoolExecutor(options.max_workers, thread_name_prefix="genserve-work")
-        limit_malloc_arenas()  # before the serving threads allocate (MALLOC_ARENAS says why)
+        limit_malloc_arenas()  # before the serving threads allocate (memory.MALLOC_ARENAS says why)
 
     # -- ModelSpec --------------------------------------------------------------------------------
     @staticmethod
@@ -113,6 +113,7 @@ class ModelService:
         deadline = None if time_remaining is None else time.monotonic() + time_remaining
         with self._lock:
             self.inflight += 1
+            self.begun += 1
         return loaded, deadline, self._gate(loaded.name)
 
     def _end(self) -> None:
@@ -343,26 +344,6 @@ class ModelService:
         for gate in list(self._gates.values()):
             gate.executor.shutdown(wait=False, cancel_futures=True)
         self.work.shutdown(wait=False, cancel_futures=True)
-
-
-# glibc malloc arenas of the server process (M_ARENA_MAX; glibc's default: 8 per core): a thread that
-# allocates while another holds an arena may get its own, and a loaded server has dozens of threads.
-# VAE, one process after 64-client gRPC + REST load (2 cores, A/B): 823 MB RSS by default, 735 MB with 2.
-MALLOC_ARENAS = 2
-M_ARENA_MAX = -8  # glibc malloc.h
-
-
-def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas for this process unless MALLOC_ARENA_MAX is set in the environment
-    (which then rules). Returns True when the cap was set; False off glibc."""
-    import ctypes
-
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, count))
-    except (OSError, AttributeError):  # not glibc
-        return False
 
 
 def _timeout_ms(deadline: float | None) -> int:
