@@ -100,6 +100,25 @@ def test_watch_sees_each_change(served):
     reader.join(timeout=10)
 
 
+def test_watch_sees_changes_only(served):
+    """gRPC's health protocol: after the current status, Watch sends a message when the status
+    changes. A registry poll that finds the models still available says nothing new, so a Watch must
+    see the drain as the very next message (a repeated SERVING there made test_replicas' drain test
+    flaky)."""
+    health, stub = served
+    health.set_ready(True)
+    call = stub.Watch(health_pb2.HealthCheckRequest(service="tensorflow.serving.PredictionService"),
+                      timeout=30)
+    try:
+        assert next(call).status == SERVING
+        for _ in range(3):  # three polls, nothing changed
+            assert health.update(["toy"], {"toy": [1]})
+        health.start_drain()
+        assert next(call).status == NOT_SERVING
+    finally:
+        call.cancel()
+
+
 def test_models_ready():
     assert not models_ready([], {})  # nothing to serve is not ready
     assert models_ready(["a"], {"a": iter([1])})

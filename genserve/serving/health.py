@@ -14,7 +14,8 @@ process lives. Here every one of SERVICES (those three names and the fully quali
 "tensorflow.serving.PredictionService" / "tensorflow.serving.ModelService", so probes written for
 either spelling work) is SERVING only while (a) every configured model has at least one AVAILABLE
 version and (b) no drain has started: a balancer stops sending to a replica still loading, and stops
-sending to a stopping replica before it stops listening. Watch streams see each change at once.
+sending to a stopping replica before it stops listening. Watch streams see each change at once, and
+only changes (a registry poll that finds nothing new sends nothing, as the health protocol has it).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Health:
         self._lock = threading.RLock()  # held while publishing, so two changes never land out of order
         self._ready = False
         self._draining = False
+        self._published = None  # the status the servicer holds
         self.servicer = health.HealthServicer()  # answers Check and Watch; Watch does not hold a thread
         with self._lock:
             self._publish()
@@ -84,5 +86,8 @@ class Health:
 
     def _publish(self) -> None:  # with self._lock held
         status = SERVING if self._ready and not self._draining else NOT_SERVING
+        if status == self._published:  # Watch streams hear of changes only (the servicer sends each set)
+            return
+        self._published = status
         for service in SERVICES:
             self.servicer.set(service, status)  # wakes every Watch of that service
