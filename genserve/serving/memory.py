@@ -8,8 +8,9 @@ Why the trim: glibc keeps the memory a burst freed (batched runs' tensors, reque
 inside its heap for the next burst; only the top of a heap goes back by itself. `malloc_trim(0)` also
 gives back the free pages in the middle of every arena (madvise MADV_DONTNEED). Measured on the VAE
 with batching on, in process, after 64 threads x 100 decode requests: 722 MB RSS, 704 MB after one
-trim (benchmarks/README.md, session 10). TF Serving and KServe do not do this; it costs one call of a
-few milliseconds after each busy period, when no request is waiting for it.
+trim (benchmarks/README.md, session 10). TF Serving and KServe do not do this; it costs one call after
+each busy period, when no request is waiting for it: 1.8-2.5 ms right after that load, 0.2-0.3 ms on a
+trimmed heap.
 """
 
 from __future__ import annotations
