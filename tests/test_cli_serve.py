@@ -39,6 +39,24 @@ def test_serve_refuses_missing_or_empty_dir(tmp_path):
     assert result.exit_code == 1 and "not a text-format ModelServerConfig" in result.output
 
 
+def test_serve_passes_idle_trim_seconds_to_the_server(toy_models_dir, monkeypatch):
+    import genserve.serving.server as server_module
+
+    seen = {}
+
+    class Stop(server_module.ModelServer):
+        def start(self):
+            seen["options"] = self.options
+            raise OSError("stopped before binding")
+
+    monkeypatch.setattr(server_module, "ModelServer", Stop)
+    result = invoke("serve", "--models-dir", toy_models_dir, "--port", "0", "--idle-trim-seconds", "0")
+    assert result.exit_code == 1 and "stopped before binding" in result.output
+    assert seen["options"].idle_trim_seconds == 0
+    result = invoke("serve", "--models-dir", toy_models_dir, "--port", "0", "--idle-trim-seconds", "-1")
+    assert result.exit_code == 2 and "idle-trim-seconds" in result.output
+
+
 def test_models_lists_versions_and_labels(toy_models_copy, tmp_path):
     from genserve.repository import set_version_labels
 

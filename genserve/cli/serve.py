@@ -117,6 +117,10 @@ def serve(
         help="On SIGTERM/Ctrl-C, new requests are refused at once (UNAVAILABLE / 503) and requests in "
              "flight on both ports get this many seconds, together, before the process exits.",
         min=0)] = D.drain_seconds,
+    idle_trim_seconds: Annotated[float, typer.Option(
+        help="After this many seconds with no Predict begun or in flight, hand the memory the requests "
+             "freed back to the OS, once per busy period (glibc's malloc_trim; a genserve addition; "
+             "0 = never).", min=0)] = D.idle_trim_seconds,
     monitoring_config_file: Annotated[Path | None, typer.Option(
         help="A MonitoringConfig text file (like TF Serving's --monitoring_config_file, e.g. "
              "genserve/deploy/monitoring.config) whose prometheus_config enables Prometheus metrics on "
@@ -191,7 +195,8 @@ def serve(
         config_poll_seconds=model_config_file_poll_seconds, rest_port=rest_port or None,
         prometheus_path=prometheus_path, ssl_config=ssl_config, drain_seconds=drain_seconds,
         enable_grpc_healthcheck_service=enable_grpc_healthcheck_service,
-        enable_cors_support=rest_api_enable_cors_support, rest_workers=rest_workers))
+        enable_cors_support=rest_api_enable_cors_support, rest_workers=rest_workers,
+        idle_trim_seconds=idle_trim_seconds))
     try:
         bound = server.start()
     except (OSError, ConfigError, FileNotFoundError) as e:
