@@ -3,6 +3,7 @@ genserve's threading model, VAE `decode` with z of (1, 2) from N client threads,
 
     .venv/bin/python benchmarks/grpc_floor.py        # = echo=ECHO on=. off=.+--disable-batching --clients 64
     .venv/bin/python benchmarks/grpc_floor.py old=/tmp/genserve-4f54cda new=.   # two code versions
+    .venv/bin/python benchmarks/grpc_floor.py trim=. keep=.+--idle-trim-seconds,0   # the idle heap trim
 
 Each positional argument is LABEL=SOURCE: `ECHO` starts the echo server (grpc.server over a
 ThreadPoolExecutor as large as genserve's, a generic handler that parses the PredictRequest and answers
@@ -10,7 +11,8 @@ a fixed, pre-serialized VAE-sized PredictResponse: what any Python gRPC server c
 model); any other SOURCE is a genserve source tree put first on the server's PYTHONPATH, optionally
 followed by `+ARG,ARG` extra `genserve serve` arguments. Per row: req/s, p50, and CPU milliseconds per
 request of the server process (utime + stime from /proc, which a busy box distorts far less than
-latency) and of this client process. Same clients as peers.py (raw bytes on gRPC channels).
+latency) and of this client process; at the end each server's RSS, --settle seconds after the
+load. Same clients as peers.py (raw bytes on gRPC channels).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.harness import ServerProcess, export_untrained_vae, free_port  # noqa: E402
-from benchmarks.peers import PREDICT, grpc_factory  # noqa: E402
+from benchmarks.peers import PREDICT, grpc_factory, tree_rss_mb  # noqa: E402
 from benchmarks.serving_load import run_clients  # noqa: E402
 
 ECHO_SERVER = r"""
@@ -104,6 +106,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[64])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="idle seconds after the load before each server's RSS is read (genserve hands "
+                             "freed heap back after --idle-trim-seconds, 1 s by default)")
     args = parser.parse_args()
     from genserve.clients.messages import predict_request
     from genserve.training.vae import VAEConfig
@@ -131,6 +136,8 @@ def main() -> None:
                     rows.setdefault((n, label), []).append((r["throughput"], r["p50_ms"], server_ms, client_ms))
                     print(f"  {n:>3} clients  {label:<10} {r['throughput']:7.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
                           f"errors {r['errors']}", flush=True)
+        time.sleep(args.settle)
+        rss = {label: tree_rss_mb(server.proc.pid) for label, server in servers.items()}
     finally:
         for server in servers.values():
             server.stop()
@@ -139,6 +146,9 @@ def main() -> None:
     for (n, label), runs in rows.items():
         req_s, p50, server_ms, client_ms = (statistics.median(column) for column in zip(*runs))
         print(f"| {n} | {label} | {req_s:,.0f} | {p50:.2f} | {server_ms:.3f} | {client_ms:.3f} |")
+    print(f"\n| server | RSS MB, {args.settle:g} s after the load |\n|---|---|")
+    for label, mb in rss.items():
+        print(f"| {label} | {mb:,.0f} |")
 
 
 if __name__ == "__main__":
