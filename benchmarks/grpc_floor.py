@@ -6,7 +6,7 @@ genserve's threading model, VAE `decode` with z of (1, 2) from N client threads,
     .venv/bin/python benchmarks/grpc_floor.py trim=. keep=.+--idle-trim-seconds,0   # the idle heap trim
 
 Each positional argument is LABEL=SOURCE: `ECHO` starts the echo server (grpc.server over a
-ThreadPoolExecutor as large as genserve's, a generic handler that parses the PredictRequest and answers
+genserve's thread pool (hot_pool.HotThreadPool, as large), a generic handler that parses the PredictRequest and answers
 a fixed, pre-serialized VAE-sized PredictResponse: what any Python gRPC server costs before it runs a
 model); any other SOURCE is a genserve source tree put first on the server's PYTHONPATH, optionally
 followed by `+ARG,ARG` extra `genserve serve` arguments. Per row: req/s, p50, and CPU milliseconds per
@@ -36,10 +36,10 @@ from benchmarks.serving_load import run_clients  # noqa: E402
 
 ECHO_SERVER = r"""
 import sys
-from concurrent import futures
 import grpc
 import numpy as np
 from tensorflow_serving.apis import predict_pb2
+from genserve.serving.hot_pool import HotThreadPool
 from genserve.serving.options import ServerOptions
 from genserve.wire.codec import fill_tensor_proto
 response = predict_pb2.PredictResponse()
@@ -51,7 +51,7 @@ def predict(request, context):
     predict_pb2.PredictRequest.FromString(request)
     return raw
 cap = ServerOptions().max_concurrent_rpcs
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=cap), maximum_concurrent_rpcs=cap)
+server = grpc.server(HotThreadPool(cap), maximum_concurrent_rpcs=cap)
 server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService",
     {"Predict": grpc.unary_unary_rpc_method_handler(predict)})])
 server.add_insecure_port(f"127.0.0.1:{sys.argv[1]}")

@@ -34,22 +34,23 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.harness import ServerProcess, rounds  # noqa: E402
-# argv: [] a bare echo; [SavedModel of the text model, repository root]: each call also runs that
+# argv: [repository root] a bare echo; [root, SavedModel of the text model]: each call also runs that
 # model's `step` (batch 1) on the handler thread before echoing, the best any Python gRPC server can do
 # for a step round trip; [..., "minimal"]: TF Serving's Predict for `step` doing only what any Python
 # server must (step_ab.py's minimal server): read the request with genserve's wire code
 # (predict_bytes.Templates, protobuf for a new layout), run the step with the request's deadline, write
 # the reply (predict_bytes.response_bytes); none of genserve's lookups, checks, admission or metrics.
+# Every one of them runs its handlers on genserve's thread pool (hot_pool.HotThreadPool).
 ECHO_SERVER = r"""
 import sys
-from concurrent import futures
+sys.path.insert(0, sys.argv[1])
 import grpc
+from genserve.serving.hot_pool import HotThreadPool
 service, method, handle = "bench.Echo", "Echo", lambda request, context: request
 if len(sys.argv) > 2:
-    sys.path.insert(0, sys.argv[2])
     import numpy as np
     from genserve.serving.loader import load_saved_model
-    model = load_saved_model(sys.argv[1])
+    model = load_saved_model(sys.argv[2])
     step = model.signatures["step"]
     if sys.argv[3:] == ["minimal"]:
         from genserve.wire.predict_bytes import Templates, response_bytes
@@ -70,7 +71,7 @@ if len(sys.argv) > 2:
             step.run(feed)
             return request
 handler = grpc.method_handlers_generic_handler(service, {method: grpc.unary_unary_rpc_method_handler(handle)})
-server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+server = grpc.server(HotThreadPool(4))
 server.add_generic_rpc_handlers((handler,))
 port = server.add_insecure_port("127.0.0.1:0")
 server.start()
@@ -138,12 +139,12 @@ def measure(calls: int = 300, length: int = 400, skip_text: bool = False, server
         train(TextConfig(epochs=1), tmp / "text", verbose=0, log=lambda line: None, text=text * 40)
         text_path = export_text(tmp / "text", models)
 
-    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
+    echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, str(ROOT)], stdout=subprocess.PIPE, text=True)
     step_echo = None if skip_text else subprocess.Popen(
-        [sys.executable, "-c", ECHO_SERVER, str(text_path), str(ROOT)], stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", ECHO_SERVER, str(ROOT), str(text_path)], stdout=subprocess.PIPE, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     minimal = None if skip_text else subprocess.Popen(
-        [sys.executable, "-c", ECHO_SERVER, str(text_path), str(ROOT), "minimal"], stdout=subprocess.PIPE,
+        [sys.executable, "-c", ECHO_SERVER, str(ROOT), str(text_path), "minimal"], stdout=subprocess.PIPE,
         text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     # The toy export carries batching params: no 2 ms batch wait here.
     server = ServerProcess(models, "--disable-batching", *server_args.split(), poll_seconds=0).start()

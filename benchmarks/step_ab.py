@@ -118,12 +118,12 @@ def main() -> None:
             servers[name] = ServerProcess(models, "--disable-batching", poll_seconds=0).start()
             procs.append(servers[name])
         env = {**os.environ, "PYTHONPATH": here, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True, env=env)
+        echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, here], stdout=subprocess.PIPE, text=True, env=env)
         echoes.append(echo)
-        step_echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, text_path, here],
+        step_echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, here, text_path],
                                      stdout=subprocess.PIPE, text=True, env=env)
         echoes.append(step_echo)
-        minimal = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, text_path, here, "minimal"],
+        minimal = subprocess.Popen([sys.executable, "-c", ECHO_SERVER, here, text_path, "minimal"],
                                    stdout=subprocess.PIPE, text=True, env=env)
         echoes.append(minimal)
         echo_target = f"127.0.0.1:{echo.stdout.readline().strip()}"

@@ -10,9 +10,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from concurrent import futures
-
 from genserve.serving.errors import ServingError, short
+from genserve.serving.hot_pool import HotThreadPool
 
 
 class ModelGate:
@@ -22,7 +21,7 @@ class ModelGate:
     def __init__(self, name: str, max_concurrent: int, max_queue: int):
         self.max_concurrent, self.max_queue = max_concurrent, max_queue
         self.what = f"model {short(name)}"  # how its errors name the model
-        self.executor = futures.ThreadPoolExecutor(max_concurrent, thread_name_prefix="genserve-model")
+        self.executor = HotThreadPool(max_concurrent, thread_name_prefix="genserve-model")
         self.admitted = 0  # running + waiting
         self._slots = queue.SimpleQueue()  # one token per run slot (C: cheaper than threading.Semaphore)
         for _ in range(max_concurrent):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent import futures
 
 import grpc
 from tensorflow_serving.apis import (
@@ -29,6 +28,7 @@ from tensorflow_serving.apis import (
 )
 
 from genserve.serving.errors import ServingError, truncate
+from genserve.serving.hot_pool import HotThreadPool
 from genserve.wire.predict_bytes import Templates
 
 log = logging.getLogger("genserve.serving")
@@ -206,8 +206,8 @@ class GrpcServer:
         cap = self.options.max_concurrent_rpcs
         # As many threads as calls may be open: idle threads are reused, new ones made on demand, so a
         # call never waits for a thread that another model's waiting calls hold.
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=cap, thread_name_prefix="genserve-rpc"),
-                             options=options, maximum_concurrent_rpcs=cap)
+        self._pool = HotThreadPool(cap, thread_name_prefix="genserve-rpc")
+        server = grpc.server(self._pool, options=options, maximum_concurrent_rpcs=cap)
         server.add_generic_rpc_handlers(generic_handlers(self._service, self.predict_requests))
         if self.health is not None:
             self.health.add_to_server(server)
@@ -229,6 +229,7 @@ class GrpcServer:
         """New calls are refused at once; calls in flight get `grace` seconds, then are cancelled."""
         if self._server is not None:
             self._server.stop(grace).wait()
+            self._pool.shutdown(wait=False)  # idle threads end; a handler still running finishes
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until stopped (or `timeout`); True when stopped."""

@@ -32,10 +32,10 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent import futures
 from pathlib import Path
 
 from genserve.serving.errors import error_json, truncate
+from genserve.serving.hot_pool import HotThreadPool
 from genserve.serving.json_tensor import COLUMNAR
 from genserve.serving.rest_worker import (
     ANSWER, ANSWER_STATUS, CONFIG, DRAIN, HEADER, METRICS, OBSERVE, PREDICTION, READY, REQUEST, frame,
@@ -109,7 +109,7 @@ class RestWorkers:
             raise ValueError("REST workers: count must be >= 1")
         self.backend, self.host, self.port, self.count = backend, host, port, count
         self.config = {**config, "log_level": logging.getLogger().getEffectiveLevel()}
-        self._pool = futures.ThreadPoolExecutor(max_threads, thread_name_prefix="genserve-rest")
+        self._pool = HotThreadPool(max_threads, thread_name_prefix="genserve-rest")
         self._sockets: list[socket.socket] = []
         self.workers: list[_Worker] = []
         self._stopping = False

@@ -35,6 +35,7 @@ from concurrent import futures
 from genserve.serving import execute
 from genserve.serving.errors import ServingError, short, truncate
 from genserve.serving.gate import ModelGate
+from genserve.serving.hot_pool import HotThreadPool
 from genserve.serving.memory import limit_malloc_arenas
 from genserve.serving.options import ServerOptions
 
@@ -72,7 +73,7 @@ class ModelService:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when inflight drops to 0
         self._idle_waiters = 0  # threads in wait_idle
-        self.work = futures.ThreadPoolExecutor(options.max_workers, thread_name_prefix="genserve-work")
+        self.work = HotThreadPool(options.max_workers, thread_name_prefix="genserve-work")
         limit_malloc_arenas()  # before the serving threads allocate (memory.MALLOC_ARENAS says why)
 
     # -- ModelSpec --------------------------------------------------------------------------------
