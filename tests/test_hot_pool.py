@@ -141,6 +141,17 @@ def test_shutdown_ends_idle_threads_runs_or_cancels_what_waits_and_refuses_new_w
     assert pool.threads == 0
 
 
+def test_a_pool_nobody_keeps_is_collected_and_its_idle_threads_end():
+    import gc
+
+    pool = HotThreadPool(3, thread_name_prefix="dropped-pool")
+    _warm(pool, 3)
+    assert sum(t.name.startswith("dropped-pool") for t in threading.enumerate()) == 3
+    del pool
+    gc.collect()
+    _until(lambda: not any(t.name.startswith("dropped-pool") for t in threading.enumerate()))
+
+
 def test_a_pool_left_running_does_not_hold_the_interpreter_at_exit():
     code = ("import threading, time\n"
             "from genserve.serving.hot_pool import HotThreadPool\n"

@@ -89,32 +89,13 @@ class HotThreadPool(futures.Executor):
                 worker.wake.release()
             elif len(self._threads) < self.max_workers:
                 self._made += 1
-                thread = threading.Thread(target=self._work, args=(item,), daemon=_DAEMON,
+                thread = threading.Thread(target=_work, args=(weakref.ref(self), item), daemon=_DAEMON,
                                           name=f"{self._prefix}_{self._made - 1}")
                 self._threads.add(thread)
                 thread.start()
             else:
                 self._backlog.append(item)
         return future
-
-    def _work(self, item) -> None:
-        worker = _Worker()
-        try:
-            while item is not None:
-                _run(item)
-                item = None  # no reference kept to the finished call's arguments while idle
-                with self._lock:
-                    if self._backlog:
-                        item = self._backlog.popleft()
-                        continue
-                    if self._shutdown:
-                        return
-                    self._idle.append(worker)
-                worker.wake.acquire()
-                item, worker.item = worker.item, None
-        finally:
-            with self._lock:
-                self._threads.discard(threading.current_thread())
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No new work; idle threads end; queued work still runs unless `cancel_futures`.
@@ -134,6 +115,43 @@ class HotThreadPool(futures.Executor):
             for thread in threads:
                 if thread is not current:
                     thread.join()
+
+    def __del__(self):
+        # Dropped without shutdown(): an idle thread holds no reference to its pool, so this runs;
+        # wake the idle ones to end (a busy one ends when it finds the pool gone).
+        for worker in self._idle:
+            worker.item = None
+            worker.wake.release()
+
+
+def _work(pool_ref, item) -> None:
+    """A pool thread: run `item`, then the backlog, then wait on the idle stack for the next one.
+    Holds its pool only while it takes work, so a pool nobody keeps can be collected (as
+    ThreadPoolExecutor's workers do)."""
+    worker = _Worker()
+    me = threading.current_thread()
+    while item is not None:
+        _run(item)
+        item = None  # no reference kept to the finished call's arguments while idle
+        pool = pool_ref()
+        if pool is None:
+            return
+        with pool._lock:
+            if pool._backlog:
+                item = pool._backlog.popleft()
+            elif pool._shutdown:
+                pool._threads.discard(me)
+                return
+            else:
+                pool._idle.append(worker)
+        del pool
+        if item is None:
+            worker.wake.acquire()
+            item, worker.item = worker.item, None
+    pool = pool_ref()
+    if pool is not None:
+        with pool._lock:
+            pool._threads.discard(me)
 
 
 def _run(item) -> None:
