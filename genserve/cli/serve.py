@@ -109,7 +109,8 @@ def serve(
              "deadline is always passed into the run, as TF Serving does.", min=0)] = D.max_request_seconds,
     tensorflow_intra_op_parallelism: Annotated[int, typer.Option(
         help="Threads TensorFlow uses inside one op (TF Serving's --tensorflow_intra_op_parallelism; "
-             "0 = TF picks).", min=0, max=1024)] = 0,
+             "0 = TF picks). 1 shortens small models' requests, e.g. the text step by ~10 % "
+             "(docs/serving.md, 'Latency, profiled').", min=0, max=1024)] = 0,
     tensorflow_inter_op_parallelism: Annotated[int, typer.Option(
         help="Threads TensorFlow runs independent ops on (TF Serving's "
              "--tensorflow_inter_op_parallelism; 0 = TF picks).", min=0, max=1024)] = 0,
