@@ -10,6 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+
 from genserve.serving.errors import ServingError, short
 from genserve.serving.hot_pool import HotThreadPool
 

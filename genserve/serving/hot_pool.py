@@ -2,8 +2,8 @@
 
 `concurrent.futures.ThreadPoolExecutor` hands work to whichever idle thread its queue wakes, and the
 kernel wakes a queue's waiters in turn: with four idle threads, one client's calls go round all four.
-A graph Session run is faster on a thread that ran it a moment ago (TensorFlow's and oneDNN's
-per-thread state and the core's caches are still warm): an echo server running the text `step` per
+A graph Session run is faster on a thread that ran it a moment ago (presumably its per-thread state
+in TensorFlow and the core's caches are still warm): an echo server running the text `step` per
 call answered in 0.828 ms with one pool thread and 0.862 ms with four (benchmarks/README.md, session
 11). Here the idle threads are a stack, so a lone client's calls stay on one thread, and a burst
 uses the fewest threads that keep up; threads are made on demand up to `max_workers`, and work that
