@@ -152,6 +152,21 @@ def test_a_pool_nobody_keeps_is_collected_and_its_idle_threads_end():
     _until(lambda: not any(t.name.startswith("dropped-pool") for t in threading.enumerate()))
 
 
+def test_a_pool_dropped_with_work_queued_still_runs_that_work():
+    import gc
+
+    pool = HotThreadPool(1, thread_name_prefix="dropped-busy")
+    gate = threading.Event()
+    blocker = pool.submit(gate.wait, 5)
+    queued = [pool.submit(lambda i=i: i * 2) for i in range(3)]
+    del pool
+    gc.collect()
+    gate.set()
+    assert blocker.result(5) is True
+    assert [job.result(5) for job in queued] == [0, 2, 4]
+    _until(lambda: not any(t.name.startswith("dropped-busy") for t in threading.enumerate()))
+
+
 def test_a_pool_left_running_does_not_hold_the_interpreter_at_exit():
     code = ("import threading, time\n"
             "from genserve.serving.hot_pool import HotThreadPool\n"

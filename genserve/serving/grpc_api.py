@@ -204,8 +204,9 @@ class GrpcServer:
             ("grpc.so_reuseport", 0),  # fail loudly instead of sharing a port with another server
         ]
         cap = self.options.max_concurrent_rpcs
-        # As many threads as calls may be open: idle threads are reused, new ones made on demand, so a
-        # call never waits for a thread that another model's waiting calls hold.
+        # As many threads as calls may be open: idle threads are reused (the one idle last first:
+        # hot_pool.py), new ones made on demand, so a call never waits for a thread that another model's
+        # waiting calls hold.
         self._pool = HotThreadPool(cap, thread_name_prefix="genserve-rpc")
         server = grpc.server(self._pool, options=options, maximum_concurrent_rpcs=cap)
         server.add_generic_rpc_handlers(generic_handlers(self._service, self.predict_requests))

@@ -44,6 +44,33 @@ class _Worker:
         self.item = None
 
 
+class _State:
+    """What a pool's threads share with it. The threads hold this, not the pool, so a pool nobody
+    keeps is collected (its `__del__` then shuts it down) while its queued work still runs, as
+    ThreadPoolExecutor's workers do with its queue."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.idle: list[_Worker] = []  # a stack: the last one in is the first one out
+        self.backlog: collections.deque = collections.deque()  # (future, fn, args, kwargs) no thread took
+        self.threads: set[threading.Thread] = set()
+        self.shutdown = False
+
+    def close(self, cancel_futures: bool = False) -> list[threading.Thread]:
+        """No new work; idle threads end; returns the threads alive."""
+        with self.lock:
+            self.shutdown = True
+            if cancel_futures:
+                while self.backlog:
+                    self.backlog.popleft()[0].cancel()
+            idle, self.idle = self.idle, []
+            threads = list(self.threads)
+        for worker in idle:
+            worker.item = None
+            worker.wake.release()
+        return threads
+
+
 class HotThreadPool(futures.Executor):
     """An Executor whose idle threads are a stack: the most recently idle one runs the next call.
 
@@ -57,59 +84,47 @@ class HotThreadPool(futures.Executor):
             raise ValueError("max_workers must be greater than 0")
         self.max_workers = max_workers
         self._prefix = thread_name_prefix
-        self._lock = threading.Lock()
-        self._idle: list[_Worker] = []  # a stack: the last one in is the first one out
-        self._backlog: collections.deque = collections.deque()  # (future, fn, args, kwargs) no thread took
-        self._threads: set[threading.Thread] = set()
+        self._state = _State()
         self._made = 0
-        self._shutdown = False
         _live.add(self)
 
     @property
     def threads(self) -> int:
         """Threads alive (busy or idle)."""
-        with self._lock:
-            return len(self._threads)
+        with self._state.lock:
+            return len(self._state.threads)
 
     @property
     def idle(self) -> int:
         """Threads waiting for work."""
-        with self._lock:
-            return len(self._idle)
+        with self._state.lock:
+            return len(self._state.idle)
 
     def submit(self, fn, /, *args, **kwargs) -> futures.Future:
         future = futures.Future()
         item = (future, fn, args, kwargs)
-        with self._lock:
-            if self._shutdown:
+        state = self._state
+        with state.lock:
+            if state.shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            if self._idle:
-                worker = self._idle.pop()
+            if state.idle:
+                worker = state.idle.pop()
                 worker.item = item
                 worker.wake.release()
-            elif len(self._threads) < self.max_workers:
+            elif len(state.threads) < self.max_workers:
                 self._made += 1
-                thread = threading.Thread(target=_work, args=(weakref.ref(self), item), daemon=_DAEMON,
+                thread = threading.Thread(target=_work, args=(state, item), daemon=_DAEMON,
                                           name=f"{self._prefix}_{self._made - 1}")
-                self._threads.add(thread)
+                state.threads.add(thread)
                 thread.start()
             else:
-                self._backlog.append(item)
+                state.backlog.append(item)
         return future
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No new work; idle threads end; queued work still runs unless `cancel_futures`.
         `wait`: block until every thread has ended."""
-        with self._lock:
-            self._shutdown = True
-            if cancel_futures:
-                while self._backlog:
-                    self._backlog.popleft()[0].cancel()
-            idle, self._idle = self._idle, []
-            threads = list(self._threads)
-        for worker in idle:
-            worker.item = None
-            worker.wake.release()
+        threads = self._state.close(cancel_futures)
         if wait:
             current = threading.current_thread()
             for thread in threads:
@@ -117,41 +132,28 @@ class HotThreadPool(futures.Executor):
                     thread.join()
 
     def __del__(self):
-        # Dropped without shutdown(): an idle thread holds no reference to its pool, so this runs;
-        # wake the idle ones to end (a busy one ends when it finds the pool gone).
-        for worker in self._idle:
-            worker.item = None
-            worker.wake.release()
+        # Dropped without shutdown(): idle threads end, busy ones after the queued work.
+        self._state.close()
 
 
-def _work(pool_ref, item) -> None:
-    """A pool thread: run `item`, then the backlog, then wait on the idle stack for the next one.
-    Holds its pool only while it takes work, so a pool nobody keeps can be collected (as
-    ThreadPoolExecutor's workers do)."""
+def _work(state: _State, item) -> None:
+    """A pool thread: run `item`, then the backlog, then wait on the idle stack for the next one."""
     worker = _Worker()
     me = threading.current_thread()
     while item is not None:
         _run(item)
         item = None  # no reference kept to the finished call's arguments while idle
-        pool = pool_ref()
-        if pool is None:
-            return
-        with pool._lock:
-            if pool._backlog:
-                item = pool._backlog.popleft()
-            elif pool._shutdown:
-                pool._threads.discard(me)
-                return
-            else:
-                pool._idle.append(worker)
-        del pool
-        if item is None:
-            worker.wake.acquire()
-            item, worker.item = worker.item, None
-    pool = pool_ref()
-    if pool is not None:
-        with pool._lock:
-            pool._threads.discard(me)
+        with state.lock:
+            if state.backlog:
+                item = state.backlog.popleft()
+                continue
+            if state.shutdown:
+                break
+            state.idle.append(worker)
+        worker.wake.acquire()
+        item, worker.item = worker.item, None
+    with state.lock:
+        state.threads.discard(me)
 
 
 def _run(item) -> None:
